@@ -1,0 +1,25 @@
+"""fastopt: Numba-JIT neural-network optimizer kernels over flat NumPy buffers.
+
+The spec's update rules (SGD, Momentum, Nesterov, AdaGrad, RMSprop, Adam, Nadam, AMSGrad)
+as fused single-pass parallel kernels, behind a small torch-like API::
+
+    opt = fastopt.Adam(params, lr=1e-3)   # ndarray | list of ndarrays | FlatParams | groups
+    opt.step(grads)                       # in place
+
+Layers, each importing only the ones below it: ``rules`` (the element-wise equations),
+``drivers`` (how they are looped), ``functional`` (in-place functions on flat arrays),
+``optim`` (the classes), and the CLI (``python -m fastopt``). Nothing is compiled at
+import: each kernel is compiled on first use and cached on disk.
+"""
+
+from . import functional, schedules
+from .flat import FlatParams
+from .noise import GradientNoise
+from .optim import SGD, AdaGrad, Adam, AMSGrad, Momentum, Nadam, Nesterov, Optimizer, RMSprop
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "SGD", "AMSGrad", "AdaGrad", "Adam", "FlatParams", "GradientNoise", "Momentum", "Nadam",
+    "Nesterov", "Optimizer", "RMSprop", "functional", "schedules",
+]

@@ -1,0 +1,134 @@
+"""Argument checks shared by the functional layer and the optimizer classes.
+
+Every check runs before anything is written, and every message names the argument and
+says what would be accepted.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def check_param_array(a: Any, what: str, *, writable: bool = True) -> np.ndarray:
+    """A float32/float64, C-contiguous (and writable) ndarray, or a clear error."""
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"{what} must be a numpy.ndarray, got {type(a).__name__}")
+    if a.dtype not in FLOAT_DTYPES:
+        hint = (
+            " (numba has no float16 on the CPU: keep a float32 master copy)"
+            if a.dtype == np.float16
+            else ""
+        )
+        raise TypeError(f"{what} has dtype {a.dtype}; fastopt needs float32 or float64{hint}")
+    if not a.flags.c_contiguous:
+        raise ValueError(
+            f"{what} is not C-contiguous; pass np.ascontiguousarray(...) and keep that array"
+        )
+    if writable and not a.flags.writeable:
+        raise ValueError(f"{what} is read-only; fastopt updates it in place")
+    return a
+
+
+def check_grad_array(g: Any, p: np.ndarray, what: str) -> np.ndarray:
+    """A gradient matching its parameter in shape and dtype, C-contiguous."""
+    if not isinstance(g, np.ndarray):
+        raise ValueError(f"{what} must be a numpy.ndarray, got {type(g).__name__}")
+    if g.shape != p.shape:
+        raise ValueError(f"{what} has shape {g.shape}, its parameter has shape {p.shape}")
+    if g.dtype != p.dtype:
+        raise ValueError(f"{what} has dtype {g.dtype}, its parameter has dtype {p.dtype}")
+    if not g.flags.c_contiguous:
+        raise ValueError(f"{what} is not C-contiguous; pass np.ascontiguousarray(...)")
+    return g
+
+
+def _real(name: str, x: Any) -> float:
+    if isinstance(x, bool) or not isinstance(x, (int, float, np.integer, np.floating)):
+        raise ValueError(f"{name} must be a real number, got {x!r}")
+    x = float(x)
+    if math.isnan(x):
+        raise ValueError(f"{name} must not be NaN")
+    return x
+
+
+def check_nonneg(name: str, x: Any) -> float:
+    x = _real(name, x)
+    if not (0.0 <= x < math.inf):
+        raise ValueError(f"{name} must be finite and >= 0, got {x}")
+    return x
+
+
+def check_unit(name: str, x: Any) -> float:
+    """A value in [0, 1) (betas, alpha, momentum)."""
+    x = _real(name, x)
+    if not 0.0 <= x < 1.0:
+        raise ValueError(f"{name} must be in [0, 1), got {x}")
+    return x
+
+
+def check_lr(lr: Any) -> float | Callable[[int], float]:
+    if callable(lr):
+        return lr
+    return check_nonneg("lr", lr)
+
+
+def check_betas(betas: Any) -> tuple[float, float]:
+    try:
+        b1, b2 = betas
+    except (TypeError, ValueError):
+        raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}") from None
+    return check_unit("betas[0]", b1), check_unit("betas[1]", b2)
+
+
+def check_bool(name: str, x: Any) -> bool:
+    if not isinstance(x, (bool, np.bool_)):
+        raise ValueError(f"{name} must be True or False, got {x!r}")
+    return bool(x)
+
+
+def check_optional_nonneg(name: str, x: Any) -> float | None:
+    return None if x is None else check_nonneg(name, x)
+
+
+def check_step(step: Any) -> int:
+    if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 1:
+        raise ValueError(f"step must be an int >= 1 (1 on the first step), got {step!r}")
+    return int(step)
+
+
+#: How each hyperparameter is checked, by name. Used for constructor arguments and for
+#: every group's overrides, so a bad value is refused wherever it comes from.
+HYPERPARAMETER_CHECKS: dict[str, Callable[[str, Any], Any]] = {
+    "lr": lambda _n, x: check_lr(x),
+    "weight_decay": check_nonneg,
+    "decoupled_weight_decay": check_bool,
+    "maximize": check_bool,
+    "momentum": check_nonneg,
+    "alpha": check_unit,
+    "betas": lambda _n, x: check_betas(x),
+    "eps": check_nonneg,
+    "eps_inside_sqrt": check_bool,
+    "centered": check_bool,
+    "initial_accumulator_value": check_nonneg,
+    "momentum_decay": check_optional_nonneg,
+    "bias_correction": check_bool,
+}
+
+
+def lr_at(lr: float | Callable[[int], float], completed_steps: int) -> float:
+    """The learning rate of this step: ``lr`` or ``lr(t')`` for a schedule, checked."""
+    if not callable(lr):
+        return lr
+    value = lr(completed_steps)
+    try:
+        return check_nonneg("lr", value)
+    except ValueError as exc:
+        raise ValueError(
+            f"the lr schedule returned {value!r} at step t'={completed_steps}: {exc}"
+        ) from None

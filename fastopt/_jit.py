@@ -1,0 +1,99 @@
+"""How fastopt compiles its kernels.
+
+The element-wise equations (``fastopt.rules``) and the counter-based generator
+(``fastopt.philox``) are plain Python functions. A backend turns them into machine code by
+*binding*: :func:`bind` rebuilds a function with some of its global names pointing at
+compiled helpers, and the backend's decorator compiles the result. The CPU driver binds the
+same loop template to each rule; a CUDA driver binds the same rules to its kernels. So each
+equation exists once.
+
+Compilation is lazy (nothing at import) and cached on disk (``cache=True``). Numba keys its
+cache on the source file of the compiled function only, so :func:`source_tag` folds the
+sources of everything bound into the function's name: editing a rule can never load a stale
+kernel. Where no cache directory is writable, numba raises at decoration time; we fall back
+to an uncached kernel instead of failing (``numba-rules.md``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import types
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from numba import njit
+
+#: Options for every CPU kernel. fastmath stays off: it breaks NaN checks and bitwise
+#: reproducibility and buys nothing in a bandwidth-bound loop. error_model="numpy" lets a
+#: serial loop vectorise (the default python model adds a divide-by-zero check per element).
+CPU_OPTIONS: dict[str, Any] = {"error_model": "numpy", "fastmath": False}
+
+_cache_warned = False
+
+
+def device(fn: Callable) -> Callable:
+    """Mark a plain function as backend-neutral device code (a rule, a helper, the RNG).
+
+    The function is returned unchanged; backends compile it with :func:`compile_tree`.
+    """
+    fn.__fastopt_device__ = True
+    return fn
+
+
+def compile_tree(fn: Callable, compile_one: Callable[[Callable], Callable]) -> Callable:
+    """Compile ``fn`` with ``compile_one`` after compiling every device function it calls."""
+    deps = {}
+    for name in fn.__code__.co_names:
+        obj = fn.__globals__.get(name)
+        if getattr(obj, "__fastopt_device__", False):
+            deps[name] = compile_tree(obj, compile_one)
+    return compile_one(bind(fn, **deps) if deps else fn)
+
+
+def bind(fn: Callable, name: str | None = None, **globals_: Any) -> types.FunctionType:
+    """Return a copy of ``fn`` whose global names in ``globals_`` point at new objects."""
+    namespace = dict(fn.__globals__)
+    namespace.update(globals_)
+    new = types.FunctionType(fn.__code__, namespace, name or fn.__name__, fn.__defaults__)
+    new.__qualname__ = name or fn.__qualname__
+    new.__module__ = fn.__module__
+    new.__doc__ = fn.__doc__
+    return new
+
+
+def source_tag(*modules: types.ModuleType) -> str:
+    """A short hash of the source of ``modules`` (packages: every ``.py`` file in them)."""
+    paths: set[Path] = set()
+    for mod in modules:
+        path = Path(inspect.getfile(mod))
+        paths.update(path.parent.glob("*.py") if path.name == "__init__.py" else [path])
+    h = hashlib.sha1()
+    for path in sorted(paths):
+        h.update(path.read_bytes())
+    return h.hexdigest()[:10]
+
+
+def cpu_jit(fn: Callable, *, parallel: bool = False, cache: bool = True) -> Callable:
+    """``numba.njit`` with fastopt's options, cached where a cache directory is writable."""
+    global _cache_warned
+    if cache:
+        try:
+            return njit(parallel=parallel, cache=True, **CPU_OPTIONS)(fn)
+        except RuntimeError as exc:  # "cannot cache function ...: no locator available"
+            if not _cache_warned:
+                warnings.warn(
+                    f"fastopt: kernels will be compiled without a disk cache ({exc}); set "
+                    "NUMBA_CACHE_DIR to a writable directory to keep them between runs.",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
+                _cache_warned = True
+    return njit(parallel=parallel, cache=False, **CPU_OPTIONS)(fn)
+
+
+def device_function(fn: Callable) -> Callable:
+    """Compile a plain element-wise helper for the CPU (inlined by LLVM into the loops)."""
+    return njit(**CPU_OPTIONS)(fn)

@@ -1,0 +1,196 @@
+"""The CPU driver: one fused pass per step, parallel over elements with ``prange``.
+
+For each element the loop reads the gradient, the parameter and the rule's state once,
+applies the common transforms in the order of ``equations.md`` (maximize and clipping as
+one scale, then the gradient noise, then L2 weight decay, or the decoupled decay of the
+parameter) and the rule, and writes parameter and state once. Nothing else touches memory.
+
+Each rule gets its own compiled copy of :func:`_step_loop` (``fastopt._jit.bind``),
+compiled lazily on first use, once as a parallel kernel and once as a serial one for small
+arrays, where a parallel launch costs more than the work. Optional transforms are passed as
+``None`` to switch them off: numba prunes ``if x is not None`` at compile time, so the
+plain step carries no noise or weight-decay code.
+
+The global gradient norm is a fixed-block reduction: float64 partial sums over blocks of
+:data:`BLOCK` elements (computed in parallel), combined serially in block order, so the
+result has the same bits at any thread count.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from functools import cache
+
+import numpy as np
+from numba import prange
+from numba.extending import overload
+
+from .. import philox, rules
+from .._jit import bind, compile_tree, cpu_jit, device_function, source_tag
+
+#: Elements per block of the norm reduction (float64 partial per block).
+BLOCK = 4096
+
+#: Below this many elements a step runs serially. Measured on the project's 2-core
+#: machines (``python -m fastopt bench`` prints the crossover it sees): a parallel launch
+#: costs a few microseconds, about the time of a serial Adam step over ~3e4 float32.
+SERIAL_BELOW = 32768
+
+
+def gather(st, i):
+    """``(st[0][i], st[1][i], ...)``: one element of each state array."""
+
+
+@overload(gather, inline="always")
+def _gather(st, i):
+    n = len(st)
+    if n == 0:
+        return lambda st, i: ()
+    if n == 1:
+        return lambda st, i: (st[0][i],)
+    if n == 2:
+        return lambda st, i: (st[0][i], st[1][i])
+    if n == 3:
+        return lambda st, i: (st[0][i], st[1][i], st[2][i])
+    raise NotImplementedError("fastopt rules keep at most three state arrays")
+
+
+def scatter(st, i, s):
+    """``st[k][i] = s[k]`` for every state array."""
+
+
+@overload(scatter, inline="always")
+def _scatter(st, i, s):
+    n = len(st)
+    if n == 0:
+        def impl(st, i, s):
+            pass
+    elif n == 1:
+        def impl(st, i, s):
+            st[0][i] = s[0]
+    elif n == 2:
+        def impl(st, i, s):
+            st[0][i] = s[0]
+            st[1][i] = s[1]
+    elif n == 3:
+        def impl(st, i, s):
+            st[0][i] = s[0]
+            st[1][i] = s[1]
+            st[2][i] = s[2]
+    else:
+        raise NotImplementedError("fastopt rules keep at most three state arrays")
+    return impl
+
+
+def RULE(p, g, s, h):  # noqa: N802 - placeholder, bound to a compiled rule per kernel
+    raise NotImplementedError
+
+
+def NORMAL(index, step, k0, k1):  # noqa: N802 - placeholder, bound to the compiled RNG
+    raise NotImplementedError
+
+
+def _step_loop(p, g, st, h, scale, wd, decay, noise):
+    for i in prange(p.size):
+        gi = g[i] * scale
+        if noise is not None:
+            sigma, offset, step, k0, k1 = noise
+            gi += sigma * NORMAL(offset + np.uint64(i), step, k0, k1)
+        pi = p[i]
+        if wd is not None:
+            gi += wd * pi
+        pi, s = RULE(pi * decay, gi, gather(st, i), h)
+        p[i] = pi
+        scatter(st, i, s)
+
+
+def _sumsq_loop(x, partials):
+    nblocks = partials.size
+    for b in prange(nblocks):
+        lo = b * BLOCK
+        hi = min(lo + BLOCK, x.size)
+        # Eight independent float64 chains: vectorisable, and a fixed order.
+        s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0
+        j = lo
+        while j + 8 <= hi:
+            a0 = np.float64(x[j])
+            a1 = np.float64(x[j + 1])
+            a2 = np.float64(x[j + 2])
+            a3 = np.float64(x[j + 3])
+            a4 = np.float64(x[j + 4])
+            a5 = np.float64(x[j + 5])
+            a6 = np.float64(x[j + 6])
+            a7 = np.float64(x[j + 7])
+            s0 += a0 * a0
+            s1 += a1 * a1
+            s2 += a2 * a2
+            s3 += a3 * a3
+            s4 += a4 * a4
+            s5 += a5 * a5
+            s6 += a6 * a6
+            s7 += a7 * a7
+            j += 8
+        while j < hi:
+            a0 = np.float64(x[j])
+            s0 += a0 * a0
+            j += 1
+        s = ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
+        if not math.isfinite(s):
+            # Tell a non-finite input (NaN) from a float64 overflow of finite inputs (inf).
+            for k in range(lo, hi):
+                if not math.isfinite(x[k]):
+                    s = np.nan
+                    break
+        partials[b] = s
+    total = 0.0
+    for b in range(nblocks):
+        total += partials[b]
+    return total
+
+
+@cache
+def _tag() -> str:
+    return source_tag(rules, philox)
+
+
+@cache
+def step_kernel(rule: Callable, parallel: bool) -> Callable:
+    """The compiled step loop for ``rule`` (compiled on first call, then cached on disk)."""
+    mode = "parallel" if parallel else "serial"
+    fn = bind(
+        _step_loop,
+        f"step_{rule.__name__}_{mode}_{_tag()}",
+        RULE=compile_tree(rule, device_function),
+        NORMAL=compile_tree(philox.standard_normal, device_function),
+    )
+    return cpu_jit(fn, parallel=parallel)
+
+
+@cache
+def sumsq_kernel(parallel: bool) -> Callable:
+    mode = "parallel" if parallel else "serial"
+    return cpu_jit(bind(_sumsq_loop, f"sumsq_{mode}"), parallel=parallel)
+
+
+def step(rule, p, g, state, consts, scale, wd, decay, noise) -> None:
+    """Run one fused step of ``rule`` over the 1-D arrays ``p``, ``g`` and ``state``.
+
+    All scalars must already have the parameter's dtype (``noise``: ``(sigma, offset,
+    step, k0, k1)`` with uint64 offset and step, uint32 key words, or None).
+    """
+    step_kernel(rule, p.size >= SERIAL_BELOW)(p, g, state, consts, scale, wd, decay, noise)
+
+
+def blocks(n: int) -> int:
+    """Number of reduction blocks for ``n`` elements."""
+    return -(-n // BLOCK)
+
+
+def sum_of_squares(x: np.ndarray, partials: np.ndarray) -> float:
+    """``Σ x²`` in float64 over a 1-D array, deterministically; NaN if any x is NaN/Inf.
+
+    ``partials`` is a float64 workspace of at least ``blocks(x.size)`` elements.
+    """
+    nb = blocks(x.size)
+    return sumsq_kernel(x.size >= SERIAL_BELOW)(x, partials[:nb])

@@ -1,0 +1,168 @@
+"""FlatParams: many named arrays in one contiguous, 64-byte-aligned buffer.
+
+An optimizer over a FlatParams steps every array in one fused pass over ``data`` and
+``grad``, however many arrays it holds: no per-array launch, no per-array Python.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from ._checks import FLOAT_DTYPES
+
+ALIGNMENT = 64  # bytes: a cache line, and a whole AVX-512 vector
+
+
+def aligned_empty(n: int, dtype: np.dtype, alignment: int = ALIGNMENT) -> np.ndarray:
+    """An uninitialised 1-D array of ``n`` elements whose data starts on ``alignment`` bytes."""
+    dtype = np.dtype(dtype)
+    raw = np.empty(n * dtype.itemsize + alignment, np.uint8)
+    start = -raw.ctypes.data % alignment
+    return raw[start : start + n * dtype.itemsize].view(dtype)
+
+
+def aligned_zeros(n: int, dtype: np.dtype) -> np.ndarray:
+    a = aligned_empty(n, dtype)
+    a.fill(0)
+    return a
+
+
+class _Views(Mapping):
+    """A read-only mapping ``name -> writable view`` into one of the buffers."""
+
+    def __init__(self, flat: FlatParams, buffer: np.ndarray) -> None:
+        self._flat = flat
+        self._buffer = buffer
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        lo, shape = self._flat._slot(name)
+        return self._buffer[lo : lo + int(np.prod(shape, dtype=np.int64))].reshape(shape)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._flat.names)
+
+    def __len__(self) -> int:
+        return len(self._flat.names)
+
+    def __repr__(self) -> str:
+        return f"<views of {list(self._flat.names)}>"
+
+
+@dataclass(frozen=True)
+class FlatSubset:
+    """Some of a FlatParams' arrays, by name: the ``"params"`` of an optimizer group."""
+
+    flat: FlatParams
+    names: tuple[str, ...]
+
+
+class FlatParams:
+    """Named parameter arrays packed into one aligned buffer, with a twin gradient buffer.
+
+    >>> flat = FlatParams({"w1": (784, 256), "b1": (256,)}, dtype=np.float32)
+    >>> flat["w1"].shape, flat.grads["b1"].shape
+    ((784, 256), (256,))
+
+    ``flat["w1"]`` (also ``flat.params["w1"]``) and ``flat.grads["w1"]`` are writable views;
+    ``flat.data`` and ``flat.grad`` are the 1-D buffers behind them. Each array starts on a
+    64-byte boundary; the few padding elements between arrays stay zero in both buffers
+    (gradient noise may move padding parameters, which nothing reads).
+    """
+
+    def __init__(self, shapes: Mapping[str, tuple[int, ...] | int], dtype=np.float32) -> None:
+        dtype = np.dtype(dtype)
+        if dtype not in FLOAT_DTYPES:
+            raise TypeError(f"FlatParams dtype must be float32 or float64, got {dtype}")
+        if not shapes:
+            raise ValueError("FlatParams needs at least one named array")
+        step = ALIGNMENT // dtype.itemsize
+        slots: dict[str, tuple[int, tuple[int, ...]]] = {}
+        offset = 0
+        for name, shape in shapes.items():
+            if not isinstance(name, str):
+                raise TypeError(f"FlatParams names must be strings, got {name!r}")
+            shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
+            if any(not isinstance(d, (int, np.integer)) or d < 0 for d in shape):
+                raise ValueError(f"FlatParams[{name!r}] has an invalid shape {shape}")
+            shape = tuple(int(d) for d in shape)
+            slots[name] = (offset, shape)
+            size = int(np.prod(shape, dtype=np.int64))
+            offset += -(-size // step) * step
+        self._slots = slots
+        self.dtype = dtype
+        #: The 1-D parameter buffer (all arrays, with alignment padding).
+        self.data = aligned_zeros(offset, dtype)
+        #: The 1-D gradient buffer, laid out as ``data``.
+        self.grad = aligned_zeros(offset, dtype)
+        self.params = _Views(self, self.data)
+        self.grads = _Views(self, self.grad)
+
+    @classmethod
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray], dtype=None) -> FlatParams:
+        """Pack copies of ``arrays`` (dtype: theirs, or float32 when they are not float)."""
+        arrays = {k: np.asarray(v) for k, v in arrays.items()}
+        if dtype is None:
+            kinds = {a.dtype for a in arrays.values()}
+            dtype = kinds.pop() if len(kinds) == 1 and kinds <= set(FLOAT_DTYPES) else np.float32
+        flat = cls({k: a.shape for k, a in arrays.items()}, dtype=dtype)
+        for k, a in arrays.items():
+            flat.params[k][...] = a
+        return flat
+
+    def _slot(self, name: str) -> tuple[int, tuple[int, ...]]:
+        try:
+            return self._slots[name]
+        except KeyError:
+            raise KeyError(f"FlatParams has no array {name!r}; it has {list(self._slots)}") from None
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.params[name]
+
+    def __setitem__(self, name: str, value) -> None:
+        self.params[name][...] = value
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._slots
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._slots)
+
+    def __len__(self) -> int:
+        return len(self._slots)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(self._slots)
+
+    @property
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        return {k: shape for k, (_, shape) in self._slots.items()}
+
+    def offset(self, name: str) -> int:
+        """Index of ``name``'s first element in ``data``."""
+        return self._slot(name)[0]
+
+    def size_of(self, name: str) -> int:
+        return int(np.prod(self._slot(name)[1], dtype=np.int64))
+
+    @property
+    def size(self) -> int:
+        """Number of parameters (without padding)."""
+        return sum(self.size_of(k) for k in self._slots)
+
+    def subset(self, *names: str) -> FlatSubset:
+        """Some arrays by name, for optimizer groups: ``{"params": flat.subset("b1")}``."""
+        for n in names:
+            self._slot(n)
+        if len(set(names)) != len(names):
+            raise ValueError(f"FlatParams.subset got a name twice: {names}")
+        return FlatSubset(self, tuple(names))
+
+    def zero_grad(self) -> None:
+        self.grad.fill(0)
+
+    def __repr__(self) -> str:
+        return f"FlatParams({self.shapes}, dtype={self.dtype.name})"

@@ -1,0 +1,286 @@
+"""The functional layer: one in-place function per rule on flat arrays.
+
+This is the interface for frameworks that keep their own optimizer objects (and what the
+classes in ``fastopt.optim`` call). Each function updates the parameter and the state
+arrays in place, in one fused pass, and returns None (``nadam`` returns the running
+momentum product it needs next time).
+
+Every function takes the step number ``step`` (t = 1 on the first step; bias corrections
+use t, the noise schedule uses t' = t − 1) and the common transforms, applied in this order
+before the rule (``equations.md``):
+
+* ``maximize``: ``g ← −g``;
+* ``grad_scale``: ``g ← s·g`` (the clip factor from :func:`clip_scale`);
+* ``noise``: ``g ← g + N(0, σ²)``, a :class:`fastopt.GradientNoise`; element ``i`` of this
+  array draws counter ``(noise_offset + i, t')``;
+* ``weight_decay=λ``: ``g ← g + λ w`` (L2), or with ``decoupled_weight_decay=True``
+  ``w ← w (1 − ηλ)`` before the rule (AdamW).
+
+Arrays: C-contiguous float32 or float64, all of the same shape and dtype; the math runs in
+that dtype. ``check=False`` skips the argument checks (for callers that validated once).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from . import rules
+from ._checks import (
+    check_betas,
+    check_bool,
+    check_grad_array,
+    check_nonneg,
+    check_optional_nonneg,
+    check_param_array,
+    check_step,
+    check_unit,
+)
+from .drivers import cpu
+from .noise import GradientNoise
+
+__all__ = [
+    "adagrad", "adam", "amsgrad", "clip_scale", "global_norm", "momentum", "nadam",
+    "nesterov", "rmsprop", "sgd",
+]
+
+
+def _check_arrays(p: np.ndarray, g: np.ndarray, state: Sequence[np.ndarray]) -> None:
+    check_param_array(p, "p")
+    check_grad_array(g, p, "g")
+    for k, s in enumerate(state):
+        check_param_array(s, f"state array {k}")
+        if s.shape != p.shape or s.dtype != p.dtype:
+            raise ValueError(
+                f"state array {k} has shape {s.shape} and dtype {s.dtype}; "
+                f"p has shape {p.shape} and dtype {p.dtype}"
+            )
+        if np.shares_memory(s, p) or np.shares_memory(s, g):
+            raise ValueError(f"state array {k} overlaps p or g")
+
+
+def _run(
+    rule: Callable,
+    p: np.ndarray,
+    g: np.ndarray,
+    state: tuple[np.ndarray, ...],
+    consts: tuple[float, ...],
+    step: int,
+    lr: float,
+    weight_decay: float,
+    decoupled_weight_decay: bool,
+    maximize: bool,
+    grad_scale: float,
+    noise: GradientNoise | None,
+    noise_offset: int,
+    check: bool,
+) -> None:
+    if check:
+        _check_arrays(p, g, state)
+        check_step(step)
+        check_nonneg("lr", lr)
+        check_nonneg("weight_decay", weight_decay)
+        check_bool("decoupled_weight_decay", decoupled_weight_decay)
+        check_bool("maximize", maximize)
+        check_nonneg("grad_scale", grad_scale)
+        if noise is not None and not isinstance(noise, GradientNoise):
+            raise ValueError(f"noise must be a fastopt.GradientNoise or None, got {noise!r}")
+    if p.ndim != 1:
+        p, g, state = p.reshape(-1), g.reshape(-1), tuple(s.reshape(-1) for s in state)
+    dt = p.dtype.type
+    h = tuple(dt(c) for c in consts)
+    scale = dt(-grad_scale if maximize else grad_scale)
+    if decoupled_weight_decay:
+        wd, decay = None, dt(1.0 - lr * weight_decay)
+    else:
+        wd, decay = (dt(weight_decay) if weight_decay else None), dt(1.0)
+    nz = None
+    if noise is not None and noise.eta > 0.0:
+        k0, k1 = noise.key
+        t_prime = step - 1
+        nz = (dt(noise.std(t_prime)), np.uint64(noise_offset), np.uint64(t_prime), k0, k1)
+    cpu.step(rule, p, g, state, h, scale, wd, decay, nz)
+
+
+_COMMON_DOC = """
+    Common keywords: ``weight_decay``, ``decoupled_weight_decay``, ``maximize``,
+    ``grad_scale``, ``noise``, ``noise_offset``, ``check`` (see the module docstring)."""
+
+
+def sgd(
+    p: np.ndarray, g: np.ndarray, step: int, lr: float, *,
+    weight_decay: float = 0.0, decoupled_weight_decay: bool = False, maximize: bool = False,
+    grad_scale: float = 1.0, noise: GradientNoise | None = None, noise_offset: int = 0,
+    check: bool = True,
+) -> None:
+    """Gradient descent, ``w ← w − η g`` (spec: batch/stochastic/minibatch GD)."""
+    _run(rules.sgd, p, g, (), rules.sgd_constants(lr), step, lr, weight_decay,
+         decoupled_weight_decay, maximize, grad_scale, noise, noise_offset, check)
+
+
+def momentum(
+    p: np.ndarray, g: np.ndarray, v: np.ndarray, step: int, lr: float,
+    momentum: float = 0.9, *,
+    weight_decay: float = 0.0, decoupled_weight_decay: bool = False, maximize: bool = False,
+    grad_scale: float = 1.0, noise: GradientNoise | None = None, noise_offset: int = 0,
+    check: bool = True,
+) -> None:
+    """Momentum (spec): ``v ← γ v + η g;  w ← w − v`` with ``γ = momentum``."""
+    if check:
+        check_nonneg("momentum", momentum)
+    _run(rules.momentum, p, g, (v,), rules.momentum_constants(lr, momentum), step, lr,
+         weight_decay, decoupled_weight_decay, maximize, grad_scale, noise, noise_offset, check)
+
+
+def nesterov(
+    p: np.ndarray, g: np.ndarray, v: np.ndarray, step: int, lr: float,
+    momentum: float = 0.9, *,
+    weight_decay: float = 0.0, decoupled_weight_decay: bool = False, maximize: bool = False,
+    grad_scale: float = 1.0, noise: GradientNoise | None = None, noise_offset: int = 0,
+    check: bool = True,
+) -> None:
+    """Nesterov momentum (spec), holding the look-ahead point ``φ = w − γ v`` in ``p``:
+    ``v' = γ v + η g(φ);  φ ← φ − v' − γ (v' − v);  v ← v'``."""
+    if check:
+        check_nonneg("momentum", momentum)
+    _run(rules.nesterov, p, g, (v,), rules.nesterov_constants(lr, momentum), step, lr,
+         weight_decay, decoupled_weight_decay, maximize, grad_scale, noise, noise_offset, check)
+
+
+def adagrad(
+    p: np.ndarray, g: np.ndarray, acc: np.ndarray, step: int, lr: float,
+    eps: float = 1e-6, *, eps_inside_sqrt: bool = True,
+    weight_decay: float = 0.0, decoupled_weight_decay: bool = False, maximize: bool = False,
+    grad_scale: float = 1.0, noise: GradientNoise | None = None, noise_offset: int = 0,
+    check: bool = True,
+) -> None:
+    """AdaGrad (spec): ``G ← G + g²;  w ← w − η g / √(G + ε)``
+    (``eps_inside_sqrt=False``: torch's ``/(√G + ε)``)."""
+    if check:
+        check_nonneg("eps", eps)
+        check_bool("eps_inside_sqrt", eps_inside_sqrt)
+    _run(rules.adagrad, p, g, (acc,), rules.adagrad_constants(lr, eps, eps_inside_sqrt), step,
+         lr, weight_decay, decoupled_weight_decay, maximize, grad_scale, noise, noise_offset,
+         check)
+
+
+def rmsprop(
+    p: np.ndarray, g: np.ndarray, square_avg: np.ndarray, step: int, lr: float,
+    alpha: float = 0.9, eps: float = 1e-6, *, eps_inside_sqrt: bool = True,
+    centered: bool = False, momentum: float = 0.0,
+    grad_avg: np.ndarray | None = None, momentum_buffer: np.ndarray | None = None,
+    weight_decay: float = 0.0, decoupled_weight_decay: bool = False, maximize: bool = False,
+    grad_scale: float = 1.0, noise: GradientNoise | None = None, noise_offset: int = 0,
+    check: bool = True,
+) -> None:
+    """RMSprop (spec): ``E ← α E + (1 − α) g²;  w ← w − η g / √(E + ε)``.
+
+    torch options: ``eps_inside_sqrt=False``; ``centered=True`` (needs ``grad_avg``);
+    ``momentum > 0`` (needs ``momentum_buffer``).
+    """
+    if check:
+        check_unit("alpha", alpha)
+        check_nonneg("eps", eps)
+        check_nonneg("momentum", momentum)
+        check_bool("eps_inside_sqrt", eps_inside_sqrt)
+        check_bool("centered", centered)
+        if centered and grad_avg is None:
+            raise ValueError("rmsprop(centered=True) needs the grad_avg state array")
+        if momentum > 0 and momentum_buffer is None:
+            raise ValueError("rmsprop(momentum > 0) needs the momentum_buffer state array")
+    if centered and momentum > 0:
+        rule, state = rules.rmsprop_centered_momentum, (square_avg, grad_avg, momentum_buffer)
+    elif centered:
+        rule, state = rules.rmsprop_centered, (square_avg, grad_avg)
+    elif momentum > 0:
+        rule, state = rules.rmsprop_momentum, (square_avg, momentum_buffer)
+    else:
+        rule, state = rules.rmsprop, (square_avg,)
+    consts = rules.rmsprop_constants(lr, alpha, eps, eps_inside_sqrt, momentum)
+    _run(rule, p, g, state, consts, step, lr, weight_decay, decoupled_weight_decay, maximize,
+         grad_scale, noise, noise_offset, check)
+
+
+def adam(
+    p: np.ndarray, g: np.ndarray, m: np.ndarray, v: np.ndarray, step: int,
+    lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, *,
+    weight_decay: float = 0.0, decoupled_weight_decay: bool = False, maximize: bool = False,
+    grad_scale: float = 1.0, noise: GradientNoise | None = None, noise_offset: int = 0,
+    check: bool = True,
+) -> None:
+    """Adam (spec; Kingma & Ba 2015): ``m ← β₁m + (1−β₁)g;  v ← β₂v + (1−β₂)g²;
+    w ← w − η m̂ / (√v̂ + ε)`` with ``m̂ = m/(1−β₁ᵗ)``, ``v̂ = v/(1−β₂ᵗ)``.
+    ``decoupled_weight_decay=True`` makes it AdamW."""
+    if check:
+        betas = check_betas(betas)
+        check_nonneg("eps", eps)
+    _run(rules.adam, p, g, (m, v), rules.adam_constants(step, lr, betas, eps), step, lr,
+         weight_decay, decoupled_weight_decay, maximize, grad_scale, noise, noise_offset, check)
+
+
+def nadam(
+    p: np.ndarray, g: np.ndarray, m: np.ndarray, v: np.ndarray, step: int,
+    lr: float = 2e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, *,
+    momentum_decay: float | None = None, mu_product: float = 1.0,
+    weight_decay: float = 0.0, decoupled_weight_decay: bool = False, maximize: bool = False,
+    grad_scale: float = 1.0, noise: GradientNoise | None = None, noise_offset: int = 0,
+    check: bool = True,
+) -> float:
+    """Nadam (spec: Adam + Nesterov; Dozat 2016), constant β₁ by default;
+    ``momentum_decay=ψ`` gives torch's NAdam schedule.
+
+    Returns ``Π_t`` (the running product of μ; pass it back as ``mu_product`` next step,
+    starting from 1.0). Without ``momentum_decay`` it is returned unchanged.
+    """
+    if check:
+        betas = check_betas(betas)
+        check_nonneg("eps", eps)
+        check_optional_nonneg("momentum_decay", momentum_decay)
+    consts, mu_product = rules.nadam_constants(step, lr, betas, eps, momentum_decay,
+                                               mu_product)
+    _run(rules.nadam, p, g, (m, v), consts, step, lr, weight_decay, decoupled_weight_decay,
+         maximize, grad_scale, noise, noise_offset, check)
+    return mu_product
+
+
+def amsgrad(
+    p: np.ndarray, g: np.ndarray, m: np.ndarray, v: np.ndarray, v_max: np.ndarray, step: int,
+    lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, *,
+    bias_correction: bool = False,
+    weight_decay: float = 0.0, decoupled_weight_decay: bool = False, maximize: bool = False,
+    grad_scale: float = 1.0, noise: GradientNoise | None = None, noise_offset: int = 0,
+    check: bool = True,
+) -> None:
+    """AMSGrad (spec; Reddi et al. 2018): Adam's m, v, ``v̂ ← max(v̂, v);
+    w ← w − η m / (√v̂ + ε)``; ``bias_correction=True`` is torch's ``Adam(amsgrad=True)``."""
+    if check:
+        betas = check_betas(betas)
+        check_nonneg("eps", eps)
+        check_bool("bias_correction", bias_correction)
+    consts = rules.amsgrad_constants(step, lr, betas, eps, bias_correction)
+    _run(rules.amsgrad, p, g, (m, v, v_max), consts, step, lr, weight_decay,
+         decoupled_weight_decay, maximize, grad_scale, noise, noise_offset, check)
+
+
+def global_norm(grads: Sequence[np.ndarray], workspace: np.ndarray | None = None) -> float:
+    """``‖g‖₂`` over all arrays, in float64, with the same bits at any thread count.
+
+    NaN if any element is NaN or infinite. ``workspace``: an optional float64 array of at
+    least ``ceil(max size / 4096)`` elements, reused to avoid an allocation per call.
+    """
+    arrays = [np.ascontiguousarray(g).reshape(-1) for g in grads]
+    need = max((cpu.blocks(a.size) for a in arrays), default=0)
+    if workspace is None or workspace.size < need:
+        workspace = np.empty(need, np.float64)
+    total = 0.0
+    for a in arrays:
+        if a.size:
+            total += cpu.sum_of_squares(a, workspace)
+    return math.sqrt(total)
+
+
+def clip_scale(norm: float, max_norm: float) -> float:
+    """torch's ``clip_grad_norm_`` factor: ``min(1, max_norm / (norm + 1e-6))``."""
+    return min(1.0, max_norm / (norm + 1e-6))

@@ -1,0 +1,73 @@
+"""Adam, Nadam and AMSGrad: momentum plus RMS scaling."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .. import functional as F
+from .base import Optimizer, Params
+
+
+class _AdamLike(Optimizer):
+    def __init__(self, params: Params, defaults: dict[str, Any], **options: Any) -> None:
+        common = {k: options.pop(k) for k in list(options) if k in self.COMMON_DEFAULTS}
+        super().__init__(params, {**self.COMMON_DEFAULTS, **defaults, **common}, **options)
+
+    def _state_names(self, group):
+        return ("m", "v")
+
+
+class Adam(_AdamLike):
+    """Adam (spec; Kingma & Ba 2015): ``m ← β₁m + (1−β₁)g;  v ← β₂v + (1−β₂)g²;
+    w ← w − η m̂ / (√v̂ + ε)`` with bias-corrected ``m̂, v̂``; ``betas=(0.9, 0.999)``,
+    ``ε = 1e-8`` (as torch.optim.Adam). ``decoupled_weight_decay=True`` is AdamW."""
+
+    def __init__(self, params: Params, lr: Any = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, **options: Any) -> None:
+        super().__init__(params, {"lr": lr, "betas": betas, "eps": eps}, **options)
+
+    def _update(self, p, g, state, t, lr, group, group_state, common):
+        F.adam(p, g, *state, t, lr, group["betas"], group["eps"], **common)
+        return group_state
+
+
+class Nadam(_AdamLike):
+    """Nadam (spec: Adam + Nesterov; Dozat 2016) with a constant β₁ (as optax.nadam):
+    ``m̂ = β₁ m/(1 − β₁^(t+1)) + (1 − β₁) g/(1 − β₁ᵗ)``, ``w ← w − η m̂ / (√v̂ + ε)``.
+
+    ``momentum_decay=4e-3`` gives torch.optim.NAdam (Dozat's μ_t warming schedule)."""
+
+    def __init__(self, params: Params, lr: Any = 2e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, *, momentum_decay: float | None = None,
+                 **options: Any) -> None:
+        super().__init__(params, {"lr": lr, "betas": betas, "eps": eps,
+                                  "momentum_decay": momentum_decay}, **options)
+
+    def _initial_group_state(self, group):
+        return {"mu_product": 1.0}
+
+    def _update(self, p, g, state, t, lr, group, group_state, common):
+        mu_product = F.nadam(p, g, *state, t, lr, group["betas"], group["eps"],
+                             momentum_decay=group["momentum_decay"],
+                             mu_product=group_state["mu_product"], **common)
+        return {"mu_product": mu_product}
+
+
+class AMSGrad(_AdamLike):
+    """AMSGrad (spec; Reddi et al. 2018): Adam's m and v, ``v̂ ← max(v̂, v);
+    w ← w − η m / (√v̂ + ε)`` without bias correction.
+
+    ``bias_correction=True`` gives torch.optim.Adam(amsgrad=True)."""
+
+    def __init__(self, params: Params, lr: Any = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, *, bias_correction: bool = False, **options: Any) -> None:
+        super().__init__(params, {"lr": lr, "betas": betas, "eps": eps,
+                                  "bias_correction": bias_correction}, **options)
+
+    def _state_names(self, group):
+        return ("m", "v", "v_max")
+
+    def _update(self, p, g, state, t, lr, group, group_state, common):
+        F.amsgrad(p, g, *state, t, lr, group["betas"], group["eps"],
+                  bias_correction=group["bias_correction"], **common)
+        return group_state

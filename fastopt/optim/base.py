@@ -1,0 +1,380 @@
+"""The optimizer base class: parameters, groups, state, the step's order, checkpoints.
+
+A rule's class (``fastopt.optim.adam_family`` etc.) only says which hyperparameters it has,
+which state arrays a group needs, and which functional update to call.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .._checks import (
+    HYPERPARAMETER_CHECKS,
+    check_grad_array,
+    check_nonneg,
+    check_param_array,
+    lr_at,
+)
+from ..drivers import cpu
+from ..flat import ALIGNMENT, FlatParams, FlatSubset, aligned_zeros
+from ..functional import clip_scale
+from ..noise import GradientNoise
+
+Params = np.ndarray | Iterable[np.ndarray] | FlatParams | Iterable[Mapping[str, Any]]
+
+
+@dataclass
+class _Segment:
+    """A contiguous run of parameters stepped by one kernel call."""
+
+    p: np.ndarray  # 1-D view of the parameter memory
+    lo: int  # position in the optimizer's layout: state buffers and noise counter
+    group: int
+    param: int  # index of the user's array (list mode); -1 for a FlatParams run
+    state: tuple[np.ndarray, ...] = ()  # 1-D views of the state buffers, in rule order
+    grad: np.ndarray | None = None  # FlatParams mode: the view of flat.grad
+
+
+class Optimizer:
+    """Base class. ``params``: an ndarray, a list of ndarrays, a :class:`FlatParams`, or a
+    list of group dicts ``{"params": ..., **overrides}`` as in torch.optim (a group's
+    ``"params"`` is an array, a list of arrays, or ``flat.subset(...)``).
+
+    Common options (``equations.md``, applied in this order before the rule):
+    ``maximize``; ``clip_norm`` (global L2 norm over all parameters, torch's
+    ``clip_grad_norm_``); ``grad_noise`` (:class:`fastopt.GradientNoise`); ``weight_decay``
+    (L2, or AdamW-style with ``decoupled_weight_decay=True``); ``skip_nonfinite`` (a
+    NaN/Inf gradient skips the whole step, counted in ``skipped_steps``). ``lr`` is a float
+    or a schedule ``t' -> lr`` (t' = completed steps, 0 on the first step).
+    """
+
+    #: Hyperparameters every rule has, with their defaults.
+    COMMON_DEFAULTS: dict[str, Any] = {
+        "weight_decay": 0.0,
+        "decoupled_weight_decay": False,
+        "maximize": False,
+    }
+
+    def __init__(
+        self,
+        params: Params,
+        defaults: dict[str, Any],
+        *,
+        clip_norm: float | None = None,
+        grad_noise: GradientNoise | None = None,
+        skip_nonfinite: bool = False,
+    ) -> None:
+        self.defaults = self._checked_hyperparameters(defaults)
+        if clip_norm is not None:
+            clip_norm = check_nonneg("clip_norm", clip_norm)
+        if grad_noise is not None and not isinstance(grad_noise, GradientNoise):
+            raise ValueError(
+                f"grad_noise must be a fastopt.GradientNoise(eta, gamma, seed), got {grad_noise!r}"
+            )
+        if not isinstance(skip_nonfinite, bool):
+            raise ValueError(f"skip_nonfinite must be True or False, got {skip_nonfinite!r}")
+        self.clip_norm = clip_norm
+        self.grad_noise = grad_noise
+        self.skip_nonfinite = skip_nonfinite
+        self._flat: FlatParams | None = None
+        self._params: list[np.ndarray] = []
+        self.param_groups: list[dict[str, Any]] = []
+        self._segments: list[_Segment] = []
+        self._build(params)
+        self._allocate_state()
+        self.step_count = 0
+        self.skipped_steps = 0
+        self._group_state = [self._initial_group_state(g) for g in self.param_groups]
+
+    # ----------------------------------------------------------------- for subclasses
+    def _state_names(self, group: dict[str, Any]) -> tuple[str, ...]:
+        """The state arrays a group needs, in the order the functional update takes them."""
+        return ()
+
+    def _initial_state_value(self, name: str, group: dict[str, Any]) -> float:
+        return 0.0
+
+    def _initial_group_state(self, group: dict[str, Any]) -> dict[str, float]:
+        return {}
+
+    def _update(
+        self, p: np.ndarray, g: np.ndarray, state: tuple[np.ndarray, ...], t: int, lr: float,
+        group: dict[str, Any], group_state: dict[str, float], common: dict[str, Any],
+    ) -> dict[str, float]:
+        """Call the rule's functional update; return the group state after this step."""
+        raise NotImplementedError
+
+    # ----------------------------------------------------------------- construction
+    def _checked_hyperparameters(self, hp: Mapping[str, Any], where: str = "") -> dict:
+        out = {}
+        for name, value in hp.items():
+            check = HYPERPARAMETER_CHECKS.get(name)
+            if check is None:
+                raise ValueError(f"{type(self).__name__} has no hyperparameter {name!r}{where}")
+            try:
+                out[name] = check(name, value)
+            except ValueError as exc:
+                raise ValueError(f"{exc}{where}") from None
+        return out
+
+    def _build(self, params: Params) -> None:
+        if isinstance(params, (np.ndarray, FlatParams)):
+            groups = [{"params": params}]
+        else:
+            items = list(params)
+            if not items:
+                raise ValueError("the optimizer got an empty parameter list")
+            groups = items if all(isinstance(x, Mapping) for x in items) else [{"params": items}]
+        flats, arrays = [], []
+        for k, group in enumerate(groups):
+            if not isinstance(group, Mapping) or "params" not in group:
+                raise ValueError(f"parameter group {k} must be a dict with a 'params' entry")
+            where = f" (in parameter group {k})"
+            overrides = self._checked_hyperparameters(
+                {n: v for n, v in group.items() if n != "params"}, where
+            )
+            self.param_groups.append({**self.defaults, **overrides})
+            ps = group["params"]
+            if isinstance(ps, FlatParams):
+                ps = ps.subset(*ps.names)
+            if isinstance(ps, FlatSubset):
+                flats.append((k, ps))
+            elif isinstance(ps, np.ndarray):
+                arrays.append((k, [ps]))
+            else:
+                arrays.append((k, list(ps)))
+        if flats and arrays:
+            raise ValueError(
+                "an optimizer steps either one FlatParams or separate arrays, not both"
+            )
+        if flats:
+            self._build_flat(flats)
+        else:
+            self._build_arrays(arrays)
+
+    def _build_flat(self, flats: list[tuple[int, FlatSubset]]) -> None:
+        flat = flats[0][1].flat
+        if any(sub.flat is not flat for _, sub in flats):
+            raise ValueError("all parameter groups must come from the same FlatParams")
+        owner: dict[str, int] = {}
+        for k, sub in flats:
+            for name in sub.names:
+                if name in owner:
+                    raise ValueError(f"FlatParams array {name!r} is in groups {owner[name]} and {k}")
+                owner[name] = k
+        self._flat = flat
+        self._layout_size = flat.data.size
+        # Arrays that follow each other in the buffer and share a group form one run.
+        runs: list[list[int]] = []  # [lo, hi, group]
+        previous = None
+        for name in flat.names:
+            if flat.size_of(name) == 0:
+                continue
+            k = owner.get(name)
+            lo, hi = flat.offset(name), flat.offset(name) + flat.size_of(name)
+            if k is not None and k == previous:
+                runs[-1][1] = hi
+            elif k is not None:
+                runs.append([lo, hi, k])
+            previous = k
+        for lo, hi, k in runs:
+            self._segments.append(_Segment(flat.data[lo:hi], lo, k, -1, grad=flat.grad[lo:hi]))
+
+    def _build_arrays(self, arrays: list[tuple[int, list[np.ndarray]]]) -> None:
+        offset = 0
+        seen: dict[int, str] = {}
+        for k, ps in arrays:
+            for j, p in enumerate(ps):
+                what = f"params[{j}]" if len(self.param_groups) == 1 else (
+                    f"param_groups[{k}]['params'][{j}]"
+                )
+                check_param_array(p, what)
+                if self._params and p.dtype != self._params[0].dtype:
+                    raise TypeError(
+                        f"{what} is {p.dtype} but the first parameter is "
+                        f"{self._params[0].dtype}; use one optimizer per dtype"
+                    )
+                if id(p) in seen:
+                    raise ValueError(f"{what} is the same array as {seen[id(p)]}")
+                seen[id(p)] = what
+                idx = len(self._params)
+                self._params.append(p)
+                if p.size:
+                    self._segments.append(_Segment(p.reshape(-1), offset, k, idx))
+                step = ALIGNMENT // p.dtype.itemsize
+                offset += -(-p.size // step) * step
+        if not self._params:
+            raise ValueError("the optimizer got no parameters")
+        self._check_no_overlap()
+        self._layout_size = offset
+
+    def _check_no_overlap(self) -> None:
+        spans = sorted(
+            (p.__array_interface__["data"][0], p.nbytes, j) for j, p in enumerate(self._params)
+        )
+        for (a0, n0, j0), (a1, _, j1) in zip(spans, spans[1:]):
+            if a0 + n0 > a1:
+                raise ValueError(f"params[{j0}] and params[{j1}] share memory")
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self._flat.dtype if self._flat is not None else self._params[0].dtype
+
+    def _allocate_state(self) -> None:
+        names: list[str] = []
+        for group in self.param_groups:
+            names += [n for n in self._state_names(group) if n not in names]
+        self._group_layout = [self._state_names(g) for g in self.param_groups]
+        self._state = {n: aligned_zeros(self._layout_size, self.dtype) for n in names}
+        for seg in self._segments:
+            group = self.param_groups[seg.group]
+            seg.state = tuple(
+                self._state[n][seg.lo : seg.lo + seg.p.size] for n in self._state_names(group)
+            )
+            for n, s in zip(self._state_names(group), seg.state):
+                s.fill(self._initial_state_value(n, group))
+        self._workspace = np.empty(
+            max((cpu.blocks(s.p.size) for s in self._segments), default=1), np.float64
+        )
+
+    # ----------------------------------------------------------------- stepping
+    def _gradients(self, grads: Any) -> list[np.ndarray]:
+        """One validated 1-D gradient per segment (nothing is written here)."""
+        if self._flat is not None:
+            if grads is None:
+                return [seg.grad for seg in self._segments]
+            g = check_grad_array(grads, self._flat.data, "the gradient buffer")
+            return [g[s.lo : s.lo + s.p.size] for s in self._segments]
+        if grads is None:
+            raise ValueError(
+                "step() needs the gradients (an array, or a list in the order of the params)"
+            )
+        if isinstance(grads, np.ndarray):
+            grads = [grads]
+        elif not isinstance(grads, (list, tuple)):
+            raise ValueError(f"grads must be an ndarray or a list of them, got {type(grads)}")
+        if len(grads) != len(self._params):
+            raise ValueError(f"got {len(grads)} gradients for {len(self._params)} parameters")
+        for j, (g, p) in enumerate(zip(grads, self._params)):
+            check_grad_array(g, p, f"grads[{j}]")
+        return [
+            g if g.ndim == 1 else g.reshape(-1)
+            for g in (grads[s.param] for s in self._segments)
+        ]
+
+    def _sum_of_squares(self, grads: list[np.ndarray]) -> float:
+        total = 0.0
+        for g in grads:
+            total += cpu.sum_of_squares(g, self._workspace)
+        return total
+
+    def step(self, grads: Any = None) -> None:
+        """Take one step in place. ``grads`` mirrors the params (an array, or a list in the
+        same order); for a FlatParams, leave it out to use ``flat.grad``."""
+        gs = self._gradients(grads)
+        for k, group in enumerate(self.param_groups):  # groups may be edited between steps
+            self._checked_hyperparameters(group, f" (in parameter group {k})")
+            if self._state_names(group) != self._group_layout[k]:
+                raise ValueError(
+                    f"parameter group {k} now needs state {self._state_names(group)} but was "
+                    f"built with {self._group_layout[k]}; make a new optimizer to change that"
+                )
+        t = self.step_count + 1
+        lrs = [lr_at(group["lr"], t - 1) for group in self.param_groups]
+        scale = 1.0
+        if self.clip_norm is not None or self.skip_nonfinite:
+            total = self._sum_of_squares(gs)
+            if math.isnan(total) and self.skip_nonfinite:
+                self.skipped_steps += 1
+                return
+            if self.clip_norm is not None:
+                scale = clip_scale(math.sqrt(total), self.clip_norm)
+        new_group_state = list(self._group_state)
+        for seg, g in zip(self._segments, gs):
+            group = self.param_groups[seg.group]
+            common = {
+                "weight_decay": group["weight_decay"],
+                "decoupled_weight_decay": group["decoupled_weight_decay"],
+                "maximize": group["maximize"],
+                "grad_scale": scale,
+                "noise": self.grad_noise,
+                "noise_offset": seg.lo,
+                "check": False,
+            }
+            new_group_state[seg.group] = self._update(
+                seg.p, g, seg.state, t, lrs[seg.group], group, self._group_state[seg.group],
+                common,
+            )
+        self._group_state = new_group_state
+        self.step_count = t
+
+    # ----------------------------------------------------------------- checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        """A plain dict of ndarrays and Python scalars (pickle- and ``np.savez``-friendly).
+
+        Keys: ``rule``, ``step``, ``skipped_steps``, ``state.<name>`` (one array over the
+        optimizer's layout per state buffer) and ``group.<k>.<name>`` for per-group scalars.
+        """
+        sd: dict[str, Any] = {
+            "rule": type(self).__name__,
+            "step": self.step_count,
+            "skipped_steps": self.skipped_steps,
+        }
+        for name, buf in self._state.items():
+            sd[f"state.{name}"] = buf.copy()
+        for k, gs in enumerate(self._group_state):
+            for name, value in gs.items():
+                sd[f"group.{k}.{name}"] = float(value)
+        return sd
+
+    def load_state_dict(self, sd: Mapping[str, Any]) -> None:
+        """Restore a :meth:`state_dict` (also one read back with ``dict(np.load(...))``).
+
+        Everything is checked before anything is changed."""
+        def scalar(key: str) -> Any:
+            if key not in sd:
+                raise ValueError(f"state dict has no {key!r}")
+            value = sd[key]
+            return value.item() if isinstance(value, np.ndarray) and value.ndim == 0 else value
+
+        rule = scalar("rule")
+        if rule != type(self).__name__:
+            raise ValueError(f"state dict is for {rule!r}, this optimizer is {type(self).__name__}")
+        step, skipped = scalar("step"), scalar("skipped_steps")
+        for key, value in (("step", step), ("skipped_steps", skipped)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+                raise ValueError(f"state dict {key!r} must be an int >= 0, got {value!r}")
+        expected = {f"state.{n}" for n in self._state}
+        expected |= {f"group.{k}.{n}" for k, gs in enumerate(self._group_state) for n in gs}
+        found = {k for k in sd if k.startswith(("state.", "group."))}
+        if found != expected:
+            raise ValueError(
+                f"state dict does not fit this optimizer: missing {sorted(expected - found)}, "
+                f"unexpected {sorted(found - expected)}"
+            )
+        for name, buf in self._state.items():
+            a = sd[f"state.{name}"]
+            if not isinstance(a, np.ndarray) or a.shape != buf.shape or a.dtype != buf.dtype:
+                raise ValueError(
+                    f"state dict 'state.{name}' must be a {buf.dtype} array of shape "
+                    f"{buf.shape}, got {getattr(a, 'dtype', type(a))} "
+                    f"{getattr(a, 'shape', '')}"
+                )
+        group_state = [
+            {n: float(scalar(f"group.{k}.{n}")) for n in gs}
+            for k, gs in enumerate(self._group_state)
+        ]
+        for name, buf in self._state.items():
+            np.copyto(buf, sd[f"state.{name}"])
+        self._group_state = group_state
+        self.step_count = int(step)
+        self.skipped_steps = int(skipped)
+
+    def __repr__(self) -> str:
+        n = self._flat.size if self._flat is not None else sum(p.size for p in self._params)
+        return f"{type(self).__name__}({n} parameters, {len(self.param_groups)} group(s))"
