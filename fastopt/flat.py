@@ -116,7 +116,9 @@ class FlatParams:
         try:
             return self._slots[name]
         except KeyError:
-            raise KeyError(f"FlatParams has no array {name!r}; it has {list(self._slots)}") from None
+            raise KeyError(
+                f"FlatParams has no array {name!r}; it has {list(self._slots)}"
+            ) from None
 
     def __getitem__(self, name: str) -> np.ndarray:
         return self.params[name]

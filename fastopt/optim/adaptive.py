@@ -64,7 +64,7 @@ class RMSprop(Optimizer):
         return names
 
     def _update(self, p, g, state, t, lr, group, group_state, common):
-        named = dict(zip(self._state_names(group), state))
+        named = dict(zip(self._state_names(group), state, strict=True))
         F.rmsprop(p, g, named["square_avg"], t, lr, group["alpha"], group["eps"],
                   eps_inside_sqrt=group["eps_inside_sqrt"], centered=group["centered"],
                   momentum=group["momentum"], grad_avg=named.get("grad_avg"),

@@ -165,7 +165,9 @@ class Optimizer:
         for k, sub in flats:
             for name in sub.names:
                 if name in owner:
-                    raise ValueError(f"FlatParams array {name!r} is in groups {owner[name]} and {k}")
+                    raise ValueError(
+                        f"FlatParams array {name!r} is in groups {owner[name]} and {k}"
+                    )
                 owner[name] = k
         self._flat = flat
         self._layout_size = flat.data.size
@@ -217,7 +219,7 @@ class Optimizer:
         spans = sorted(
             (p.__array_interface__["data"][0], p.nbytes, j) for j, p in enumerate(self._params)
         )
-        for (a0, n0, j0), (a1, _, j1) in zip(spans, spans[1:]):
+        for (a0, n0, j0), (a1, _, j1) in zip(spans, spans[1:], strict=False):
             if a0 + n0 > a1:
                 raise ValueError(f"params[{j0}] and params[{j1}] share memory")
 
@@ -236,7 +238,7 @@ class Optimizer:
             seg.state = tuple(
                 self._state[n][seg.lo : seg.lo + seg.p.size] for n in self._state_names(group)
             )
-            for n, s in zip(self._state_names(group), seg.state):
+            for n, s in zip(self._state_names(group), seg.state, strict=True):
                 s.fill(self._initial_state_value(n, group))
         self._workspace = np.empty(
             max((cpu.blocks(s.p.size) for s in self._segments), default=1), np.float64
@@ -260,7 +262,7 @@ class Optimizer:
             raise ValueError(f"grads must be an ndarray or a list of them, got {type(grads)}")
         if len(grads) != len(self._params):
             raise ValueError(f"got {len(grads)} gradients for {len(self._params)} parameters")
-        for j, (g, p) in enumerate(zip(grads, self._params)):
+        for j, (g, p) in enumerate(zip(grads, self._params, strict=True)):
             check_grad_array(g, p, f"grads[{j}]")
         return [
             g if g.ndim == 1 else g.reshape(-1)
@@ -295,7 +297,7 @@ class Optimizer:
             if self.clip_norm is not None:
                 scale = clip_scale(math.sqrt(total), self.clip_norm)
         new_group_state = list(self._group_state)
-        for seg, g in zip(self._segments, gs):
+        for seg, g in zip(self._segments, gs, strict=True):
             group = self.param_groups[seg.group]
             common = {
                 "weight_decay": group["weight_decay"],

@@ -13,11 +13,11 @@ from .adam import adam_constants, adam_update
 @device
 def amsgrad(p, g, s, h):
     m, v, v_max = s
-    step_size, beta1, one_minus_beta1, beta2, one_minus_beta2, bc2_sqrt, eps = h
+    step_size, beta1, one_minus_beta1, beta2, one_minus_beta2, inv_bc2_sqrt, eps = h
     m = ema(m, g, beta1, one_minus_beta1)
     v = ema(v, g * g, beta2, one_minus_beta2)
     v_max = max(v_max, v)
-    return adam_update(p, m, v_max, step_size, bc2_sqrt, eps), (m, v, v_max)
+    return adam_update(p, m, v_max, step_size, inv_bc2_sqrt, eps), (m, v, v_max)
 
 
 def amsgrad_constants(

@@ -9,7 +9,8 @@ w ← w − η m̂ / (√v̂ + ε)``.
 ``D = √(v / (1 − β₂ᵗ)) + ε;  w ← w − η (1 − μ_t)/(1 − Π_t) · g/D
 − η μ_{t+1}/(1 − Π_t μ_{t+1}) · m/D``.
 
-Both are ``w ← w − a·g/D − b·m/D`` with per-step constants a and b.
+Both are ``w ← w − (a·g + b·m) / D`` with per-step constants a and b (one division per
+element; torch divides twice, the results agree to an ulp).
 """
 
 import math
@@ -21,11 +22,10 @@ from ._moments import ema
 @device
 def nadam(p, g, s, h):
     m, v = s
-    a, b, beta1, one_minus_beta1, beta2, one_minus_beta2, bc2, eps = h
+    a, b, beta1, one_minus_beta1, beta2, one_minus_beta2, inv_bc2, eps = h
     m = ema(m, g, beta1, one_minus_beta1)
     v = ema(v, g * g, beta2, one_minus_beta2)
-    d = math.sqrt(v / bc2) + eps
-    return p - a * g / d - b * m / d, (m, v)
+    return p - (a * g + b * m) / (math.sqrt(v * inv_bc2) + eps), (m, v)
 
 
 def nadam_constants(
@@ -47,4 +47,4 @@ def nadam_constants(
         mu_product = mu_product * mu
         a = lr * (1.0 - mu) / (1.0 - mu_product)
         b = lr * mu_next / (1.0 - mu_product * mu_next)
-    return (a, b, b1, 1.0 - b1, b2, 1.0 - b2, 1.0 - b2**step, eps), mu_product
+    return (a, b, b1, 1.0 - b1, b2, 1.0 - b2, 1.0 / (1.0 - b2**step), eps), mu_product

@@ -1,0 +1,66 @@
+"""Same-traffic roofline kernels: the bytes a rule moves, with trivial arithmetic.
+
+A rule with ``k`` state arrays reads p, g and k states and writes p and k states. These
+kernels do exactly that traffic, one add per value, so no rule can beat them on memory
+bandwidth; a rule's time divided by theirs is how close it is to the machine's limit.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+import numpy as np
+from numba import prange
+
+from .._jit import bind, cpu_jit
+
+
+def _traffic0(p, g, st):
+    for i in prange(p.size):
+        p[i] = p[i] + g[i]
+
+
+def _traffic1(p, g, st):
+    a = st[0]
+    for i in prange(p.size):
+        x = a[i] + g[i]
+        a[i] = x
+        p[i] = p[i] + x
+
+
+def _traffic2(p, g, st):
+    a, b = st
+    for i in prange(p.size):
+        x = a[i] + g[i]
+        y = b[i] + g[i]
+        a[i] = x
+        b[i] = y
+        p[i] = p[i] + x + y
+
+
+def _traffic3(p, g, st):
+    a, b, c = st
+    for i in prange(p.size):
+        x = a[i] + g[i]
+        y = b[i] + g[i]
+        z = c[i] + g[i]
+        a[i] = x
+        b[i] = y
+        c[i] = z
+        p[i] = p[i] + x + y + z
+
+
+_LOOPS = (_traffic0, _traffic1, _traffic2, _traffic3)
+
+
+@cache
+def roofline_kernel(n_state: int, parallel: bool = True):
+    """The same-traffic kernel for a rule with ``n_state`` state arrays."""
+    loop = _LOOPS[n_state]
+    mode = "parallel" if parallel else "serial"
+    return cpu_jit(bind(loop, f"roofline{n_state}_{mode}"), parallel=parallel)
+
+
+def bytes_moved(n: int, n_state: int, dtype) -> int:
+    """Bytes one step moves: read p, g, states; write p, states."""
+    return n * np.dtype(dtype).itemsize * (2 + n_state + 1 + n_state)

@@ -1,0 +1,191 @@
+"""``python -m fastopt bench``: every rule's step time against its yardsticks."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from functools import partial
+
+import numba
+import numpy as np
+
+from .. import optim
+from .._progress import progress
+from ..drivers import cpu
+from . import numpy_ref, torch_ref
+from .roofline import bytes_moved, roofline_kernel
+
+#: Each rule's class and number of state arrays (which sets its traffic).
+RULES: dict[str, tuple[type[optim.Optimizer], int]] = {
+    "SGD": (optim.SGD, 0),
+    "Momentum": (optim.Momentum, 1),
+    "Nesterov": (optim.Nesterov, 1),
+    "AdaGrad": (optim.AdaGrad, 1),
+    "RMSprop": (optim.RMSprop, 1),
+    "Adam": (optim.Adam, 2),
+    "Nadam": (optim.Nadam, 2),
+    "AMSGrad": (optim.AMSGrad, 3),
+}
+
+
+@dataclass
+class Row:
+    rule: str
+    n: int
+    dtype: str
+    fastopt_ms: float
+    roofline_ms: float
+    numpy_ms: float
+    torch_ms: float | None
+    torch_kind: str | None
+
+    @property
+    def pct_roofline(self) -> float:
+        return 100.0 * self.roofline_ms / self.fastopt_ms
+
+    @property
+    def x_numpy(self) -> float:
+        return self.numpy_ms / self.fastopt_ms
+
+    @property
+    def x_torch(self) -> float | None:
+        return None if self.torch_ms is None else self.torch_ms / self.fastopt_ms
+
+    def gbps(self) -> float:
+        state = RULES[self.rule][1]
+        return bytes_moved(self.n, state, self.dtype) / (self.fastopt_ms * 1e-3) / 1e9
+
+
+def _interleaved_medians(fns: dict[str, Callable[[], None]], repeats: int,
+                         budget_s: float, inner: int = 5) -> dict[str, float]:
+    """Median ms of each callable over rounds that alternate between them, so drift hits
+    all alike. In a round each callable gets an untimed call (its buffers back in cache,
+    other libraries' spinning threads settled), then ``inner`` timed calls."""
+    for f in fns.values():  # compile, fault pages in
+        f()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    deadline = time.perf_counter() + budget_s
+    for r in range(repeats):
+        for k, f in fns.items():
+            f()
+            for _ in range(inner):
+                t0 = time.perf_counter()
+                f()
+                times[k].append(time.perf_counter() - t0)
+        if r >= 2 and time.perf_counter() > deadline:
+            break
+    return {k: 1e3 * statistics.median(v) for k, v in times.items()}
+
+
+def bench_rule(rule: str, n: int, dtype=np.float32, repeats: int = 20,
+               budget_s: float = 3.0, with_torch: bool = True) -> Row:
+    cls, n_state = RULES[rule]
+    rng = np.random.default_rng(0)
+    g = (rng.standard_normal(n) * 1e-2).astype(dtype)
+
+    def fresh(k: int) -> tuple[np.ndarray, ...]:
+        return tuple(np.zeros(n, dtype) for _ in range(k))
+
+    p_fast = np.ones(n, dtype)
+    opt = cls(p_fast)
+    (p_roof,), st_roof = fresh(1), fresh(n_state)
+    roof = roofline_kernel(n_state, parallel=n >= cpu.SERIAL_BELOW)
+    p_np, st_np = np.ones(n, dtype), fresh(n_state)
+    ref = numpy_ref.STEPS[rule]
+    fns: dict[str, Callable[[], None]] = {
+        "fastopt": lambda: opt.step(g),
+        "roofline": lambda: roof(p_roof, g, st_roof),
+        "numpy": lambda: ref(p_np, g, st_np, 10),
+    }
+    kind = None
+    if with_torch and torch_ref.available():
+        p_t = np.ones(n, dtype)
+        fns["torch"], kind = torch_ref.make_step(rule, p_t, g.copy())
+    med = _interleaved_medians(fns, repeats, budget_s)
+    return Row(rule, n, np.dtype(dtype).name, med["fastopt"], med["roofline"], med["numpy"],
+               med.get("torch"), kind)
+
+
+def serial_crossover(dtype=np.float32) -> int | None:
+    """The smallest size at which the parallel Adam step beats the serial one, here."""
+    from .. import rules
+
+    h = tuple(dtype(c) for c in rules.adam_constants(1, 1e-3, (0.9, 0.999), 1e-8))
+    ser, par = cpu.step_kernel(rules.adam, False), cpu.step_kernel(rules.adam, True)
+    for n in (2048, 4096, 8192, 16384, 32768, 65536, 131072, 262144):
+        p, g, m, v = (np.full(n, x, dtype) for x in (1.0, 0.01, 0.0, 0.0))
+        args = (p, g, (m, v), h, dtype(1), None, dtype(1), None)
+        med = _interleaved_medians(
+            {"s": partial(ser, *args), "p": partial(par, *args)}, 40, 0.3
+        )
+        if med["p"] < med["s"]:
+            return n
+    return None
+
+
+def header() -> dict[str, object]:
+    return {
+        "machine": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "numba_threads": numba.get_num_threads(),
+        "threading_layer": _threading_layer(),
+        "numba": numba.__version__,
+        "numpy": np.__version__,
+        "serial_below": cpu.SERIAL_BELOW,
+    }
+
+
+def _threading_layer() -> str:
+    try:
+        return numba.threading_layer()
+    except ValueError:  # no parallel kernel has run yet
+        return "not yet initialised"
+
+
+def format_table(rows: list[Row]) -> str:
+    has_torch = any(r.torch_ms is not None for r in rows)
+    head = f"{'rule':<9}{'n':>10}{'dtype':>9}{'fastopt ms':>12}{'GB/s':>8}{'% roofline':>12}"
+    head += f"{'x NumPy':>9}" + (f"{'x torch':>9}  torch" if has_torch else "")
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        line = (f"{r.rule:<9}{r.n:>10.0e}{r.dtype:>9}{r.fastopt_ms:>12.3f}{r.gbps():>8.1f}"
+                f"{r.pct_roofline:>11.0f}%{r.x_numpy:>9.1f}")
+        if has_torch:
+            line += f"{r.x_torch:>9.2f}  {r.torch_kind}" if r.x_torch else f"{'-':>9}"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def main(sizes: list[int], rules: list[str], dtype: str, quick: bool, as_json: bool,
+         with_torch: bool, threshold: bool) -> int:
+    dt = np.dtype(dtype).type
+    repeats, budget = (4, 0.3) if quick else (20, 2.0)
+    jobs = [(r, n) for n in sizes for r in rules]
+    rows = [bench_rule(r, n, dt, repeats, budget, with_torch)
+            for r, n in progress(jobs, "bench", enabled=not as_json)]
+    info = header()
+    if threshold:
+        info["measured_crossover"] = serial_crossover(dt)
+    if as_json:
+        print(json.dumps({"header": info, "rows": [
+            {**asdict(r), "pct_roofline": r.pct_roofline, "x_numpy": r.x_numpy,
+             "x_torch": r.x_torch} for r in rows]}, indent=1))
+        return 0
+    print(f"fastopt bench: {info['machine']}, {info['cpus']} CPUs, numba {info['numba']} "
+          f"({info['numba_threads']} threads, {info['threading_layer']} layer), "
+          f"numpy {info['numpy']}")
+    line = f"serial path below {info['serial_below']} elements"
+    if threshold:
+        line += f" (Adam crossover measured now: {info['measured_crossover']})"
+    print(line)
+    print("medians of interleaved runs; ratios > 1 mean fastopt is faster; "
+          "% roofline = same-traffic kernel time / fastopt time\n")
+    print(format_table(rows))
+    if not torch_ref.available() and with_torch:
+        print("\n(torch not installed: pip install 'fastopt[torch]' adds the x torch column)")
+    return 0

@@ -1,0 +1,48 @@
+"""torch.optim yardsticks (optional: only when torch is installed).
+
+Each fastopt rule is paired with the torch optimizer that computes the same thing, fused
+where torch has a fused CPU kernel, foreach otherwise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+
+def available() -> bool:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def make_step(rule: str, p: np.ndarray, g: np.ndarray) -> tuple[Callable[[], None], str]:
+    """A zero-argument torch step over views of ``p`` and ``g``, and its label."""
+    import torch
+
+    tp = torch.from_numpy(p)
+    tp.grad = torch.from_numpy(g)
+    fused = {"fused": True}
+    foreach = {"foreach": True}
+    table = {
+        "SGD": (torch.optim.SGD, {"lr": 1e-2, **fused}),
+        "Momentum": (torch.optim.SGD, {"lr": 1e-2, "momentum": 0.9, **fused}),
+        "Nesterov": (torch.optim.SGD, {"lr": 1e-2, "momentum": 0.9, "nesterov": True, **fused}),
+        "AdaGrad": (torch.optim.Adagrad, {"lr": 1e-2, **fused}),
+        "RMSprop": (torch.optim.RMSprop, {"lr": 1e-2, **foreach}),
+        "Adam": (torch.optim.Adam, {"lr": 1e-3, **fused}),
+        "Nadam": (torch.optim.NAdam, {"lr": 2e-3, **foreach}),
+        "AMSGrad": (torch.optim.Adam, {"lr": 1e-3, "amsgrad": True, **fused}),
+    }
+    cls, kw = table[rule]
+    opt = cls([tp], **kw)
+    label = "fused" if kw.get("fused") else "foreach"
+
+    def step() -> None:
+        with torch.no_grad():
+            opt.step()
+
+    return step, label
