@@ -16,8 +16,12 @@ before the rule (``equations.md``):
 * ``weight_decay=λ``: ``g ← g + λ w`` (L2), or with ``decoupled_weight_decay=True``
   ``w ← w (1 − ηλ)`` before the rule (AdamW).
 
-Arrays: C-contiguous float32 or float64, all of the same shape and dtype; the math runs in
-that dtype. ``check=False`` skips the argument checks (for callers that validated once).
+Arrays: C-contiguous float32 or float64; a parameter, its gradient and its state arrays
+share shape and dtype, and the math runs in that dtype. Every array argument may also be a
+list of arrays (one entry per parameter, like torch's ``foreach`` functions): the step's
+constants are then computed once for all of them. With lists, ``noise_offset`` is the
+position of the first array (the others follow consecutively) or one offset per array.
+``check=False`` skips the argument checks (for callers that validated once).
 """
 
 from __future__ import annotations
@@ -47,25 +51,53 @@ __all__ = [
 ]
 
 
-def _check_arrays(p: np.ndarray, g: np.ndarray, state: Sequence[np.ndarray]) -> None:
-    check_param_array(p, "p")
-    check_grad_array(g, p, "g")
+Arrays = np.ndarray | Sequence[np.ndarray]
+Offsets = int | Sequence[int]
+
+
+def _check_arrays(p: np.ndarray, g: np.ndarray, state: Sequence[np.ndarray], where: str) -> None:
+    check_param_array(p, f"p{where}")
+    check_grad_array(g, p, f"g{where}")
     for k, s in enumerate(state):
-        check_param_array(s, f"state array {k}")
+        check_param_array(s, f"state array {k}{where}")
         if s.shape != p.shape or s.dtype != p.dtype:
             raise ValueError(
-                f"state array {k} has shape {s.shape} and dtype {s.dtype}; "
+                f"state array {k}{where} has shape {s.shape} and dtype {s.dtype}; "
                 f"p has shape {p.shape} and dtype {p.dtype}"
             )
-        if np.shares_memory(s, p) or np.shares_memory(s, g):
-            raise ValueError(f"state array {k} overlaps p or g")
+        if np.may_share_memory(s, p) or np.may_share_memory(s, g):
+            raise ValueError(f"state array {k}{where} overlaps p or g")
+        for j in range(k):
+            if np.may_share_memory(s, state[j]):
+                raise ValueError(f"state arrays {j} and {k}{where} overlap")
+
+
+def _as_lists(p: Arrays, g: Arrays, state: tuple[Arrays, ...], noise_offset: Offsets):
+    """The single-array and the multi-array (list) forms as parallel lists."""
+    if isinstance(p, np.ndarray):
+        return [p], [g], [state], [noise_offset]
+    ps, gs = list(p), list(g)
+    sts = [tuple(s[j] for s in state) for j in range(len(ps))]
+    if len(gs) != len(ps) or any(len(s) != len(ps) for s in state):
+        raise ValueError(
+            f"got {len(ps)} parameter arrays, {len(gs)} gradients and state lists of "
+            f"lengths {[len(s) for s in state]}"
+        )
+    if isinstance(noise_offset, (int, np.integer)):  # consecutive positions
+        offsets, pos = [], int(noise_offset)
+        for a in ps:
+            offsets.append(pos)
+            pos += a.size
+    else:
+        offsets = list(noise_offset)
+    return ps, gs, sts, offsets
 
 
 def _run(
     rule: Callable,
-    p: np.ndarray,
-    g: np.ndarray,
-    state: tuple[np.ndarray, ...],
+    p: Arrays,
+    g: Arrays,
+    state: tuple[Arrays, ...],
     consts: tuple[float, ...],
     step: int,
     lr: float,
@@ -74,11 +106,17 @@ def _run(
     maximize: bool,
     grad_scale: float,
     noise: GradientNoise | None,
-    noise_offset: int,
+    noise_offset: Offsets,
     check: bool,
 ) -> None:
+    ps, gs, sts, offsets = _as_lists(p, g, state, noise_offset)
+    if not ps:
+        return
     if check:
-        _check_arrays(p, g, state)
+        for j, (pj, gj, sj) in enumerate(zip(ps, gs, sts, strict=True)):
+            _check_arrays(pj, gj, sj, f"[{j}]" if len(ps) > 1 else "")
+            if pj.dtype != ps[0].dtype:
+                raise ValueError(f"p[{j}] is {pj.dtype} but p[0] is {ps[0].dtype}")
         check_step(step)
         check_nonneg("lr", lr)
         check_nonneg("weight_decay", weight_decay)
@@ -87,21 +125,24 @@ def _run(
         check_nonneg("grad_scale", grad_scale)
         if noise is not None and not isinstance(noise, GradientNoise):
             raise ValueError(f"noise must be a fastopt.GradientNoise or None, got {noise!r}")
-    if p.ndim != 1:
-        p, g, state = p.reshape(-1), g.reshape(-1), tuple(s.reshape(-1) for s in state)
-    dt = p.dtype.type
+    # The step's constants, once, in the parameters' dtype.
+    dt = ps[0].dtype.type
     h = tuple(dt(c) for c in consts)
     scale = dt(-grad_scale if maximize else grad_scale)
     if decoupled_weight_decay:
         wd, decay = None, dt(1.0 - lr * weight_decay)
     else:
         wd, decay = (dt(weight_decay) if weight_decay else None), dt(1.0)
-    nz = None
-    if noise is not None and noise.eta > 0.0:
+    noisy = noise is not None and noise.eta > 0.0
+    if noisy:
         k0, k1 = noise.key
-        t_prime = step - 1
-        nz = (dt(noise.std(t_prime)), np.uint64(noise_offset), np.uint64(t_prime), k0, k1)
-    cpu.step(rule, p, g, state, h, scale, wd, decay, nz)
+        t_prime = np.uint64(step - 1)
+        sigma = dt(noise.std(step - 1))
+    for pj, gj, sj, off in zip(ps, gs, sts, offsets, strict=True):
+        if pj.ndim != 1:
+            pj, gj, sj = pj.reshape(-1), gj.reshape(-1), tuple(s.reshape(-1) for s in sj)
+        nz = (sigma, np.uint64(off), t_prime, k0, k1) if noisy else None
+        cpu.step(rule, pj, gj, sj, h, scale, wd, decay, nz)
 
 
 _COMMON_DOC = """
@@ -110,9 +151,9 @@ _COMMON_DOC = """
 
 
 def sgd(
-    p: np.ndarray, g: np.ndarray, step: int, lr: float, *,
+    p: Arrays, g: Arrays, step: int, lr: float, *,
     weight_decay: float = 0.0, decoupled_weight_decay: bool = False, maximize: bool = False,
-    grad_scale: float = 1.0, noise: GradientNoise | None = None, noise_offset: int = 0,
+    grad_scale: float = 1.0, noise: GradientNoise | None = None, noise_offset: Offsets = 0,
     check: bool = True,
 ) -> None:
     """Gradient descent, ``w ← w − η g`` (spec: batch/stochastic/minibatch GD)."""
@@ -121,10 +162,10 @@ def sgd(
 
 
 def momentum(
-    p: np.ndarray, g: np.ndarray, v: np.ndarray, step: int, lr: float,
+    p: Arrays, g: Arrays, v: Arrays, step: int, lr: float,
     momentum: float = 0.9, *,
     weight_decay: float = 0.0, decoupled_weight_decay: bool = False, maximize: bool = False,
-    grad_scale: float = 1.0, noise: GradientNoise | None = None, noise_offset: int = 0,
+    grad_scale: float = 1.0, noise: GradientNoise | None = None, noise_offset: Offsets = 0,
     check: bool = True,
 ) -> None:
     """Momentum (spec): ``v ← γ v + η g;  w ← w − v`` with ``γ = momentum``."""
@@ -135,10 +176,10 @@ def momentum(
 
 
 def nesterov(
-    p: np.ndarray, g: np.ndarray, v: np.ndarray, step: int, lr: float,
+    p: Arrays, g: Arrays, v: Arrays, step: int, lr: float,
     momentum: float = 0.9, *,
     weight_decay: float = 0.0, decoupled_weight_decay: bool = False, maximize: bool = False,
-    grad_scale: float = 1.0, noise: GradientNoise | None = None, noise_offset: int = 0,
+    grad_scale: float = 1.0, noise: GradientNoise | None = None, noise_offset: Offsets = 0,
     check: bool = True,
 ) -> None:
     """Nesterov momentum (spec), holding the look-ahead point ``φ = w − γ v`` in ``p``:
@@ -150,10 +191,10 @@ def nesterov(
 
 
 def adagrad(
-    p: np.ndarray, g: np.ndarray, acc: np.ndarray, step: int, lr: float,
+    p: Arrays, g: Arrays, acc: Arrays, step: int, lr: float,
     eps: float = 1e-6, *, eps_inside_sqrt: bool = True,
     weight_decay: float = 0.0, decoupled_weight_decay: bool = False, maximize: bool = False,
-    grad_scale: float = 1.0, noise: GradientNoise | None = None, noise_offset: int = 0,
+    grad_scale: float = 1.0, noise: GradientNoise | None = None, noise_offset: Offsets = 0,
     check: bool = True,
 ) -> None:
     """AdaGrad (spec): ``G ← G + g²;  w ← w − η g / √(G + ε)``
@@ -167,12 +208,12 @@ def adagrad(
 
 
 def rmsprop(
-    p: np.ndarray, g: np.ndarray, square_avg: np.ndarray, step: int, lr: float,
+    p: Arrays, g: Arrays, square_avg: Arrays, step: int, lr: float,
     alpha: float = 0.9, eps: float = 1e-6, *, eps_inside_sqrt: bool = True,
     centered: bool = False, momentum: float = 0.0,
-    grad_avg: np.ndarray | None = None, momentum_buffer: np.ndarray | None = None,
+    grad_avg: Arrays | None = None, momentum_buffer: Arrays | None = None,
     weight_decay: float = 0.0, decoupled_weight_decay: bool = False, maximize: bool = False,
-    grad_scale: float = 1.0, noise: GradientNoise | None = None, noise_offset: int = 0,
+    grad_scale: float = 1.0, noise: GradientNoise | None = None, noise_offset: Offsets = 0,
     check: bool = True,
 ) -> None:
     """RMSprop (spec): ``E ← α E + (1 − α) g²;  w ← w − η g / √(E + ε)``.
@@ -204,16 +245,17 @@ def rmsprop(
 
 
 def adam(
-    p: np.ndarray, g: np.ndarray, m: np.ndarray, v: np.ndarray, step: int,
+    p: Arrays, g: Arrays, m: Arrays, v: Arrays, step: int,
     lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, *,
     weight_decay: float = 0.0, decoupled_weight_decay: bool = False, maximize: bool = False,
-    grad_scale: float = 1.0, noise: GradientNoise | None = None, noise_offset: int = 0,
+    grad_scale: float = 1.0, noise: GradientNoise | None = None, noise_offset: Offsets = 0,
     check: bool = True,
 ) -> None:
     """Adam (spec; Kingma & Ba 2015): ``m ← β₁m + (1−β₁)g;  v ← β₂v + (1−β₂)g²;
     w ← w − η m̂ / (√v̂ + ε)`` with ``m̂ = m/(1−β₁ᵗ)``, ``v̂ = v/(1−β₂ᵗ)``.
     ``decoupled_weight_decay=True`` makes it AdamW."""
     if check:
+        check_step(step)
         betas = check_betas(betas)
         check_nonneg("eps", eps)
     _run(rules.adam, p, g, (m, v), rules.adam_constants(step, lr, betas, eps), step, lr,
@@ -221,11 +263,11 @@ def adam(
 
 
 def nadam(
-    p: np.ndarray, g: np.ndarray, m: np.ndarray, v: np.ndarray, step: int,
+    p: Arrays, g: Arrays, m: Arrays, v: Arrays, step: int,
     lr: float = 2e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, *,
     momentum_decay: float | None = None, mu_product: float = 1.0,
     weight_decay: float = 0.0, decoupled_weight_decay: bool = False, maximize: bool = False,
-    grad_scale: float = 1.0, noise: GradientNoise | None = None, noise_offset: int = 0,
+    grad_scale: float = 1.0, noise: GradientNoise | None = None, noise_offset: Offsets = 0,
     check: bool = True,
 ) -> float:
     """Nadam (spec: Adam + Nesterov; Dozat 2016), constant β₁ by default;
@@ -235,6 +277,7 @@ def nadam(
     starting from 1.0). Without ``momentum_decay`` it is returned unchanged.
     """
     if check:
+        check_step(step)
         betas = check_betas(betas)
         check_nonneg("eps", eps)
         check_optional_nonneg("momentum_decay", momentum_decay)
@@ -246,16 +289,17 @@ def nadam(
 
 
 def amsgrad(
-    p: np.ndarray, g: np.ndarray, m: np.ndarray, v: np.ndarray, v_max: np.ndarray, step: int,
+    p: Arrays, g: Arrays, m: Arrays, v: Arrays, v_max: Arrays, step: int,
     lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, *,
     bias_correction: bool = False,
     weight_decay: float = 0.0, decoupled_weight_decay: bool = False, maximize: bool = False,
-    grad_scale: float = 1.0, noise: GradientNoise | None = None, noise_offset: int = 0,
+    grad_scale: float = 1.0, noise: GradientNoise | None = None, noise_offset: Offsets = 0,
     check: bool = True,
 ) -> None:
     """AMSGrad (spec; Reddi et al. 2018): Adam's m, v, ``v̂ ← max(v̂, v);
     w ← w − η m / (√v̂ + ε)``; ``bias_correction=True`` is torch's ``Adam(amsgrad=True)``."""
     if check:
+        check_step(step)
         betas = check_betas(betas)
         check_nonneg("eps", eps)
         check_bool("bias_correction", bias_correction)

@@ -103,19 +103,25 @@ class Optimizer:
         return {}
 
     def _update(
-        self, p: np.ndarray, g: np.ndarray, state: tuple[np.ndarray, ...], t: int, lr: float,
-        group: dict[str, Any], group_state: dict[str, float], common: dict[str, Any],
+        self, p: list[np.ndarray], g: list[np.ndarray], state: tuple[list[np.ndarray], ...],
+        t: int, lr: float, group: dict[str, Any], group_state: dict[str, float],
+        common: dict[str, Any],
     ) -> dict[str, float]:
-        """Call the rule's functional update; return the group state after this step."""
+        """Call the rule's functional update on one group's arrays (lists, one entry per
+        contiguous run); return the group state after this step."""
         raise NotImplementedError
 
     # ----------------------------------------------------------------- construction
     def _checked_hyperparameters(self, hp: Mapping[str, Any], where: str = "") -> dict:
         out = {}
+        own = getattr(self, "defaults", hp)  # while checking the defaults themselves: all
         for name, value in hp.items():
             check = HYPERPARAMETER_CHECKS.get(name)
-            if check is None:
-                raise ValueError(f"{type(self).__name__} has no hyperparameter {name!r}{where}")
+            if check is None or name not in own:
+                raise ValueError(
+                    f"{type(self).__name__} has no hyperparameter {name!r}{where}; "
+                    f"it has {sorted(own)}"
+                )
             try:
                 out[name] = check(name, value)
             except ValueError as exc:
@@ -126,7 +132,13 @@ class Optimizer:
         if isinstance(params, (np.ndarray, FlatParams)):
             groups = [{"params": params}]
         else:
-            items = list(params)
+            try:
+                items = list(params)
+            except TypeError:
+                raise TypeError(
+                    "params must be an ndarray, a list of ndarrays, a FlatParams or a list of "
+                    f"group dicts, got {type(params).__name__}"
+                ) from None
             if not items:
                 raise ValueError("the optimizer got an empty parameter list")
             groups = items if all(isinstance(x, Mapping) for x in items) else [{"params": items}]
@@ -223,6 +235,11 @@ class Optimizer:
             if a0 + n0 > a1:
                 raise ValueError(f"params[{j0}] and params[{j1}] share memory")
 
+    def _param_sizes(self) -> np.ndarray:
+        if self._flat is not None:
+            return np.array([self._flat.size_of(n) for n in self._flat.names], np.int64)
+        return np.array([p.size for p in self._params], np.int64)
+
     @property
     def dtype(self) -> np.dtype:
         return self._flat.dtype if self._flat is not None else self._params[0].dtype
@@ -240,6 +257,15 @@ class Optimizer:
             )
             for n, s in zip(self._state_names(group), seg.state, strict=True):
                 s.fill(self._initial_state_value(n, group))
+        # Per group, the lists the functional layer takes (one call per group and step).
+        self._group_arrays = []
+        for k, group in enumerate(self.param_groups):
+            ids = [i for i, seg in enumerate(self._segments) if seg.group == k]
+            segs = [self._segments[i] for i in ids]
+            states = tuple([seg.state[j] for seg in segs]
+                           for j in range(len(self._state_names(group))))
+            self._group_arrays.append((ids, [seg.p for seg in segs], states,
+                                       [seg.lo for seg in segs]))
         self._workspace = np.empty(
             max((cpu.blocks(s.p.size) for s in self._segments), default=1), np.float64
         )
@@ -280,6 +306,9 @@ class Optimizer:
         same order); for a FlatParams, leave it out to use ``flat.grad``."""
         gs = self._gradients(grads)
         for k, group in enumerate(self.param_groups):  # groups may be edited between steps
+            missing = [n for n in self.defaults if n not in group]
+            if missing:
+                raise ValueError(f"parameter group {k} has lost its hyperparameters {missing}")
             self._checked_hyperparameters(group, f" (in parameter group {k})")
             if self._state_names(group) != self._group_layout[k]:
                 raise ValueError(
@@ -297,19 +326,21 @@ class Optimizer:
             if self.clip_norm is not None:
                 scale = clip_scale(math.sqrt(total), self.clip_norm)
         new_group_state = list(self._group_state)
-        for seg, g in zip(self._segments, gs, strict=True):
-            group = self.param_groups[seg.group]
+        for k, (seg_ids, ps, states, offsets) in enumerate(self._group_arrays):
+            if not seg_ids:
+                continue
+            group = self.param_groups[k]
             common = {
                 "weight_decay": group["weight_decay"],
                 "decoupled_weight_decay": group["decoupled_weight_decay"],
                 "maximize": group["maximize"],
                 "grad_scale": scale,
                 "noise": self.grad_noise,
-                "noise_offset": seg.lo,
+                "noise_offset": offsets,
                 "check": False,
             }
-            new_group_state[seg.group] = self._update(
-                seg.p, g, seg.state, t, lrs[seg.group], group, self._group_state[seg.group],
+            new_group_state[k] = self._update(
+                ps, [gs[i] for i in seg_ids], states, t, lrs[k], group, self._group_state[k],
                 common,
             )
         self._group_state = new_group_state
@@ -319,13 +350,16 @@ class Optimizer:
     def state_dict(self) -> dict[str, Any]:
         """A plain dict of ndarrays and Python scalars (pickle- and ``np.savez``-friendly).
 
-        Keys: ``rule``, ``step``, ``skipped_steps``, ``state.<name>`` (one array over the
-        optimizer's layout per state buffer) and ``group.<k>.<name>`` for per-group scalars.
+        Keys: ``rule``, ``step``, ``skipped_steps``, ``param_sizes`` (the size of each
+        parameter array, to refuse a checkpoint of another model), ``state.<name>`` (one
+        array over the optimizer's layout per state buffer) and ``group.<k>.<name>`` for
+        per-group scalars.
         """
         sd: dict[str, Any] = {
             "rule": type(self).__name__,
             "step": self.step_count,
             "skipped_steps": self.skipped_steps,
+            "param_sizes": self._param_sizes(),
         }
         for name, buf in self._state.items():
             sd[f"state.{name}"] = buf.copy()
@@ -351,9 +385,16 @@ class Optimizer:
         for key, value in (("step", step), ("skipped_steps", skipped)):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
                 raise ValueError(f"state dict {key!r} must be an int >= 0, got {value!r}")
+        sizes = sd.get("param_sizes")
+        if not isinstance(sizes, np.ndarray) or not np.array_equal(sizes, self._param_sizes()):
+            raise ValueError(
+                f"state dict 'param_sizes' {sizes!r} does not match this optimizer's parameter "
+                f"sizes {self._param_sizes().tolist()}: a checkpoint of another model?"
+            )
         expected = {f"state.{n}" for n in self._state}
         expected |= {f"group.{k}.{n}" for k, gs in enumerate(self._group_state) for n in gs}
-        found = {k for k in sd if k.startswith(("state.", "group."))}
+        expected |= {"rule", "step", "skipped_steps", "param_sizes"}
+        found = set(sd)
         if found != expected:
             raise ValueError(
                 f"state dict does not fit this optimizer: missing {sorted(expected - found)}, "
@@ -367,10 +408,18 @@ class Optimizer:
                     f"{buf.shape}, got {getattr(a, 'dtype', type(a))} "
                     f"{getattr(a, 'shape', '')}"
                 )
-        group_state = [
-            {n: float(scalar(f"group.{k}.{n}")) for n in gs}
-            for k, gs in enumerate(self._group_state)
-        ]
+        group_state = []
+        for k, gs in enumerate(self._group_state):
+            values = {}
+            for n in gs:
+                value = scalar(f"group.{k}.{n}")
+                if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) \
+                        or not math.isfinite(value):
+                    raise ValueError(
+                        f"state dict 'group.{k}.{n}' must be a finite number, got {value!r}"
+                    )
+                values[n] = float(value)
+            group_state.append(values)
         for name, buf in self._state.items():
             np.copyto(buf, sd[f"state.{name}"])
         self._group_state = group_state

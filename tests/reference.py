@@ -1,0 +1,310 @@
+"""Plain-NumPy float64 reference implementations of the equations fastopt implements.
+
+Written from ``shared/seed.md`` (the spec) and ``shared/design/equations.md`` in the most
+literal textbook form, deliberately *not* in the algebraically rearranged forms the
+package's kernels use (e.g. Adam here forms ``m̂ = m/(1−β₁ᵗ)`` and ``v̂ = v/(1−β₂ᵗ)``
+explicitly). Nothing in this module calls fastopt's rules, drivers or functional layer.
+The one exception is the gradient noise: the pure-Python counter-based generator
+``fastopt.philox.standard_normal`` supplies the N(0, 1) draws (it is checked separately
+against known-answer vectors).
+
+Every computation is float64, whatever the dtype of the inputs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from fastopt import philox
+
+# ---------------------------------------------------------------------------- defaults
+
+#: Each rule's hyperparameters with the defaults of the spec / equations.md (the learning
+#: rates are the "per rule" defaults of the classes).
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "sgd": {"lr": 1e-2},
+    "momentum": {"lr": 1e-2, "momentum": 0.9},
+    "nesterov": {"lr": 1e-2, "momentum": 0.9},
+    "adagrad": {"lr": 1e-2, "eps": 1e-6, "eps_inside_sqrt": True,
+                "initial_accumulator_value": 0.0},
+    "rmsprop": {"lr": 1e-2, "alpha": 0.9, "eps": 1e-6, "eps_inside_sqrt": True,
+                "centered": False, "momentum": 0.0},
+    "adam": {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8},
+    "nadam": {"lr": 2e-3, "betas": (0.9, 0.999), "eps": 1e-8, "momentum_decay": None},
+    "amsgrad": {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8, "bias_correction": False},
+}
+
+#: Common hyperparameters every rule has (equations.md, "Common transforms").
+COMMON = {"weight_decay": 0.0, "decoupled_weight_decay": False, "maximize": False}
+
+
+def state_names(rule: str, hp: Mapping[str, Any]) -> tuple[str, ...]:
+    """The state a rule keeps (named as fastopt's ``state_dict`` names them)."""
+    if rule in ("momentum", "nesterov"):
+        return ("velocity",)
+    if rule == "adagrad":
+        return ("sum_sq",)
+    if rule == "rmsprop":
+        names = ("square_avg",)
+        if hp["centered"]:
+            names += ("grad_avg",)
+        if hp["momentum"] > 0:
+            names += ("momentum_buffer",)
+        return names
+    if rule in ("adam", "nadam"):
+        return ("m", "v")
+    if rule == "amsgrad":
+        return ("m", "v", "v_max")
+    return ()
+
+
+def init_state(rule: str, hp: Mapping[str, Any], shape: tuple[int, ...]) -> dict[str, np.ndarray]:
+    state = {name: np.zeros(shape, np.float64) for name in state_names(rule, hp)}
+    if rule == "adagrad":
+        state["sum_sq"][...] = hp["initial_accumulator_value"]  # G₀
+    return state
+
+
+# ---------------------------------------------------------------------------- the rules
+#
+# ``step_<rule>(w, g, s, t, lr, hp)``: one step of the rule on the float64 array ``w`` (the
+# point the optimizer holds) given the transformed gradient ``g``, the state dict ``s``, the
+# step number ``t`` (1 on the first step) and this step's learning rate ``lr``. In place.
+
+
+def step_sgd(w, g, s, t, lr, hp):
+    # w_{t+1} = w_t − η g
+    w -= lr * g
+
+
+def step_momentum(w, g, s, t, lr, hp):
+    # v_t = γ v_{t−1} + η g;  w_{t+1} = w_t − v_t
+    gamma = hp["momentum"]
+    s["velocity"][...] = gamma * s["velocity"] + lr * g
+    w -= s["velocity"]
+
+
+def step_nesterov(w, g, s, t, lr, hp):
+    # Spec: v_t = γ v_{t−1} + η ∇L(w_t − γ v_{t−1});  w_{t+1} = w_t − v_t.
+    # The optimizer holds the look-ahead point φ = w_t − γ v_{t−1} (where the caller
+    # evaluates g), so recover w_t, take the spec's step, and hold the next look-ahead point.
+    gamma = hp["momentum"]
+    v_prev = s["velocity"].copy()
+    w_t = w + gamma * v_prev
+    v_t = gamma * v_prev + lr * g
+    w_next = w_t - v_t
+    w[...] = w_next - gamma * v_t
+    s["velocity"][...] = v_t
+
+
+def _denominator(x, eps, eps_inside_sqrt):
+    # The spec's √(x + ε), or torch's √x + ε.
+    return np.sqrt(x + eps) if eps_inside_sqrt else np.sqrt(x) + eps
+
+
+def step_adagrad(w, g, s, t, lr, hp):
+    # G_t = G_{t−1} + g²;  w_{t+1} = w_t − η g / √(G_t + ε)
+    G = s["sum_sq"]
+    G += g**2
+    w -= lr / _denominator(G, hp["eps"], hp["eps_inside_sqrt"]) * g
+
+
+def step_rmsprop(w, g, s, t, lr, hp):
+    # E[g²]_t = α E[g²]_{t−1} + (1 − α) g²;  w_{t+1} = w_t − η g / √(E[g²]_t + ε)
+    alpha = hp["alpha"]
+    E = s["square_avg"]
+    E[...] = alpha * E + (1 - alpha) * g**2
+    if hp["centered"]:
+        # Graves 2013: ḡ_t = α ḡ_{t−1} + (1 − α) g; the variance estimate E − ḡ².
+        gbar = s["grad_avg"]
+        gbar[...] = alpha * gbar + (1 - alpha) * g
+        mean_square = E - gbar**2
+    else:
+        mean_square = E
+    denom = _denominator(mean_square, hp["eps"], hp["eps_inside_sqrt"])
+    if hp["momentum"] > 0:
+        # b_t = μ b_{t−1} + g / denom;  w_{t+1} = w_t − η b_t
+        b = s["momentum_buffer"]
+        b[...] = hp["momentum"] * b + g / denom
+        w -= lr * b
+    else:
+        w -= lr / denom * g
+
+
+def _moments(g, s, betas):
+    b1, b2 = betas
+    s["m"][...] = b1 * s["m"] + (1 - b1) * g
+    s["v"][...] = b2 * s["v"] + (1 - b2) * g**2
+    return s["m"], s["v"]
+
+
+def step_adam(w, g, s, t, lr, hp):
+    b1, b2 = hp["betas"]
+    m, v = _moments(g, s, hp["betas"])
+    m_hat = m / (1 - b1**t)
+    v_hat = v / (1 - b2**t)
+    w -= lr / (np.sqrt(v_hat) + hp["eps"]) * m_hat
+
+
+def nadam_mu(t: int, beta1: float, psi: float) -> float:
+    """Dozat's warming momentum μ_t = β₁ (1 − ½·0.96^(tψ))."""
+    return beta1 * (1 - 0.5 * 0.96 ** (t * psi))
+
+
+def nadam_mu_product(t: int, beta1: float, psi: float) -> float:
+    """Π_t = ∏_{i ≤ t} μ_i, computed from scratch."""
+    return math.prod(nadam_mu(i, beta1, psi) for i in range(1, t + 1))
+
+
+def step_nadam(w, g, s, t, lr, hp):
+    b1, b2 = hp["betas"]
+    m, v = _moments(g, s, hp["betas"])
+    psi = hp["momentum_decay"]
+    if psi is None:
+        # Dozat with a constant β₁ (optax.nadam):
+        # m̂ = β₁ m / (1 − β₁^(t+1)) + (1 − β₁) g / (1 − β₁ᵗ)
+        m_hat = b1 * m / (1 - b1 ** (t + 1)) + (1 - b1) * g / (1 - b1**t)
+    else:
+        # Dozat's schedule (torch NAdam): m̂ = μ_{t+1} m / (1 − Π_{t+1}) + (1 − μ_t) g / (1 − Π_t)
+        mu_t, mu_next = nadam_mu(t, b1, psi), nadam_mu(t + 1, b1, psi)
+        prod_t = nadam_mu_product(t, b1, psi)
+        prod_next = prod_t * mu_next
+        m_hat = mu_next * m / (1 - prod_next) + (1 - mu_t) * g / (1 - prod_t)
+    v_hat = v / (1 - b2**t)
+    w -= lr / (np.sqrt(v_hat) + hp["eps"]) * m_hat
+
+
+def step_amsgrad(w, g, s, t, lr, hp):
+    b1, b2 = hp["betas"]
+    m, v = _moments(g, s, hp["betas"])
+    v_max = s["v_max"]
+    v_max[...] = np.maximum(v_max, v)  # v̂_t = max(v̂_{t−1}, v_t)
+    if hp["bias_correction"]:
+        # torch Adam(amsgrad=True): bias-correct m and the running max of the raw v.
+        m_hat = m / (1 - b1**t)
+        v_max_hat = v_max / (1 - b2**t)
+        w -= lr / (np.sqrt(v_max_hat) + hp["eps"]) * m_hat
+    else:
+        # Spec: no renormalisation, w_{t+1} = w_t − η m_t / (√v̂_t + ε)
+        w -= lr / (np.sqrt(v_max) + hp["eps"]) * m
+
+
+STEPS: dict[str, Callable] = {
+    "sgd": step_sgd, "momentum": step_momentum, "nesterov": step_nesterov,
+    "adagrad": step_adagrad, "rmsprop": step_rmsprop, "adam": step_adam,
+    "nadam": step_nadam, "amsgrad": step_amsgrad,
+}
+
+
+# ---------------------------------------------------------------------------- noise
+
+
+def noise_std(eta: float, gamma: float, completed_steps: int) -> float:
+    """σ_t = √(η / (1 + t')^γ)."""
+    return math.sqrt(eta / (1 + completed_steps) ** gamma)
+
+
+def noise_draws(size: int, offset: int, completed_steps: int, key) -> np.ndarray:
+    """The N(0, 1) draws for layout positions ``offset .. offset + size − 1`` at step t'."""
+    k0, k1 = key
+    t = np.uint64(completed_steps)
+    return np.array(
+        [philox.standard_normal(np.uint64(offset + i), t, k0, k1) for i in range(size)],
+        np.float64,
+    )
+
+
+# ---------------------------------------------------------------------------- optimizer
+
+
+def resolve_hp(rule: str, **overrides: Any) -> dict[str, Any]:
+    hp = {**COMMON, **DEFAULTS[rule]}
+    unknown = set(overrides) - set(hp)
+    if unknown:
+        raise KeyError(f"{rule} has no hyperparameters {sorted(unknown)}")
+    hp.update(overrides)
+    return hp
+
+
+class RefOptimizer:
+    """A float64 reference optimizer: common transforms in equations.md's order, then the rule.
+
+    ``params``: a list of arrays (copied to float64). ``groups``: optional list of dicts
+    ``{"params": [indices into params], **overrides}``; by default one group holds all.
+    ``grad_noise``: a ``fastopt.GradientNoise`` (only its eta, gamma and key are read);
+    ``noise_offsets``: each array's position in the optimizer's layout (its noise counter).
+    """
+
+    def __init__(
+        self,
+        rule: str,
+        params: Sequence[np.ndarray],
+        groups: Sequence[Mapping[str, Any]] | None = None,
+        *,
+        clip_norm: float | None = None,
+        grad_noise: Any = None,
+        noise_offsets: Sequence[int] | None = None,
+        **defaults: Any,
+    ) -> None:
+        self.rule = rule
+        self.params = [np.array(p, dtype=np.float64) for p in params]
+        if groups is None:
+            groups = [{"params": list(range(len(self.params)))}]
+        self.groups = []
+        for group in groups:
+            overrides = {k: v for k, v in group.items() if k != "params"}
+            self.groups.append((list(group["params"]),
+                                resolve_hp(rule, **{**defaults, **overrides})))
+        self.state: list[dict[str, np.ndarray] | None] = [None] * len(self.params)
+        for idx, hp in self.groups:
+            for j in idx:
+                self.state[j] = init_state(rule, hp, self.params[j].shape)
+        self.clip_norm = clip_norm
+        self.grad_noise = grad_noise
+        self.noise_offsets = list(noise_offsets) if noise_offsets is not None else [0]
+        if grad_noise is not None and len(self.noise_offsets) != len(self.params):
+            raise ValueError("give one noise offset per parameter array")
+        self.t = 0
+        self.clipped = []  # the clip factor of each step (for the tests' own checks)
+
+    def lr_at(self, hp: Mapping[str, Any], completed_steps: int) -> float:
+        lr = hp["lr"]
+        return float(lr(completed_steps)) if callable(lr) else float(lr)
+
+    def step(self, grads: Sequence[np.ndarray]) -> None:
+        t = self.t + 1
+        t_prime = t - 1
+        gs = [np.array(g, dtype=np.float64) for g in grads]
+        # 1. maximize: g ← −g (per group)
+        for idx, hp in self.groups:
+            if hp["maximize"]:
+                for j in idx:
+                    gs[j] = -gs[j]
+        # 2. clip_norm: one factor from the global L2 norm over ALL parameters
+        if self.clip_norm is not None:
+            norm = math.sqrt(sum(float(np.sum(g**2)) for g in gs))
+            s = min(1.0, self.clip_norm / (norm + 1e-6))
+            gs = [s * g for g in gs]
+            self.clipped.append(s)
+        # 3. gradient noise: g ← g + σ_t z, σ_t² = η / (1 + t')^γ
+        if self.grad_noise is not None and self.grad_noise.eta > 0:
+            sigma = noise_std(self.grad_noise.eta, self.grad_noise.gamma, t_prime)
+            for j, g in enumerate(gs):
+                z = noise_draws(g.size, self.noise_offsets[j], t_prime, self.grad_noise.key)
+                gs[j] = g + sigma * z.reshape(g.shape)
+        for idx, hp in self.groups:
+            lr = self.lr_at(hp, t_prime)
+            lam = hp["weight_decay"]
+            for j in idx:
+                w, g = self.params[j], gs[j]
+                # 4. weight decay: L2 g ← g + λ w, or decoupled w ← w (1 − η λ)
+                if hp["decoupled_weight_decay"]:
+                    w *= 1 - lr * lam
+                else:
+                    g = g + lam * w
+                STEPS[self.rule](w, g, self.state[j], t, lr, hp)
+        self.t = t
