@@ -127,7 +127,7 @@ def _run(
             raise ValueError(f"noise must be a fastopt.GradientNoise or None, got {noise!r}")
     # The step's constants, once, in the parameters' dtype.
     dt = ps[0].dtype.type
-    h = tuple(dt(c) for c in consts)
+    h = tuple(map(dt, consts))
     scale = dt(-grad_scale if maximize else grad_scale)
     if decoupled_weight_decay:
         wd, decay = None, dt(1.0 - lr * weight_decay)

@@ -20,33 +20,32 @@ def _traffic0(p, g, st):
         p[i] = p[i] + g[i]
 
 
+# State arrays are indexed through the tuple (st[0][i]); unpacking the tuple first
+# (``a, b = st``) made numba 0.68's parfor drop the writes to a and b.
 def _traffic1(p, g, st):
-    a = st[0]
     for i in prange(p.size):
-        x = a[i] + g[i]
-        a[i] = x
+        x = st[0][i] + g[i]
+        st[0][i] = x
         p[i] = p[i] + x
 
 
 def _traffic2(p, g, st):
-    a, b = st
     for i in prange(p.size):
-        x = a[i] + g[i]
-        y = b[i] + g[i]
-        a[i] = x
-        b[i] = y
+        x = st[0][i] + g[i]
+        y = st[1][i] + g[i]
+        st[0][i] = x
+        st[1][i] = y
         p[i] = p[i] + x + y
 
 
 def _traffic3(p, g, st):
-    a, b, c = st
     for i in prange(p.size):
-        x = a[i] + g[i]
-        y = b[i] + g[i]
-        z = c[i] + g[i]
-        a[i] = x
-        b[i] = y
-        c[i] = z
+        x = st[0][i] + g[i]
+        y = st[1][i] + g[i]
+        z = st[2][i] + g[i]
+        st[0][i] = x
+        st[1][i] = y
+        st[2][i] = z
         p[i] = p[i] + x + y + z
 
 

@@ -249,6 +249,7 @@ class Optimizer:
         for group in self.param_groups:
             names += [n for n in self._state_names(group) if n not in names]
         self._group_layout = [self._state_names(g) for g in self.param_groups]
+        self._validated_groups = [dict(g) for g in self.param_groups]
         self._state = {n: aligned_zeros(self._layout_size, self.dtype) for n in names}
         for seg in self._segments:
             group = self.param_groups[seg.group]
@@ -271,6 +272,20 @@ class Optimizer:
         )
 
     # ----------------------------------------------------------------- stepping
+    def _check_groups(self) -> None:
+        """Re-check groups edited between steps (lr, weight_decay, ...), before any write."""
+        for k, group in enumerate(self.param_groups):
+            missing = [n for n in self.defaults if n not in group]
+            if missing:
+                raise ValueError(f"parameter group {k} has lost its hyperparameters {missing}")
+            self._checked_hyperparameters(group, f" (in parameter group {k})")
+            if self._state_names(group) != self._group_layout[k]:
+                raise ValueError(
+                    f"parameter group {k} now needs state {self._state_names(group)} but was "
+                    f"built with {self._group_layout[k]}; make a new optimizer to change that"
+                )
+        self._validated_groups = [dict(g) for g in self.param_groups]
+
     def _gradients(self, grads: Any) -> list[np.ndarray]:
         """One validated 1-D gradient per segment (nothing is written here)."""
         if self._flat is not None:
@@ -305,16 +320,8 @@ class Optimizer:
         """Take one step in place. ``grads`` mirrors the params (an array, or a list in the
         same order); for a FlatParams, leave it out to use ``flat.grad``."""
         gs = self._gradients(grads)
-        for k, group in enumerate(self.param_groups):  # groups may be edited between steps
-            missing = [n for n in self.defaults if n not in group]
-            if missing:
-                raise ValueError(f"parameter group {k} has lost its hyperparameters {missing}")
-            self._checked_hyperparameters(group, f" (in parameter group {k})")
-            if self._state_names(group) != self._group_layout[k]:
-                raise ValueError(
-                    f"parameter group {k} now needs state {self._state_names(group)} but was "
-                    f"built with {self._group_layout[k]}; make a new optimizer to change that"
-                )
+        if self.param_groups != self._validated_groups:  # edited since the last step
+            self._check_groups()
         t = self.step_count + 1
         lrs = [lr_at(group["lr"], t - 1) for group in self.param_groups]
         scale = 1.0

@@ -1,0 +1,39 @@
+"""The benchmark's yardsticks must do the work they claim (or every ratio is wrong)."""
+
+import numpy as np
+import pytest
+
+from fastopt.bench import numpy_ref
+from fastopt.bench.roofline import bytes_moved, roofline_kernel
+
+
+@pytest.mark.parametrize("parallel", [False, True])
+@pytest.mark.parametrize("k", [0, 1, 2, 3])
+def test_roofline_kernels_read_and_write_every_array(k, parallel):
+    n = 100_003
+    rng = np.random.default_rng(k)
+    g = rng.standard_normal(n).astype(np.float32)
+    p = rng.standard_normal(n).astype(np.float32)
+    st = tuple(rng.standard_normal(n).astype(np.float32) for _ in range(k))
+    p0, st0 = p.copy(), tuple(s.copy() for s in st)
+    roofline_kernel(k, parallel)(p, g, st)
+    expected_p = p0 + sum((s + g for s in st0), np.zeros(n, np.float32)) if k else p0 + g
+    for s, s0 in zip(st, st0, strict=True):
+        np.testing.assert_allclose(s, s0 + g, rtol=1e-6)
+    np.testing.assert_allclose(p, expected_p, rtol=1e-5, atol=1e-5)
+    assert bytes_moved(n, k, np.float32) == n * 4 * (3 + 2 * k)
+
+
+@pytest.mark.parametrize("rule", sorted(numpy_ref.STEPS))
+def test_numpy_reference_steps_move_the_parameters(rule):
+    n = 1000
+    k = {"SGD": 0, "Momentum": 1, "Nesterov": 1, "AdaGrad": 1, "RMSprop": 1, "Adam": 2,
+         "Nadam": 2, "AMSGrad": 3}[rule]
+    p = np.ones(n, np.float32)
+    g = np.full(n, 0.5, np.float32)
+    st = tuple(np.zeros(n, np.float32) for _ in range(k))
+    numpy_ref.STEPS[rule](p, g, st, 1)
+    assert p.dtype == np.float32
+    assert np.all(p < 1.0)  # a descent step on a positive gradient
+    for s in st:
+        assert np.any(s != 0)
