@@ -20,6 +20,10 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--no-torch", action="store_true", help="skip the torch column")
     bench.add_argument("--no-threshold", action="store_true",
                        help="skip measuring the serial/parallel crossover")
+    bench.add_argument("--no-resnet", action="store_true",
+                       help="skip the ResNet-50 whole-model workload")
+    bench.add_argument("--no-startup", action="store_true",
+                       help="skip timing start-up in fresh processes")
     args = parser.parse_args(argv)
 
     from .bench import run
@@ -29,7 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown rule(s) {unknown}; choose from {list(run.RULES)}")
     return run.main([int(s) for s in args.sizes], rules, args.dtype, args.quick, args.json,
-                    not args.no_torch, not args.no_threshold)
+                    not args.no_torch, not args.no_threshold, not args.no_resnet,
+                    not args.no_startup)
 
 
 if __name__ == "__main__":

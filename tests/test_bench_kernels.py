@@ -37,3 +37,28 @@ def test_numpy_reference_steps_move_the_parameters(rule):
     assert np.all(p < 1.0)  # a descent step on a positive gradient
     for s in st:
         assert np.any(s != 0)
+
+
+def test_resnet50_workload_matches_the_shared_description():
+    from fastopt.bench.workloads import resnet50_shapes
+
+    shapes = resnet50_shapes()
+    assert len(shapes) == 161
+    assert sum(int(np.prod(s)) for _, s in shapes) == 25_557_032
+    assert shapes[0] == ("conv1.weight", (64, 3, 7, 7))
+
+
+def test_bench_command_json(capsys):
+    import json
+
+    from fastopt.__main__ import main
+
+    rc = main(["bench", "--quick", "--sizes", "2000", "--rules", "Adam", "SGD", "--json",
+               "--no-resnet", "--no-startup", "--no-threshold", "--no-torch"])
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [r["rule"] for r in out["rows"]] == ["Adam", "SGD"]
+    for r in out["rows"]:
+        assert r["n"] == 2000 and r["fastopt_ms"] > 0 and r["roofline_ms"] > 0
+        assert r["pct_roofline"] == 100 * r["roofline_ms"] / r["fastopt_ms"]
+    assert out["header"]["serial_below"] > 0

@@ -6,6 +6,7 @@ import json
 import os
 import platform
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -162,7 +163,9 @@ def format_table(rows: list[Row]) -> str:
 
 
 def main(sizes: list[int], rules: list[str], dtype: str, quick: bool, as_json: bool,
-         with_torch: bool, threshold: bool) -> int:
+         with_torch: bool, threshold: bool, resnet: bool = True, startup: bool = True) -> int:
+    from . import workloads
+
     dt = np.dtype(dtype).type
     repeats, budget = (4, 0.3) if quick else (20, 2.0)
     jobs = [(r, n) for n in sizes for r in rules]
@@ -171,21 +174,50 @@ def main(sizes: list[int], rules: list[str], dtype: str, quick: bool, as_json: b
     info = header()
     if threshold:
         info["measured_crossover"] = serial_crossover(dt)
+    resnet_ms = None
+    if resnet:
+        if not as_json:
+            print("bench: ResNet-50 Adam (161 arrays, 25.6M float32) ...", file=sys.stderr)
+        resnet_ms = _interleaved_medians(workloads.resnet50_candidates(with_torch),
+                                         repeats // 2 + 2, budget * 2, inner=3)
+    start = None
+    if startup:
+        if not as_json:
+            print("bench: start-up in fresh processes (cold and warm cache) ...",
+                  file=sys.stderr)
+        start = workloads.startup()
     if as_json:
         print(json.dumps({"header": info, "rows": [
             {**asdict(r), "pct_roofline": r.pct_roofline, "x_numpy": r.x_numpy,
-             "x_torch": r.x_torch} for r in rows]}, indent=1))
+             "x_torch": r.x_torch} for r in rows], "resnet50_adam_ms": resnet_ms,
+            "startup": start}, indent=1))
         return 0
     print(f"fastopt bench: {info['machine']}, {info['cpus']} CPUs, numba {info['numba']} "
           f"({info['numba_threads']} threads, {info['threading_layer']} layer), "
           f"numpy {info['numpy']}")
     line = f"serial path below {info['serial_below']} elements"
     if threshold:
-        line += f" (Adam crossover measured now: {info['measured_crossover']})"
+        line += f" (Adam serial/parallel crossover measured now: {info['measured_crossover']})"
     print(line)
     print("medians of interleaved runs; ratios > 1 mean fastopt is faster; "
           "% roofline = same-traffic kernel time / fastopt time\n")
     print(format_table(rows))
+    if resnet_ms:
+        print("\nResNet-50, Adam step (161 arrays, 25.6M float32 values)")
+        roof = resnet_ms["roofline, one buffer"]
+        for label, ms in resnet_ms.items():
+            print(f"  {label:<24}{ms:>9.2f} ms   {100 * roof / ms:>5.0f}% of roofline")
+        for label in ("fastopt list of 161", "fastopt FlatParams"):
+            for other in ("torch fused list", "torch foreach list"):
+                if other in resnet_ms:
+                    print(f"  {label} vs {other}: "
+                          f"{resnet_ms[other] / resnet_ms[label]:.2f}x")
+    if start:
+        print(f"\nstart-up (fresh process: import fastopt + first Adam step): "
+              f"cold cache {start['cold_import_and_step_s']:.2f} s, "
+              f"warm cache {start['warm_import_and_step_s']:.2f} s "
+              f"(whole process incl. Python: {start['cold_process_s']:.2f} / "
+              f"{start['warm_process_s']:.2f} s)")
     if not torch_ref.available() and with_torch:
         print("\n(torch not installed: pip install 'fastopt[torch]' adds the x torch column)")
     return 0

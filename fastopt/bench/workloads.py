@@ -1,0 +1,109 @@
+"""Whole-model workloads and start-up cost, for ``python -m fastopt bench``.
+
+* ResNet-50: the 161 parameter arrays of torchvision's ResNet-50 (25.6M float32 values;
+  shapes shipped in ``data/resnet50_shapes.json``), stepped with Adam as a list of separate
+  arrays and as one FlatParams, against torch's fused and foreach Adam on the same list
+  and the same-traffic roofline kernel over one buffer.
+* Start-up: a fresh process that imports fastopt and takes its first Adam step, with the
+  kernel cache warm and cold.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from importlib import resources
+
+import numpy as np
+
+from .. import optim
+from ..flat import FlatParams
+from . import torch_ref
+from .roofline import roofline_kernel
+
+
+def resnet50_shapes() -> list[tuple[str, tuple[int, ...]]]:
+    text = resources.files(__package__).joinpath("data/resnet50_shapes.json").read_text()
+    return [(name, tuple(shape)) for name, shape in json.loads(text)["params"]]
+
+
+def resnet50_candidates(with_torch: bool = True) -> dict[str, Callable[[], None]]:
+    """Zero-argument Adam steps over the ResNet-50 parameters, by label."""
+    shapes = resnet50_shapes()
+    rng = np.random.default_rng(0)
+    grads = [(rng.standard_normal(s) * 1e-2).astype(np.float32) for _, s in shapes]
+    params = [np.ones(s, np.float32) for _, s in shapes]
+    opt_list = optim.Adam(params)
+    flat = FlatParams({name: s for name, s in shapes})
+    flat.data[:] = 1.0
+    for (name, _), g in zip(shapes, grads, strict=True):
+        flat.grads[name][...] = g
+    opt_flat = optim.Adam(flat)
+    roof = roofline_kernel(2)
+    buf = np.ones_like(flat.data)
+    state = (np.zeros_like(flat.data), np.zeros_like(flat.data))
+    out: dict[str, Callable[[], None]] = {
+        "fastopt list of 161": lambda: opt_list.step(grads),
+        "fastopt FlatParams": opt_flat.step,
+        "roofline, one buffer": lambda: roof(buf, flat.grad, state),
+    }
+    if with_torch and torch_ref.available():
+        for kind in ("fused", "foreach"):
+            out[f"torch {kind} list"] = _torch_adam([np.ones(s, np.float32) for _, s in shapes],
+                                                    grads, kind)
+    return out
+
+
+def _torch_adam(params: list[np.ndarray], grads: list[np.ndarray], kind: str):
+    import torch
+
+    tensors = []
+    for p, g in zip(params, grads, strict=True):
+        t = torch.from_numpy(p)
+        t.grad = torch.from_numpy(g)
+        tensors.append(t)
+    opt = torch.optim.Adam(tensors, lr=1e-3, **{kind: True})
+
+    def step() -> None:
+        with torch.no_grad():
+            opt.step()
+
+    return step
+
+
+_STARTUP = (
+    "import time; t0 = time.perf_counter()\n"
+    "import numpy as np, fastopt\n"
+    "p = np.ones(1000, np.float32); opt = fastopt.Adam(p)\n"
+    "opt.step(np.full(1000, 0.1, np.float32))\n"
+    "print(time.perf_counter() - t0)\n"
+)
+
+
+def startup_seconds(cache_dir: str | None) -> tuple[float, float]:
+    """(wall seconds of the whole fresh process, seconds inside it from before
+    ``import fastopt`` to after the first Adam step). ``cache_dir=None``: the default
+    cache (warm after a first run); a directory: ``NUMBA_CACHE_DIR`` there."""
+    env = dict(os.environ)
+    if cache_dir is not None:
+        env["NUMBA_CACHE_DIR"] = cache_dir
+    t0 = time.perf_counter()
+    out = subprocess.run([sys.executable, "-c", _STARTUP], env=env, capture_output=True,
+                         text=True, check=True)
+    return time.perf_counter() - t0, float(out.stdout.strip().splitlines()[-1])
+
+
+def startup() -> dict[str, float]:
+    """Cold (empty cache) and warm (cache filled by the cold run) start-up."""
+    with tempfile.TemporaryDirectory() as d:
+        cold_wall, cold_in = startup_seconds(d)
+        warm = [startup_seconds(d) for _ in range(3)]
+    warm_wall = sorted(w for w, _ in warm)[1]
+    warm_in = sorted(i for _, i in warm)[1]
+    return {"cold_process_s": cold_wall, "cold_import_and_step_s": cold_in,
+            "warm_process_s": warm_wall, "warm_import_and_step_s": warm_in}
