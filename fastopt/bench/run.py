@@ -215,9 +215,9 @@ def main(sizes: list[int], rules: list[str], dtype: str, quick: bool, as_json: b
     if start:
         print(f"\nstart-up (fresh process: import fastopt + first Adam step): "
               f"cold cache {start['cold_import_and_step_s']:.2f} s, "
-              f"warm cache {start['warm_import_and_step_s']:.2f} s "
-              f"(whole process incl. Python: {start['cold_process_s']:.2f} / "
-              f"{start['warm_process_s']:.2f} s)")
+              f"warm cache {start['warm_import_and_step_s']:.2f} s; the floor of any Numba "
+              f"library here (import numpy + numba, one trivial cached kernel): "
+              f"{start['numba_floor_s']:.2f} s")
     if not torch_ref.available() and with_torch:
         print("\n(torch not installed: pip install 'fastopt[torch]' adds the x torch column)")
     return 0
