@@ -1,9 +1,10 @@
-"""Command line: ``python -m fastopt bench``."""
+"""Command line: ``python -m fastopt demo`` and ``python -m fastopt bench``."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,7 +25,34 @@ def main(argv: list[str] | None = None) -> int:
                        help="skip the ResNet-50 whole-model workload")
     bench.add_argument("--no-startup", action="store_true",
                        help="skip timing start-up in fresh processes")
+    demo = sub.add_parser("demo", help="train a BatchNorm MLP on the shipped digits with "
+                                       "every rule; print a table and write a figure")
+    demo.add_argument("--rules", nargs="+", default=None, help="subset of rules")
+    demo.add_argument("--epochs", type=int, default=40, help="maximum epochs (default 40)")
+    demo.add_argument("--batch-size", type=int, default=64)
+    demo.add_argument("--noise", type=float, default=None, metavar="ETA",
+                      help="add the spec's annealed gradient noise with this eta")
+    demo.add_argument("--curriculum", action="store_true",
+                      help="feed easy examples (least ink) first")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--out", type=Path, default=Path("fastopt_demo.png"),
+                      help="where to write the PNG (default fastopt_demo.png)")
+    demo.add_argument("--quick", action="store_true", help="3 epochs, SGD and Adam only")
     args = parser.parse_args(argv)
+
+    if args.command == "demo":
+        from .demo import run as demo_run
+
+        rules = args.rules or (["SGD", "Adam"] if args.quick else demo_run.RULES)
+        unknown = [r for r in rules if r not in demo_run.RULES]
+        if unknown:
+            parser.error(f"unknown rule(s) {unknown}; choose from {demo_run.RULES}")
+        if args.epochs < 1 or args.batch_size < 1:
+            parser.error("--epochs and --batch-size must be at least 1")
+        if args.noise is not None and args.noise < 0:
+            parser.error("--noise must be >= 0")
+        return demo_run.main(rules, 3 if args.quick else args.epochs, args.batch_size,
+                             args.seed, args.noise, args.curriculum, args.out)
 
     from .bench import run
 

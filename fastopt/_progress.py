@@ -1,4 +1,5 @@
-"""A dependency-free progress bar on stderr (a line per item when stderr is not a terminal)."""
+"""A dependency-free progress bar on stderr; where stderr is not a terminal (a log, CI),
+one line when the work is done instead."""
 
 from __future__ import annotations
 
@@ -16,18 +17,19 @@ def progress(items: Iterable[T], label: str, total: int | None = None,
     total = len(items) if total is None else total
     tty = sys.stderr.isatty()
     start = time.perf_counter()
-    for i, item in enumerate(items):
+    done = 0
+    try:
+        for item in items:
+            if enabled and tty:
+                filled = int(30 * done / max(total, 1))  # items finished so far
+                sys.stderr.write(f"\r{label} [{'#' * filled}{'.' * (30 - filled)}] "
+                                 f"{done}/{total} {str(item)[:24]:<24}")
+                sys.stderr.flush()
+            done += 1  # counted when handed out: a caller that breaks has used it
+            yield item
+    finally:  # also when the caller stops early (early stopping)
         if enabled:
-            name = str(item)[:24]
-            if tty:
-                done = int(30 * i / max(total, 1))
-                sys.stderr.write(f"\r{label} [{'#' * done}{'.' * (30 - done)}] {i}/{total} "
-                                 f"{name:<24}")
-            else:
-                sys.stderr.write(f"{label} {i + 1}/{total}: {name}\n")
+            lead = f"\r{label} [{'#' * 30}] " if tty else f"{label} done: "
+            sys.stderr.write(f"{lead}{done}/{total} ({time.perf_counter() - start:.1f} s)"
+                             f"{' ' * 30 if tty else ''}\n")
             sys.stderr.flush()
-        yield item
-    if enabled and tty:
-        sys.stderr.write(f"\r{label} [{'#' * 30}] {total}/{total} "
-                         f"({time.perf_counter() - start:.1f} s){' ' * 16}\n")
-        sys.stderr.flush()
