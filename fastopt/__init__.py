@@ -12,7 +12,10 @@ Layers, each importing only the ones below it: ``rules`` (the element-wise equat
 import: each kernel is compiled on first use and cached on disk.
 """
 
-from . import functional, schedules
+from . import batchnorm, data, datasets, functional, schedules
+from .batchnorm import BatchNorm
+from .curriculum import Curriculum
+from .early_stopping import EarlyStopping
 from .flat import FlatParams
 from .noise import GradientNoise
 from .optim import SGD, AdaGrad, Adam, AMSGrad, Momentum, Nadam, Nesterov, Optimizer, RMSprop
@@ -20,6 +23,7 @@ from .optim import SGD, AdaGrad, Adam, AMSGrad, Momentum, Nadam, Nesterov, Optim
 __version__ = "0.1.0"
 
 __all__ = [
-    "SGD", "AMSGrad", "AdaGrad", "Adam", "FlatParams", "GradientNoise", "Momentum", "Nadam",
-    "Nesterov", "Optimizer", "RMSprop", "functional", "schedules",
+    "SGD", "AMSGrad", "AdaGrad", "Adam", "BatchNorm", "Curriculum", "EarlyStopping",
+    "FlatParams", "GradientNoise", "Momentum", "Nadam", "Nesterov", "Optimizer", "RMSprop",
+    "batchnorm", "data", "datasets", "functional", "schedules",
 ]

@@ -25,6 +25,7 @@ def main(argv: list[str] | None = None) -> int:
                        help="skip the ResNet-50 whole-model workload")
     bench.add_argument("--no-startup", action="store_true",
                        help="skip timing start-up in fresh processes")
+    bench.add_argument("--no-batchnorm", action="store_true", help="skip the BatchNorm rows")
     demo = sub.add_parser("demo", help="train a BatchNorm MLP on the shipped digits with "
                                        "every rule; print a table and write a figure")
     demo.add_argument("--rules", nargs="+", default=None, help="subset of rules")
@@ -62,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown rule(s) {unknown}; choose from {list(run.RULES)}")
     return run.main([int(s) for s in args.sizes], rules, args.dtype, args.quick, args.json,
                     not args.no_torch, not args.no_threshold, not args.no_resnet,
-                    not args.no_startup)
+                    not args.no_startup, not args.no_batchnorm)
 
 
 if __name__ == "__main__":

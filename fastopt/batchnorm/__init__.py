@@ -1,0 +1,391 @@
+"""Batch normalisation: forward and backward as JIT kernels, and a :class:`BatchNorm` layer.
+
+The spec's BatchNorm (``equations.md``, section BatchNorm; Ioffe & Szegedy 2015,
+"Batch Normalization: Accelerating Deep Network Training by Reducing Internal Covariate
+Shift", Algorithm 1). For each channel ``k``, over the ``n`` values of all other axes
+(batch and spatial)::
+
+    training:   μ = (1/n) Σ x                    σ² = (1/n) Σ (x − μ)²   (biased)
+                x̂ = (x − μ) / √(σ² + ε)          y = α x̂ + β
+                r_μ  ← (1 − m) r_μ  + m μ
+                r_σ² ← (1 − m) r_σ² + m σ² n/(n − 1)                      (unbiased)
+    inference:  y = α (x − r_μ) / √(r_σ² + ε) + β
+
+α (``gamma``, torch's ``weight``) and β (``beta``, torch's ``bias``) are learned. ε is
+the spec's 1e-6 by default (torch's ``BatchNorm`` uses 1e-5). The running statistics
+follow torch's convention (momentum ``m = 0.1`` weighs the *new* value; the variance is
+stored unbiased); ``momentum=None`` keeps the exact cumulative average, torch's
+``momentum=None``: the k-th update uses ``m = 1/k``, counted by ``num_batches_tracked``.
+
+Backward (training), with ``inv = 1/√(σ² + ε)``::
+
+    dβ = Σ dy        dα = Σ dy·x̂        dx = (α·inv/n) (n·dy − dβ − x̂·dα)
+
+In inference the statistics are constants: ``dx = dy·α·inv`` (dα and dβ as above, with
+the running statistics in x̂).
+
+Layouts: ``axis=1`` takes ``(N, C)`` or ``(N, C, *spatial)``; ``axis=-1`` takes
+channels-last ``(N, *spatial, C)``. Both are read in place (see
+:mod:`fastopt.batchnorm.kernels` for the passes, the tiling and the deterministic float64
+reductions: same bits at any thread count).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from .._checks import FLOAT_DTYPES, check_nonneg
+from . import kernels
+
+__all__ = ["BatchNorm", "BatchNormCache", "backward", "batch_stats", "forward"]
+
+#: The spec's ε (``equations.md``); torch's default is 1e-5.
+EPS = 1e-6
+
+_NO_STATS = np.empty((3, 0))  # inference: the kernel writes no statistics
+
+
+class BatchNormCache(NamedTuple):
+    """What :func:`backward` needs from :func:`forward`.
+
+    ``x``, ``gamma`` and, in inference, ``running_mean``/``running_var`` are the forward's
+    arrays themselves, not copies: do not modify them before ``backward`` (torch's autograd
+    refuses modified saved tensors for the same reason). In training, ``mean`` and
+    ``inv_std = 1/√(σ² + ε)`` are the batch's float64 statistics. x̂ is not stored:
+    backward recomputes it from x.
+    """
+
+    x: np.ndarray | None
+    gamma: np.ndarray | None
+    training: bool
+    channels: int
+    spatial: int
+    mean: np.ndarray | None = None
+    inv_std: np.ndarray | None = None
+    running_mean: np.ndarray | None = None
+    running_var: np.ndarray | None = None
+    eps: float = EPS
+
+
+# ------------------------------------------------------------------------------ checks
+
+
+def _dtype_hint(dt: np.dtype) -> str:
+    return " (numba has no float16 on the CPU: convert to float32)" if dt == np.float16 else ""
+
+
+def _check_input(x: object, what: str = "x") -> np.ndarray:
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"{what} must be a numpy.ndarray, got {type(x).__name__}")
+    if x.dtype not in FLOAT_DTYPES:
+        raise TypeError(
+            f"{what} has dtype {x.dtype}; BatchNorm needs float32 or float64"
+            f"{_dtype_hint(x.dtype)}"
+        )
+    if x.ndim < 2:
+        raise ValueError(
+            f"{what} has shape {x.shape} (ndim {x.ndim}); BatchNorm needs (N, C), "
+            "(N, C, *spatial) with axis=1, or (N, *spatial, C) with axis=-1"
+        )
+    if not x.flags.c_contiguous:
+        raise ValueError(
+            f"{what} is not C-contiguous; pass np.ascontiguousarray({what}) (BatchNorm reads "
+            "both layouts in place and does not copy)"
+        )
+    if x.size == 0:
+        raise ValueError(f"{what} has shape {x.shape}: no values to normalise")
+    return x
+
+
+def _geometry(x: np.ndarray, axis: object) -> tuple[int, int]:
+    """``(C, S)`` of the kernels' ``(N, C, S)`` view: channels-last is ``(M, C, 1)``."""
+    if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
+        raise ValueError(f"axis must be 1 or -1, got {axis!r}")
+    if axis == -1 or axis == x.ndim - 1:
+        return x.shape[-1], 1
+    if axis != 1:
+        raise ValueError(
+            f"axis must be 1 (channels first: (N, C, ...)) or -1 (channels last: "
+            f"(N, ..., C)), got {axis} for x of shape {x.shape}"
+        )
+    c = x.shape[1]
+    return c, x.size // (x.shape[0] * c)
+
+
+def _check_channel_vector(a: object, what: str, c: int, dtype: np.dtype | None,
+                          *, writable: bool = False) -> np.ndarray:
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"{what} must be a numpy.ndarray, got {type(a).__name__}")
+    if a.shape != (c,):
+        raise ValueError(f"{what} has shape {a.shape}; x has {c} channels, so it must be ({c},)")
+    if dtype is not None and a.dtype != dtype:
+        raise TypeError(f"{what} has dtype {a.dtype}; x has dtype {dtype}, they must match")
+    if dtype is None and a.dtype not in FLOAT_DTYPES:
+        raise TypeError(
+            f"{what} has dtype {a.dtype}; it must be float32 or float64{_dtype_hint(a.dtype)}"
+        )
+    if writable and not a.flags.writeable:
+        raise ValueError(f"{what} is read-only; BatchNorm updates it in place")
+    return a
+
+
+def _check_out(out: object, like: np.ndarray, what: str) -> np.ndarray:
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"{what} must be a numpy.ndarray, got {type(out).__name__}")
+    if out.shape != like.shape or out.dtype != like.dtype:
+        raise ValueError(
+            f"{what} has shape {out.shape} and dtype {out.dtype}; it must be "
+            f"{like.shape} {like.dtype}"
+        )
+    if not out.flags.c_contiguous:
+        raise ValueError(f"{what} is not C-contiguous")
+    if not out.flags.writeable:
+        raise ValueError(f"{what} is read-only")
+    return out
+
+
+def _same_buffer(a: np.ndarray, b: np.ndarray) -> bool:
+    return a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
+
+
+def _check_momentum(momentum: object) -> float | None:
+    if momentum is None:
+        return None
+    if isinstance(momentum, bool) or not isinstance(momentum, (int, float, np.number)):
+        raise ValueError(f"momentum must be a number in [0, 1] or None, got {momentum!r}")
+    m = float(momentum)
+    if not 0.0 <= m <= 1.0:
+        raise ValueError(f"momentum must be in [0, 1] (or None: cumulative average), got {m}")
+    return m
+
+
+def _check_counter(counter: object) -> np.ndarray:
+    if (not isinstance(counter, np.ndarray) or counter.size != 1
+            or counter.dtype.kind not in "iu" or not counter.flags.writeable):
+        raise ValueError(
+            "num_batches_tracked must be a writable one-element integer ndarray "
+            f"(e.g. np.zeros((), np.int64)), got {counter!r}"
+        )
+    return counter
+
+
+def batch_stats(x: np.ndarray, axis: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and biased variance of ``x`` in float64 (checked, deterministic).
+
+    ``μ = (1/n) Σ x`` and ``σ² = (1/n) Σ (x − μ)²``, with the numerics of a two-pass
+    algorithm in one pass over memory (:mod:`.kernels`).
+    """
+    x = _check_input(x)
+    c, s = _geometry(x, axis)
+    stats, ones, flat = np.empty((3, c)), np.ones(c, x.dtype), x.reshape(-1)
+    # training=True with an empty y: the statistics pass only
+    kernels.get("forward", x.size)(flat, c, s, ones, ones, 0.0, True, False, 0.0, ones, ones,
+                                   stats, flat[:0])
+    return stats[0], stats[1]
+
+
+# ------------------------------------------------------------------------------ public
+
+
+def forward(
+    x: np.ndarray,
+    gamma: np.ndarray | None,
+    beta: np.ndarray | None,
+    *,
+    eps: float = EPS,
+    training: bool = True,
+    running_mean: np.ndarray | None = None,
+    running_var: np.ndarray | None = None,
+    momentum: float | None = 0.1,
+    axis: int = 1,
+    out: np.ndarray | None = None,
+    num_batches_tracked: np.ndarray | None = None,
+) -> tuple[np.ndarray, BatchNormCache]:
+    """Batch normalisation of ``x`` over every axis but the channel axis: ``(y, cache)``.
+
+    Training (``training=True``): the batch's per-channel statistics, ::
+
+        μ = (1/n) Σ x,   σ² = (1/n) Σ (x − μ)²,   y = α (x − μ)/√(σ² + ε) + β
+
+    and, when ``running_mean``/``running_var`` are given, updated in place (torch's
+    convention): ``r_μ ← (1 − m) r_μ + m μ``, ``r_σ² ← (1 − m) r_σ² + m σ² n/(n − 1)``.
+    With ``momentum=None`` the k-th update uses ``m = 1/k`` (exact cumulative average);
+    ``num_batches_tracked`` (a one-element integer array) counts k and is then required.
+    When given, it is incremented by every training call that updates running statistics.
+    Inference (``training=False``): ``y = α (x − r_μ)/√(r_σ² + ε) + β``; both running
+    statistics are required and left unchanged.
+
+    Args:
+        x: C-contiguous float32 or float64, ``(N, C)`` or ``(N, C, *spatial)`` with
+            ``axis=1``, or ``(N, *spatial, C)`` with ``axis=-1``. Kept (not copied) in the
+            cache: do not modify it before :func:`backward`.
+        gamma, beta: α and β, shape ``(C,)`` and x's dtype; both None: α = 1, β = 0.
+            gamma is kept (not copied) in the cache, as x.
+        eps: ε ≥ 0 (the spec's 1e-6; torch uses 1e-5).
+        running_mean, running_var: ``(C,)`` float32 or float64 arrays, or None.
+        momentum: m in [0, 1], or None for the cumulative average.
+        out: where to write y (shape and dtype of x); allocated when None. ``out=x`` is
+            allowed in inference only, and then the cache cannot run :func:`backward`.
+
+    Math in float64 for the statistics (blocked, ordered: the same bits at any thread
+    count) and in x's dtype for y. Everything is checked before anything is written:
+    after an error the running statistics and ``out`` are untouched.
+
+    Source: spec, ``equations.md`` (BatchNorm); Ioffe & Szegedy (2015), Algorithm 1;
+    ``torch.nn.functional.batch_norm`` for the running statistics.
+    """
+    x = _check_input(x)
+    c, s = _geometry(x, axis)
+    dt = x.dtype
+    if (gamma is None) != (beta is None):
+        raise ValueError("pass both gamma and beta (affine), or neither (α = 1, β = 0)")
+    affine = gamma is not None
+    if affine:
+        _check_channel_vector(gamma, "gamma", c, dt)
+        _check_channel_vector(beta, "beta", c, dt)
+    if not (type(eps) is float and 0.0 <= eps < np.inf):
+        eps = check_nonneg("eps", eps)
+    if not isinstance(training, (bool, np.bool_)):
+        raise ValueError(f"training must be True or False, got {training!r}")
+    momentum = _check_momentum(momentum)
+    if (running_mean is None) != (running_var is None):
+        raise ValueError("pass both running_mean and running_var, or neither")
+    track = running_mean is not None
+    if track:
+        _check_channel_vector(running_mean, "running_mean", c, None, writable=training)
+        _check_channel_vector(running_var, "running_var", c, None, writable=training)
+        if np.shares_memory(running_mean, running_var):
+            raise ValueError("running_mean and running_var share memory")
+    elif not training:
+        raise ValueError("inference (training=False) needs running_mean and running_var")
+    if num_batches_tracked is not None:
+        _check_counter(num_batches_tracked)
+    if training and track and momentum is None and num_batches_tracked is None:
+        raise ValueError(
+            "momentum=None (cumulative average) needs num_batches_tracked to count the batches"
+        )
+    n = x.size // c
+    if training and n < 2:
+        raise ValueError(
+            f"training needs more than one value per channel (x of shape {x.shape} has "
+            f"{n} per channel, so the batch variance is undefined); use training=False"
+        )
+    keep_x = True
+    if out is None:
+        out = np.empty_like(x)
+    else:
+        _check_out(out, x, "out")
+        if np.shares_memory(out, x):
+            if training or not _same_buffer(out, x):
+                raise ValueError(
+                    "out overlaps x; backward reads x (out=x is allowed with training=False "
+                    "only, and then backward cannot run)"
+                )
+            keep_x = False
+
+    # ---- checked: compute
+    if not affine:
+        gamma, beta = np.ones(c, dt), np.zeros(c, dt)
+    flat_x, flat_y = x.reshape(-1), out.reshape(-1)
+    if training:
+        factor = 0.0
+        if track:
+            if num_batches_tracked is not None:
+                num_batches_tracked[...] += 1
+            factor = (1.0 / float(num_batches_tracked.reshape(-1)[0]) if momentum is None
+                      else momentum)
+        else:  # typed placeholders (not written): the same compiled kernel serves both
+            running_mean = running_var = gamma
+        stats = np.empty((3, c))
+        kernels.get("forward", x.size)(
+            flat_x, c, s, gamma, beta, eps, True, track, factor, running_mean, running_var,
+            stats, flat_y,
+        )
+        cache = BatchNormCache(x, gamma if affine else None, True, c, s, stats[0], stats[2])
+    else:
+        kernels.get("forward", x.size)(
+            flat_x, c, s, gamma, beta, eps, False, False, 0.0, running_mean, running_var,
+            _NO_STATS, flat_y,
+        )
+        cache = BatchNormCache(x if keep_x else None, gamma if affine else None, False, c, s,
+                               running_mean=running_mean, running_var=running_var, eps=eps)
+    return out, cache
+
+
+def backward(
+    dy: np.ndarray,
+    cache: BatchNormCache,
+    *,
+    out: np.ndarray | tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None] | None = None,
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """Gradients of :func:`forward`: ``(dx, dgamma, dbeta)`` from ``dy = ∂L/∂y``.
+
+    Training (Ioffe & Szegedy 2015, section 3; ``inv = 1/√(σ² + ε)``, n values per
+    channel)::
+
+        dβ = Σ dy,   dα = Σ dy·x̂,   dx = (α·inv/n) (n·dy − dβ − x̂·dα)
+
+    in two passes: one for Σdy and Σdy·(x − μ) (float64, blocked, ordered), one for dx.
+    Inference (the running statistics are constants): ``dx = dy·α·inv``, with dα and dβ
+    from the same single pass. ``dgamma``/``dbeta`` are None when the forward had no
+    gamma/beta; otherwise they have x's dtype and are *written* (not accumulated).
+
+    Args:
+        dy: shape and dtype of the forward's x, C-contiguous.
+        cache: the second value returned by :func:`forward`.
+        out: a buffer for dx (``out=dy`` is allowed: dx then overwrites dy), or a tuple
+            ``(dx, dgamma, dbeta)`` of buffers, any of them None (allocated).
+    """
+    if not isinstance(cache, BatchNormCache):
+        raise TypeError(f"cache must be the BatchNormCache from forward, got {type(cache)}")
+    x = cache.x
+    if x is None:
+        raise ValueError("this forward wrote y over x (out=x), so backward cannot run")
+    _check_input(dy, "dy")
+    if dy.shape != x.shape or dy.dtype != x.dtype:
+        raise ValueError(
+            f"dy has shape {dy.shape} and dtype {dy.dtype}; the forward's x was "
+            f"{x.shape} {x.dtype}"
+        )
+    c, s = cache.channels, cache.spatial
+    dt = x.dtype
+    if isinstance(out, tuple) and len(out) != 3:
+        raise ValueError("out must be an array (dx) or a tuple (dx, dgamma, dbeta)")
+    dx, dgamma, dbeta = out if isinstance(out, tuple) else (out, None, None)
+    if dx is None:
+        dx = np.empty_like(x)
+    else:
+        _check_out(dx, x, "out (dx)")
+        if np.shares_memory(dx, x):
+            raise ValueError("out (dx) overlaps the forward's x")
+        if np.shares_memory(dx, dy) and not _same_buffer(dx, dy):
+            raise ValueError("out (dx) partly overlaps dy (out=dy itself is allowed)")
+    for buf, what in ((dgamma, "out (dgamma)"), (dbeta, "out (dbeta)")):
+        if buf is not None:
+            if cache.gamma is None:
+                raise ValueError(f"{what} given, but the forward had no gamma/beta")
+            _check_channel_vector(buf, what, c, dt, writable=True)
+    if dgamma is not None and dbeta is not None and np.shares_memory(dgamma, dbeta):
+        raise ValueError("out (dgamma) and out (dbeta) share memory")
+
+    # ---- checked: compute
+    affine = cache.gamma is not None
+    if dgamma is None:
+        dgamma = np.empty(c, dt)
+    if dbeta is None:
+        dbeta = np.empty(c, dt)
+    if cache.training:
+        mean, inv_std = cache.mean, cache.inv_std
+    else:
+        mean = cache.running_mean.astype(np.float64)
+        inv_std = 1.0 / np.sqrt(cache.running_var.astype(np.float64) + cache.eps)
+    kernels.get("backward", x.size)(
+        dy.reshape(-1), x.reshape(-1), c, s, cache.gamma if affine else np.ones(c, dt),
+        mean, inv_std, cache.training, dgamma, dbeta, dx.reshape(-1),
+    )
+    return (dx, dgamma, dbeta) if affine else (dx, None, None)
+
+
+from .layer import BatchNorm  # noqa: E402  (the layer builds on the functions above)

@@ -1,34 +1,46 @@
 """BatchNorm's CPU kernels: blocked float64 statistics and single-pass element-wise loops.
 
-Two memory layouts, both read in place (reshaped views, never a transposing copy):
+**One layout for all inputs.** Every input is read in place (a reshaped view, never a
+transposing copy) as ``(N, C, S)`` with channel ``c``'s values at ``(n·C + c)·S + s``:
 
-* **NCS**: ``axis=1`` with spatial dims, ``x`` viewed as ``(N, C, S)`` (``S`` = product of
-  the spatial dims). Channel ``c``'s values are ``N`` contiguous runs of ``S`` elements.
-* **MC**: channels-last ``(M, C)``: ``axis=-1`` (``M`` = N × spatial) and also ``axis=1``
-  on a 2-D ``(N, C)`` input (``S = 1``), where a row holds one value of every channel.
+* ``axis=1``: ``(N, C, *spatial)`` with ``S`` = product of the spatial dims;
+* channels-last ``axis=-1`` ``(N, *spatial, C)`` and ``(N, C)``: ``(M, C, 1)``, with ``M``
+  = N × spatial rows of C channels.
 
-Every kernel loops over the same fixed **tiles**, in one ``prange``:
+**Passes over memory** (x and dy being the big arrays):
 
-* NCS: tile = (channel ``c``, block ``b`` of that channel's ``N·S`` values). A block is
-  ``BLOCK // S`` whole runs when ``S <= BLOCK``, else a ``BLOCK``-long piece of one run.
-* MC: tile = (block of ``R`` rows, chunk of ``CC`` channels) with ``R·CC ≈ TILE_MC``; the
-  inner loop runs over contiguous channels, so it vectorises with one accumulator per
-  channel.
+* training forward: statistics (read x), then normalise (read x, write y);
+* training backward: Σdy and Σdy·(x − μ) (read dy, x), then dx (read dy, x, write dx);
+* inference forward: one pass (read x, write y); inference backward: one pass (read dy,
+  x, write dx), the sums for dα and dβ taken on the way.
 
-Tile boundaries depend on the shape only, never on the thread count. A reduction kernel
-writes one float64 partial per (tile, channel) and then combines the partials of each
-channel serially in tile order (the combine is parallel over channels only), so every
-statistic has the same bits at any thread count.
+A kernel call does one whole forward or backward: its passes, the serial combine of the
+per-tile partials and the per-channel constants in between (no NumPy temporaries).
 
-Statistics (forward): per tile, the block sum and the block's centred sum of squares
-``M2_b = Σ (x − x̄_b)²``, computed in two sweeps over the tile, the second from cache: one
-pass over memory, with the numerics of the two-pass algorithm. The combine uses the exact
-decomposition ``M2 = Σ_b [M2_b + n_b (x̄_b − μ)²]`` (Chan, Golub & LeVeque 1979), which
-does not suffer the cancellation of ``Σx² − n μ²``. All in float64.
+**Tiles.** Every pass loops over the same fixed tiles, in one ``prange``: a tile is
+(block of ``G`` samples, chunk of ``CC`` channels, piece of ``P`` values of each run).
+CC > 1 only with whole runs, so a tile's part of one sample is one contiguous segment of
+``W = CC·P`` values, at least :data:`SEGMENT` long when the shape has them; consecutive
+tiles follow memory order. Long runs (S > SEGMENT) are cut into equal pieces of at most
+:data:`MAX_PIECE` values. Reductions accumulate column-wise over the tile's samples,
+``acc[j] += x[base_n + j]``: long vectorised loops whatever S is (1 for channels-last, 49
+for 7×7, 3136 for 56×56), then fold each channel's P columns into one float64 partial.
+Per-channel constants are spread over the W columns once per tile for the same reason.
 
-Compilation is lazy: each kernel is compiled on first use, once as a parallel kernel and
-once as a serial one (for inputs below :data:`SERIAL_BELOW` elements, where a parallel
-launch costs more than the work), and cached on disk.
+Tile boundaries depend on the shape only, never on the thread count. The partials of each
+channel are combined serially in tile order, so every statistic has the same bits at any
+thread count (and in the serial kernel).
+
+**Statistics** (forward): per tile and channel, the sum and the centred sum of squares
+``M2_q = Σ (x − x̄_q)²`` around the tile's own mean x̄_q, in two sweeps over the tile, the
+second from cache: one pass over memory, with the numerics of the two-pass algorithm. The
+combine uses the exact decomposition ``M2 = Σ_q [M2_q + n_q (x̄_q − μ)²]`` (Chan, Golub &
+LeVeque 1979), which has no ``Σx² − nμ²`` cancellation. All in float64; y and dx are
+computed in x's dtype from per-channel constants rounded once.
+
+**Compilation** is lazy: each kernel is compiled on first use, once as a parallel kernel
+and once as a serial one (for inputs below :data:`SERIAL_BELOW` elements, where a
+parallel launch costs more than the work), per dtype, and cached on disk.
 """
 
 from __future__ import annotations
@@ -41,19 +53,18 @@ from numba import prange
 
 from .._jit import bind, cpu_jit, device_function
 
-#: Values per NCS block (per channel): 16 KB of float32, so the block's second sweep
-#: (centred squares) reads L1/L2, not memory.
-BLOCK = 4096
+#: Values per tile: 64 KB of float32, so a tile's second sweep reads cache, not memory.
+BLOCK = 16384
 
-#: Elements per MC tile (rows × channels).
-TILE_MC = 8192
+#: Shortest contiguous stretch (values) a tile reads per sample, when C·S allows.
+SEGMENT = 1024
 
-#: MC tiles keep at least this many rows, so the partials (one per row block and channel)
-#: stay small next to the data: their count is size / R.
-MIN_ROWS_MC = 16
+#: Longest piece of one channel's run in a tile (runs longer than SEGMENT are cut into
+#: equal pieces of at most this many values).
+MAX_PIECE = 4096
 
-#: Channels per chunk in the MC combine (parallel over chunks, serial over row blocks).
-COMBINE_CHUNK = 16
+#: float64 accumulators of a column fold (see ``_acc_sum``).
+LANES = 64
 
 #: Below this many elements a call runs the serial kernels (a parallel launch costs a few
 #: microseconds; same threshold as the optimizer driver, ``fastopt.drivers.cpu``).
@@ -63,372 +74,439 @@ SERIAL_BELOW = 32768
 # ----------------------------------------------------------------------------- geometry
 
 
-def ncs_blocks(n: int, s: int) -> int:
-    """Blocks per channel for the NCS layout with ``n`` runs of ``s`` values."""
-    if s <= BLOCK:
-        g = BLOCK // s
-        return -(-n // g)
-    return n * -(-s // BLOCK)
-
-
-def mc_tiles(m: int, c: int) -> tuple[int, int, int, int]:
-    """``(R, CC, row blocks, channel chunks)`` of the MC tiling of an ``(m, c)`` array."""
-    if c * MIN_ROWS_MC >= TILE_MC:
-        r = MIN_ROWS_MC
-        cc = TILE_MC // MIN_ROWS_MC
+def tiles(n: int, c: int, s: int) -> tuple[int, int, int, int, int, int]:
+    """``(G, CC, P, sample blocks, channel chunks, pieces per run)`` of the tiling of an
+    ``(n, c, s)`` array: a tile is G samples × CC channels × a piece of P values of each
+    run (CC > 1 only with whole runs, so a tile's part of one sample is contiguous)."""
+    if s <= SEGMENT:
+        cc = min(c, -(-SEGMENT // s))
+        p = s
+        npc = 1
     else:
-        r = TILE_MC // c
-        cc = c
-    return r, cc, -(-m // r), -(-c // cc)
+        cc = 1
+        npc = -(-s // MAX_PIECE)
+        p = -(-s // npc)
+    g = max(1, BLOCK // (cc * p))
+    return g, cc, p, -(-n // g), -(-c // cc), npc
 
 
-def _ncs_block(b, n, s):
-    """``(n0, n1, s0, s1)``: block ``b`` of a channel covers runs n0..n1, offsets s0..s1."""
-    if s <= BLOCK:
-        g = BLOCK // s
-        n0 = b * g
-        return n0, min(n, n0 + g), 0, s
-    p = (s + BLOCK - 1) // BLOCK
-    n0 = b // p
-    s0 = (b - n0 * p) * BLOCK
-    return n0, n0 + 1, s0, min(s, s0 + BLOCK)
+_tiles_jit = device_function(tiles)
 
 
-_ncs_block_jit = device_function(_ncs_block)
+# ------------------------------------------------------------ float64 lane accumulators
+# A run of values is folded into LANES float64 accumulators (``acc[k] += x[lo + i·LANES
+# + k]``, the tail into acc[:tail]), then the lanes are summed in a fixed tree order. The
+# column-wise add has no loop-carried dependency, so LLVM vectorises it without fastmath
+# (measured: ~3x faster than eight scalar float64 chains, which it did not vectorise), and
+# the order of every addition is fixed by the shape.
+#
+# Hot loops index with uint64 (``U``): numba then emits no negative-index wraparound,
+# which would block vectorisation (5-7x slower loops here), and no slicing code (half the
+# compile time of slice-and-reshape views). Keep every operand of index arithmetic uint64:
+# uint64 mixed with int64 gives float64 in numba.
+
+U = np.uint64
 
 
-# ------------------------------------------------ float64 run reductions (8 ordered chains)
-# Eight independent float64 accumulators: the adds pipeline (one chain would wait on the
-# add latency), and the order is fixed, so the result is too.
+def _acc_sum(x, lo, hi, acc):
+    """``acc[k] += Σ_i x[lo + i·LANES + k]`` in float64 (lo, hi: uint64)."""
+    L = U(LANES)
+    nr = (hi - lo) // L
+    for i in range(nr):
+        b = lo + i * L
+        for k in range(L):
+            acc[k] += np.float64(x[b + k])
+    b = lo + nr * L
+    for k in range(hi - b):
+        acc[k] += np.float64(x[b + k])
 
 
-def _run_sum(x, lo, hi):
-    """``Σ x[lo:hi]`` in float64."""
-    t0 = t1 = t2 = t3 = t4 = t5 = t6 = t7 = 0.0
-    j = lo
-    while j + 8 <= hi:
-        t0 += np.float64(x[j])
-        t1 += np.float64(x[j + 1])
-        t2 += np.float64(x[j + 2])
-        t3 += np.float64(x[j + 3])
-        t4 += np.float64(x[j + 4])
-        t5 += np.float64(x[j + 5])
-        t6 += np.float64(x[j + 6])
-        t7 += np.float64(x[j + 7])
-        j += 8
-    while j < hi:
-        t0 += np.float64(x[j])
-        j += 1
-    return ((t0 + t1) + (t2 + t3)) + ((t4 + t5) + (t6 + t7))
+def _lanes_total(acc):
+    """``Σ_k acc[k]`` as a fixed pairwise tree (vectorises), and the lanes reset to zero."""
+    for k in range(32):
+        acc[k] += acc[k + 32]
+    for k in range(16):
+        acc[k] += acc[k + 16]
+    for k in range(8):
+        acc[k] += acc[k + 8]
+    for k in range(4):
+        acc[k] += acc[k + 4]
+    t = (acc[0] + acc[2]) + (acc[1] + acc[3])
+    for k in range(LANES):
+        acc[k] = 0.0
+    return t
 
 
-def _run_sqdev(x, lo, hi, m):
-    """``Σ (x[lo:hi] − m)²`` in float64."""
-    t0 = t1 = t2 = t3 = t4 = t5 = t6 = t7 = 0.0
-    j = lo
-    while j + 8 <= hi:
-        d0 = np.float64(x[j]) - m
-        d1 = np.float64(x[j + 1]) - m
-        d2 = np.float64(x[j + 2]) - m
-        d3 = np.float64(x[j + 3]) - m
-        d4 = np.float64(x[j + 4]) - m
-        d5 = np.float64(x[j + 5]) - m
-        d6 = np.float64(x[j + 6]) - m
-        d7 = np.float64(x[j + 7]) - m
-        t0 += d0 * d0
-        t1 += d1 * d1
-        t2 += d2 * d2
-        t3 += d3 * d3
-        t4 += d4 * d4
-        t5 += d5 * d5
-        t6 += d6 * d6
-        t7 += d7 * d7
-        j += 8
-    while j < hi:
-        d0 = np.float64(x[j]) - m
-        t0 += d0 * d0
-        j += 1
-    return ((t0 + t1) + (t2 + t3)) + ((t4 + t5) + (t6 + t7))
+assert LANES == 64, "_lanes_total is written for 64 lanes"
+
+_acc_sum_jit = device_function(_acc_sum)
+_lanes_total_jit = device_function(_lanes_total)
 
 
-def _run_dsums(dy, x, lo, hi, m):
-    """``(Σ dy, Σ dy·(x − m))`` over ``[lo, hi)`` in float64."""
-    a0 = a1 = a2 = a3 = 0.0
-    b0 = b1 = b2 = b3 = 0.0
-    j = lo
-    while j + 4 <= hi:
-        g0 = np.float64(dy[j])
-        g1 = np.float64(dy[j + 1])
-        g2 = np.float64(dy[j + 2])
-        g3 = np.float64(dy[j + 3])
-        a0 += g0
-        a1 += g1
-        a2 += g2
-        a3 += g3
-        b0 += g0 * (np.float64(x[j]) - m)
-        b1 += g1 * (np.float64(x[j + 1]) - m)
-        b2 += g2 * (np.float64(x[j + 2]) - m)
-        b3 += g3 * (np.float64(x[j + 3]) - m)
-        j += 4
-    while j < hi:
-        g0 = np.float64(dy[j])
-        a0 += g0
-        b0 += g0 * (np.float64(x[j]) - m)
-        j += 1
-    return (a0 + a1) + (a2 + a3), (b0 + b1) + (b2 + b3)
+# ------------------------------------------------------------------------------ tiles
+# x, y, dy, dx are flat 1-D views. Tile t is (sample block sb, channel chunk cb, piece p),
+# t = (sb·ncc + cb)·npc + p (memory order). Its part of sample n is the segment of
+# W = (c1 − c0)·(s1 − s0) values at (n·C + c0)·S + s0; column j of it belongs to channel
+# c0 + j // (s1 − s0). Float64 partials are (Q, C) arrays, row q = sb·npc + p (the
+# combine then runs over q in order, vectorised across channels).
 
 
-_run_sum_jit = device_function(_run_sum)
-_run_sqdev_jit = device_function(_run_sqdev)
-_run_dsums_jit = device_function(_run_dsums)
+def _tile(t, N, C, S):
+    """``(q, n0, n1, c0, c1, s0, s1)`` of tile ``t``."""
+    G, CC, P, nsb, ncc, npc = _tiles_jit(N, C, S)
+    p = t % npc
+    u = t // npc
+    cb = u % ncc
+    sb = u // ncc
+    n0 = sb * G
+    c0 = cb * CC
+    s0 = p * P
+    return sb * npc + p, n0, min(N, n0 + G), c0, min(C, c0 + CC), s0, min(S, s0 + P)
 
 
-# ------------------------------------------------------------------------- NCS kernels
-# x, y, dy, dx: flat 1-D views; element (n, c, s) is at (n·C + c)·S + s.
-# psum, pm2 (or psd, psdx): float64 (C, blocks) workspaces; mean, var, sd, sdx: float64 (C,).
+def _count(q, N, C, S):
+    """Values behind partial column ``q`` (per channel)."""
+    G, CC, P, nsb, ncc, npc = _tiles_jit(N, C, S)
+    sb = q // npc
+    p = q - sb * npc
+    return (min(N, sb * G + G) - sb * G) * (min(S, p * P + P) - p * P)
 
 
-def _ncs_stats(x, C, S, psum, pm2, mean, var):
-    N = x.size // (C * S)
-    nb = psum.shape[1]
-    for t in prange(C * nb):
-        c = t // nb
-        b = t - c * nb
-        n0, n1, s0, s1 = _ncs_block_jit(b, N, S)
-        tot = 0.0
-        for n in range(n0, n1):
-            base = (n * C + c) * S
-            tot += _run_sum_jit(x, base + s0, base + s1)
-        mb = tot / ((n1 - n0) * (s1 - s0))
-        q = 0.0
-        for n in range(n0, n1):
-            base = (n * C + c) * S
-            q += _run_sqdev_jit(x, base + s0, base + s1, mb)
-        psum[c, b] = tot
-        pm2[c, b] = q
+def _ntiles(size, C, S):
+    G, CC, P, nsb, ncc, npc = _tiles_jit(size // (C * S), C, S)
+    return nsb * ncc * npc
+
+
+def _partials(size, C, S):
+    """A float64 (Q, C) partials array, Q = sample blocks × pieces."""
+    G, CC, P, nsb, ncc, npc = _tiles_jit(size // (C * S), C, S)
+    return np.empty((nsb * npc, C))
+
+
+def _fold_columns(acc, c0, c1, P, out, q):
+    """``out[q, c] = Σ_s acc[(c − c0)·P + s]`` per channel (lanes, fixed order)."""
+    row = out[q]
+    if P == 1:
+        b = U(c0)
+        for j in range(U(c1 - c0)):
+            row[b + j] = acc[j]
+        return
+    lanes = np.zeros(LANES)
+    for c in range(c0, c1):
+        off = U((c - c0) * P)
+        _acc_sum_jit(acc, off, off + U(P), lanes)
+        row[c] = _lanes_total_jit(lanes)
+
+
+def _columns(v, c0, c1, P):
+    """Per-channel values ``v[c0:c1]`` spread over the tile's columns: column
+    ``(c − c0)·P + s`` holds ``v[c]`` (with P = 1, channels-last, just a view)."""
+    if P == 1:
+        return v[c0:c1]
+    out = np.empty((c1 - c0) * P, v.dtype)
+    for c in range(c0, c1):
+        off = U((c - c0) * P)
+        val = v[c]
+        for j in range(off, off + U(P)):
+            out[j] = val
+    return out
+
+
+_tile_jit = device_function(_tile)
+_count_jit = device_function(_count)
+_ntiles_jit = device_function(_ntiles)
+_partials_jit = device_function(_partials)
+_fold_columns_jit = device_function(_fold_columns)
+_columns_jit = device_function(_columns)
+
+
+def _stats_tile(t, x, C, S, psum, pm2):
+    """The tile's per-channel sum and centred sum of squares (two sweeps)."""
+    q, n0, n1, c0, c1, s0, s1 = _tile_jit(t, x.size // (C * S), C, S)
+    P = s1 - s0
+    W = U((c1 - c0) * P)
+    step = U(C * S)
+    acc = np.zeros(W)
+    n = n0
+    while n + 2 <= n1:  # two samples per accumulator update: half its loads and stores
+        b0 = U((n * C + c0) * S + s0)
+        b1 = b0 + step
+        for j in range(W):
+            acc[j] += np.float64(x[b0 + j]) + np.float64(x[b1 + j])
+        n += 2
+    if n < n1:
+        b0 = U((n * C + c0) * S + s0)
+        for j in range(W):
+            acc[j] += np.float64(x[b0 + j])
+    _fold_columns_jit(acc, c0, c1, P, psum, q)
+    inv = 1.0 / ((n1 - n0) * P)
+    means = np.empty(c1 - c0)
+    for c in range(c0, c1):
+        means[c - c0] = psum[q, c] * inv
+    m = _columns_jit(means, 0, c1 - c0, P)  # the tile's means, per column
+    for j in range(W):
+        acc[j] = 0.0
+    n = n0
+    while n + 2 <= n1:
+        b0 = U((n * C + c0) * S + s0)
+        b1 = b0 + step
+        for j in range(W):
+            d0 = np.float64(x[b0 + j]) - m[j]
+            d1 = np.float64(x[b1 + j]) - m[j]
+            acc[j] += d0 * d0 + d1 * d1
+        n += 2
+    if n < n1:
+        b0 = U((n * C + c0) * S + s0)
+        for j in range(W):
+            d0 = np.float64(x[b0 + j]) - m[j]
+            acc[j] += d0 * d0
+    _fold_columns_jit(acc, c0, c1, P, pm2, q)
+
+
+def _stats_combine(size, C, S, psum, pm2, mean, var):
+    """μ = Σ_q sum_q / n;  n σ² = Σ_q [M2_q + n_q (sum_q/n_q − μ)²], q in order."""
+    N = size // (C * S)
+    Q = psum.shape[0]
     total = N * S
-    for c in prange(C):
-        acc = 0.0
-        for b in range(nb):
-            acc += psum[c, b]
-        mu = acc / total
-        q2 = 0.0
-        for b in range(nb):
-            n0, n1, s0, s1 = _ncs_block_jit(b, N, S)
-            cnt = (n1 - n0) * (s1 - s0)
-            d = psum[c, b] / cnt - mu
-            q2 += pm2[c, b] + cnt * d * d
-        mean[c] = mu
-        var[c] = q2 / total
+    for c in range(C):
+        mean[c] = 0.0
+        var[c] = 0.0
+    for q in range(Q):
+        ps = psum[q]
+        for c in range(C):
+            mean[c] += ps[c]
+    for c in range(C):
+        mean[c] = mean[c] / total
+    for q in range(Q):
+        cnt = np.float64(_count_jit(q, N, C, S))
+        inv = 1.0 / cnt
+        ps = psum[q]
+        pq = pm2[q]
+        for c in range(C):
+            d = ps[c] * inv - mean[c]
+            var[c] += pq[c] + cnt * d * d
+    for c in range(C):
+        var[c] = var[c] / total
 
 
-def _ncs_affine(x, C, S, mu, scale, shift, y):
-    """``y = (x − mu[c])·scale[c] + shift[c]`` (all in x's dtype)."""
-    N = x.size // (C * S)
-    nb = ncs_blocks_jit(N, S)
-    for t in prange(C * nb):
-        c = t // nb
-        b = t - c * nb
-        n0, n1, s0, s1 = _ncs_block_jit(b, N, S)
-        m = mu[c]
-        a = scale[c]
-        z = shift[c]
+def _affine_tile(t, x, C, S, mu, scale, shift, y):
+    """``y = (x − mu[c])·scale[c] + shift[c]`` over the tile (x's dtype)."""
+    q, n0, n1, c0, c1, s0, s1 = _tile_jit(t, x.size // (C * S), C, S)
+    P = s1 - s0
+    W = U((c1 - c0) * P)
+    if c1 - c0 == 1:  # a piece of one channel's run: scalar constants, nothing to spread
+        m, a, z = mu[c0], scale[c0], shift[c0]
         for n in range(n0, n1):
-            base = (n * C + c) * S
-            for j in range(base + s0, base + s1):
-                y[j] = (x[j] - m) * a + z
+            base = U((n * C + c0) * S + s0)
+            for j in range(W):
+                y[base + j] = (x[base + j] - m) * a + z
+        return
+    me = _columns_jit(mu, c0, c1, P)
+    ae = _columns_jit(scale, c0, c1, P)
+    ze = _columns_jit(shift, c0, c1, P)
+    for n in range(n0, n1):
+        base = U((n * C + c0) * S + s0)
+        for j in range(W):
+            y[base + j] = (x[base + j] - me[j]) * ae[j] + ze[j]
 
 
-def _ncs_dsums(dy, x, C, S, mean, psd, psdx, sd, sdx, k1, dx):
-    """``sd = Σ dy``, ``sdx = Σ dy·(x − mean)`` per channel (float64, blocked, ordered).
+def _dsums_tile(t, dy, x, C, S, mean, psd, psdx, write_dx, k1, dx):
+    """The tile's Σdy and Σdy·(x − mean) per channel; with ``write_dx`` also dx = dy·k1."""
+    q, n0, n1, c0, c1, s0, s1 = _tile_jit(t, x.size // (C * S), C, S)
+    P = s1 - s0
+    W = U((c1 - c0) * P)
+    step = U(C * S)
+    acc_a = np.zeros(W)
+    acc_b = np.zeros(W)
+    m = _columns_jit(mean, c0, c1, P)
+    n = n0
+    while n + 2 <= n1:  # two samples per accumulator update, as in _stats_tile
+        b0 = U((n * C + c0) * S + s0)
+        b1 = b0 + step
+        for j in range(W):
+            g0 = np.float64(dy[b0 + j])
+            g1 = np.float64(dy[b1 + j])
+            acc_a[j] += g0 + g1
+            acc_b[j] += g0 * (np.float64(x[b0 + j]) - m[j]) + g1 * (np.float64(x[b1 + j]) - m[j])
+        n += 2
+    if n < n1:
+        b0 = U((n * C + c0) * S + s0)
+        for j in range(W):
+            g0 = np.float64(dy[b0 + j])
+            acc_a[j] += g0
+            acc_b[j] += g0 * (np.float64(x[b0 + j]) - m[j])
+    if write_dx:
+        ke = _columns_jit(k1, c0, c1, P)
+        for n in range(n0, n1):
+            base = U((n * C + c0) * S + s0)
+            for j in range(W):
+                dx[base + j] = dy[base + j] * ke[j]
+    _fold_columns_jit(acc_a, c0, c1, P, psd, q)
+    _fold_columns_jit(acc_b, c0, c1, P, psdx, q)
 
-    With ``dx`` given (inference backward), also ``dx = dy·k1[c]`` in the same pass.
+
+def _dsums_combine(psd, psdx, sd, sdx):
+    Q, C = psd.shape
+    for c in range(C):
+        sd[c] = 0.0
+        sdx[c] = 0.0
+    for q in range(Q):
+        pa = psd[q]
+        pb = psdx[q]
+        for c in range(C):
+            sd[c] += pa[c]
+            sdx[c] += pb[c]
+
+
+def _dx_tile(t, dy, x, C, S, mu, k1, k2, k3, dx):
+    """``dx = k1[c]·dy − k3[c]·(x − mu[c]) − k2[c]`` over the tile (x's dtype)."""
+    q, n0, n1, c0, c1, s0, s1 = _tile_jit(t, x.size // (C * S), C, S)
+    P = s1 - s0
+    W = U((c1 - c0) * P)
+    if c1 - c0 == 1:  # a piece of one channel's run: scalar constants
+        m, a, z, w = mu[c0], k1[c0], k2[c0], k3[c0]
+        for n in range(n0, n1):
+            base = U((n * C + c0) * S + s0)
+            for j in range(W):
+                dx[base + j] = a * dy[base + j] - w * (x[base + j] - m) - z
+        return
+    me = _columns_jit(mu, c0, c1, P)
+    ae = _columns_jit(k1, c0, c1, P)
+    ze = _columns_jit(k2, c0, c1, P)
+    we = _columns_jit(k3, c0, c1, P)
+    for n in range(n0, n1):
+        base = U((n * C + c0) * S + s0)
+        for j in range(W):
+            dx[base + j] = ae[j] * dy[base + j] - we[j] * (x[base + j] - me[j]) - ze[j]
+
+
+_stats_tile_jit = device_function(_stats_tile)
+_stats_combine_jit = device_function(_stats_combine)
+_affine_tile_jit = device_function(_affine_tile)
+_dsums_tile_jit = device_function(_dsums_tile)
+_dsums_combine_jit = device_function(_dsums_combine)
+_dx_tile_jit = device_function(_dx_tile)
+
+
+# ------------------------------------------------------------- per-channel constants
+# Small serial loops over the C channels, between the passes (float64 in, x's dtype out).
+
+
+def _train_constants(gamma, mean, var, eps, inv_std, mu, scale):
+    """inv = 1/√(σ² + ε); the normalise pass computes (x − μ)·(α·inv) + β."""
+    for c in range(mean.size):
+        inv = 1.0 / np.sqrt(var[c] + eps)
+        inv_std[c] = inv
+        mu[c] = mean[c]
+        scale[c] = gamma[c] * inv
+
+
+def _eval_constants(gamma, rmean, rvar, eps, mu, scale):
+    """As :func:`_train_constants` with the running statistics."""
+    for c in range(mu.size):
+        mu[c] = rmean[c]
+        scale[c] = gamma[c] * (1.0 / np.sqrt(np.float64(rvar[c]) + eps))
+
+
+def _backward_constants(gamma, mean, inv_std, sd, sdx, n, mu, k1, k2, k3, dgamma, dbeta):
+    """dβ = Σdy, dα = inv·Σdy(x − μ); dx = k1·dy − k3·(x − μ) − k2 with k1 = α·inv,
+    k2 = k1·dβ/n, k3 = k1·inv·dα/n (the backward equation, expanded)."""
+    for c in range(mean.size):
+        inv = inv_std[c]
+        a = gamma[c] * inv
+        mu[c] = mean[c]
+        k1[c] = a
+        k2[c] = a * sd[c] / n
+        k3[c] = a * inv * inv * sdx[c] / n
+        dgamma[c] = inv * sdx[c]
+        dbeta[c] = sd[c]
+
+
+def _running_update(rmean, rvar, mean, var, m, n):
+    """r_μ ← (1 − m) r_μ + m μ;  r_σ² ← (1 − m) r_σ² + m σ² n/(n − 1) (float64, one
+    rounding to the running arrays' dtype)."""
+    unbias = n / (n - 1.0)
+    for c in range(mean.size):
+        rmean[c] = (1.0 - m) * np.float64(rmean[c]) + m * mean[c]
+        rvar[c] = (1.0 - m) * np.float64(rvar[c]) + m * (var[c] * unbias)
+
+
+_train_constants_jit = device_function(_train_constants)
+_eval_constants_jit = device_function(_eval_constants)
+_backward_constants_jit = device_function(_backward_constants)
+_running_update_jit = device_function(_running_update)
+
+
+# ---------------------------------------------------------------------------- kernels
+# x, y, dy, dx: flat 1-D views of the (N, C, S) arrays; gamma, beta: x's dtype; eps:
+# float; mean, inv_std (backward): float64 (C,); dgamma, dbeta: x's dtype outputs.
+
+
+def _forward(x, C, S, gamma, beta, eps, training, track, factor, rmean, rvar, stats, y):
+    """One BatchNorm forward; y is not written when empty (statistics only).
+
+    Training: the batch statistics into ``stats`` (float64 (3, C): mean, biased variance,
+    inv_std = 1/√(σ² + ε)), the running statistics updated with weight ``factor`` when
+    ``track``, then y = (x − μ)·α·inv + β. Inference: y = (x − r_μ)·α/√(r_σ² + ε) + β.
     """
-    N = x.size // (C * S)
-    nb = psd.shape[1]
-    for t in prange(C * nb):
-        c = t // nb
-        b = t - c * nb
-        n0, n1, s0, s1 = _ncs_block_jit(b, N, S)
-        m = mean[c]
-        a_acc = 0.0
-        b_acc = 0.0
-        for n in range(n0, n1):
-            base = (n * C + c) * S
-            ra, rb = _run_dsums_jit(dy, x, base + s0, base + s1, m)
-            a_acc += ra
-            b_acc += rb
-            if dx is not None:
-                k = k1[c]
-                for j in range(base + s0, base + s1):
-                    dx[j] = dy[j] * k
-        psd[c, b] = a_acc
-        psdx[c, b] = b_acc
-    for c in prange(C):
-        a2 = 0.0
-        b2 = 0.0
-        for b in range(nb):
-            a2 += psd[c, b]
-            b2 += psdx[c, b]
-        sd[c] = a2
-        sdx[c] = b2
+    nt = _ntiles_jit(x.size, C, S)
+    mu = np.empty_like(gamma)
+    scale = np.empty_like(gamma)
+    if training:
+        p1 = _partials_jit(x.size, C, S)
+        p2 = _partials_jit(x.size, C, S)
+        for t in prange(nt):
+            _stats_tile_jit(t, x, C, S, p1, p2)
+        _stats_combine_jit(x.size, C, S, p1, p2, stats[0], stats[1])
+        _train_constants_jit(gamma, stats[0], stats[1], eps, stats[2], mu, scale)
+        if track:
+            _running_update_jit(rmean, rvar, stats[0], stats[1], factor, x.size // C)
+    else:
+        _eval_constants_jit(gamma, rmean, rvar, eps, mu, scale)
+    if y.size != 0:
+        for t in prange(nt):
+            _affine_tile_jit(t, x, C, S, mu, scale, beta, y)
 
 
-def _ncs_dx(dy, x, C, S, mu, k1, k2, k3, dx):
-    """``dx = k1[c]·dy − k3[c]·(x − mu[c]) − k2[c]`` (all in x's dtype)."""
-    N = x.size // (C * S)
-    nb = ncs_blocks_jit(N, S)
-    for t in prange(C * nb):
-        c = t // nb
-        b = t - c * nb
-        n0, n1, s0, s1 = _ncs_block_jit(b, N, S)
-        m = mu[c]
-        a = k1[c]
-        z = k2[c]
-        w = k3[c]
-        for n in range(n0, n1):
-            base = (n * C + c) * S
-            for j in range(base + s0, base + s1):
-                dx[j] = a * dy[j] - w * (x[j] - m) - z
+def _backward(dy, x, C, S, gamma, mean, inv_std, training, dgamma, dbeta, dx):
+    """One BatchNorm backward (writes dx, dgamma, dbeta).
+
+    Training: Σdy and Σdy·(x − μ) (float64, blocked, ordered) in one pass, then dx in a
+    second. Inference: dx = dy·α·inv, with the two sums taken in the same single pass.
+    """
+    nt = _ntiles_jit(x.size, C, S)
+    p1 = _partials_jit(x.size, C, S)
+    p2 = _partials_jit(x.size, C, S)
+    k1 = np.empty_like(dgamma)
+    for c in range(C):
+        k1[c] = gamma[c] * inv_std[c]
+    write_dx = not training
+    for t in prange(nt):
+        _dsums_tile_jit(t, dy, x, C, S, mean, p1, p2, write_dx, k1, dx)
+    sd = np.empty(C)
+    sdx = np.empty(C)
+    _dsums_combine_jit(p1, p2, sd, sdx)
+    if training:
+        mu = np.empty_like(dgamma)
+        k2 = np.empty_like(dgamma)
+        k3 = np.empty_like(dgamma)
+        _backward_constants_jit(gamma, mean, inv_std, sd, sdx, x.size // C, mu, k1, k2, k3,
+                                dgamma, dbeta)
+        for t in prange(nt):
+            _dx_tile_jit(t, dy, x, C, S, mu, k1, k2, k3, dx)
+    else:
+        for c in range(C):
+            dgamma[c] = inv_std[c] * sdx[c]
+            dbeta[c] = sd[c]
 
 
-# -------------------------------------------------------------------------- MC kernels
-# x, y, dy, dx: flat 1-D views; element (r, c) is at r·C + c.
-# psum, pm2 (psd, psdx): float64 (row blocks, C) workspaces.
-
-
-def _mc_stats(x, C, psum, pm2, mean, var):
-    M = x.size // C
-    R, CC, nrb, ncc = mc_tiles_jit(M, C)
-    for t in prange(nrb * ncc):
-        rb = t // ncc
-        cb = t - rb * ncc
-        r0 = rb * R
-        r1 = min(M, r0 + R)
-        c0 = cb * CC
-        c1 = min(C, c0 + CC)
-        for c in range(c0, c1):
-            psum[rb, c] = 0.0
-            pm2[rb, c] = 0.0
-        for r in range(r0, r1):
-            base = r * C
-            for c in range(c0, c1):
-                psum[rb, c] += np.float64(x[base + c])
-        inv = 1.0 / (r1 - r0)
-        for r in range(r0, r1):
-            base = r * C
-            for c in range(c0, c1):
-                d = np.float64(x[base + c]) - psum[rb, c] * inv
-                pm2[rb, c] += d * d
-    nch = (C + COMBINE_CHUNK - 1) // COMBINE_CHUNK
-    for k in prange(nch):
-        c0 = k * COMBINE_CHUNK
-        c1 = min(C, c0 + COMBINE_CHUNK)
-        for c in range(c0, c1):
-            mean[c] = 0.0
-            var[c] = 0.0
-        for rb in range(nrb):
-            for c in range(c0, c1):
-                mean[c] += psum[rb, c]
-        for c in range(c0, c1):
-            mean[c] = mean[c] / M
-        for rb in range(nrb):
-            cnt = min(M, rb * R + R) - rb * R
-            for c in range(c0, c1):
-                d = psum[rb, c] / cnt - mean[c]
-                var[c] += pm2[rb, c] + cnt * d * d
-        for c in range(c0, c1):
-            var[c] = var[c] / M
-
-
-def _mc_affine(x, C, mu, scale, shift, y):
-    """``y = (x − mu[c])·scale[c] + shift[c]`` (all in x's dtype)."""
-    M = x.size // C
-    R, CC, nrb, ncc = mc_tiles_jit(M, C)
-    for t in prange(nrb * ncc):
-        rb = t // ncc
-        cb = t - rb * ncc
-        r0 = rb * R
-        r1 = min(M, r0 + R)
-        c0 = cb * CC
-        c1 = min(C, c0 + CC)
-        for r in range(r0, r1):
-            base = r * C
-            for c in range(c0, c1):
-                y[base + c] = (x[base + c] - mu[c]) * scale[c] + shift[c]
-
-
-def _mc_dsums(dy, x, C, mean, psd, psdx, sd, sdx, k1, dx):
-    """MC twin of :func:`_ncs_dsums`."""
-    M = x.size // C
-    R, CC, nrb, ncc = mc_tiles_jit(M, C)
-    for t in prange(nrb * ncc):
-        rb = t // ncc
-        cb = t - rb * ncc
-        r0 = rb * R
-        r1 = min(M, r0 + R)
-        c0 = cb * CC
-        c1 = min(C, c0 + CC)
-        for c in range(c0, c1):
-            psd[rb, c] = 0.0
-            psdx[rb, c] = 0.0
-        for r in range(r0, r1):
-            base = r * C
-            for c in range(c0, c1):
-                g = np.float64(dy[base + c])
-                psd[rb, c] += g
-                psdx[rb, c] += g * (np.float64(x[base + c]) - mean[c])
-            if dx is not None:
-                for c in range(c0, c1):
-                    dx[base + c] = dy[base + c] * k1[c]
-    nch = (C + COMBINE_CHUNK - 1) // COMBINE_CHUNK
-    for k in prange(nch):
-        c0 = k * COMBINE_CHUNK
-        c1 = min(C, c0 + COMBINE_CHUNK)
-        for c in range(c0, c1):
-            sd[c] = 0.0
-            sdx[c] = 0.0
-        for rb in range(nrb):
-            for c in range(c0, c1):
-                sd[c] += psd[rb, c]
-                sdx[c] += psdx[rb, c]
-
-
-def _mc_dx(dy, x, C, mu, k1, k2, k3, dx):
-    """``dx = k1[c]·dy − k3[c]·(x − mu[c]) − k2[c]`` (all in x's dtype)."""
-    M = x.size // C
-    R, CC, nrb, ncc = mc_tiles_jit(M, C)
-    for t in prange(nrb * ncc):
-        rb = t // ncc
-        cb = t - rb * ncc
-        r0 = rb * R
-        r1 = min(M, r0 + R)
-        c0 = cb * CC
-        c1 = min(C, c0 + CC)
-        for r in range(r0, r1):
-            base = r * C
-            for c in range(c0, c1):
-                dx[base + c] = k1[c] * dy[base + c] - k3[c] * (x[base + c] - mu[c]) - k2[c]
-
-
-ncs_blocks_jit = device_function(ncs_blocks)
-mc_tiles_jit = device_function(mc_tiles)
-
-_LOOPS: dict[str, Callable] = {
-    "ncs_stats": _ncs_stats,
-    "ncs_affine": _ncs_affine,
-    "ncs_dsums": _ncs_dsums,
-    "ncs_dx": _ncs_dx,
-    "mc_stats": _mc_stats,
-    "mc_affine": _mc_affine,
-    "mc_dsums": _mc_dsums,
-    "mc_dx": _mc_dx,
-}
+_LOOPS: dict[str, Callable] = {"forward": _forward, "backward": _backward}
 
 
 @cache
 def kernel(name: str, parallel: bool) -> Callable:
-    """The compiled kernel ``name`` (compiled on first call, then cached on disk)."""
+    """Kernel ``name`` ("forward" or "backward"), compiled on first call (per dtype), then
+    cached on disk."""
     mode = "parallel" if parallel else "serial"
     return cpu_jit(bind(_LOOPS[name], f"bn_{name}_{mode}"), parallel=parallel)
 

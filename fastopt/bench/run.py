@@ -163,7 +163,9 @@ def format_table(rows: list[Row]) -> str:
 
 
 def main(sizes: list[int], rules: list[str], dtype: str, quick: bool, as_json: bool,
-         with_torch: bool, threshold: bool, resnet: bool = True, startup: bool = True) -> int:
+         with_torch: bool, threshold: bool, resnet: bool = True, startup: bool = True,
+         batchnorm: bool = True) -> int:
+    from . import batchnorm as bn_bench
     from . import workloads
 
     dt = np.dtype(dtype).type
@@ -180,6 +182,12 @@ def main(sizes: list[int], rules: list[str], dtype: str, quick: bool, as_json: b
             print("bench: ResNet-50 Adam (161 arrays, 25.6M float32) ...", file=sys.stderr)
         resnet_ms = _interleaved_medians(workloads.resnet50_candidates(with_torch),
                                          repeats // 2 + 2, budget * 2, inner=3)
+    bn_rows = None
+    if batchnorm:
+        bn_rows = [bn_bench.bench_shape(shape, repeats=max(3, repeats // 2), budget_s=budget,
+                                        with_torch=with_torch)
+                   for shape in progress(bn_bench.SHAPES, "bench BatchNorm",
+                                         enabled=not as_json)]
     start = None
     if startup:
         if not as_json:
@@ -190,6 +198,9 @@ def main(sizes: list[int], rules: list[str], dtype: str, quick: bool, as_json: b
         print(json.dumps({"header": info, "rows": [
             {**asdict(r), "pct_roofline": r.pct_roofline, "x_numpy": r.x_numpy,
              "x_torch": r.x_torch} for r in rows], "resnet50_adam_ms": resnet_ms,
+            "batchnorm": None if bn_rows is None else [
+                {**asdict(r), "train_x_numpy": r.train_x_numpy, "train_x_torch": r.train_x_torch,
+                 "infer_vs_copy": r.infer_vs_copy} for r in bn_rows],
             "startup": start}, indent=1))
         return 0
     print(f"fastopt bench: {info['machine']}, {info['cpus']} CPUs, numba {info['numba']} "
@@ -212,6 +223,10 @@ def main(sizes: list[int], rules: list[str], dtype: str, quick: bool, as_json: b
                 if other in resnet_ms:
                     print(f"  {label} vs {other}: "
                           f"{resnet_ms[other] / resnet_ms[label]:.2f}x")
+    if bn_rows:
+        print("\nBatchNorm float32: training forward+backward and inference forward "
+              "(/copy: inference time over one read+write pass of x)")
+        print(bn_bench.format_table(bn_rows))
     if start:
         print(f"\nstart-up (fresh process: import fastopt + first Adam step): "
               f"cold cache {start['cold_import_and_step_s']:.2f} s, "
