@@ -7,6 +7,7 @@ says what would be accepted.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable
 from typing import Any
 
@@ -54,6 +55,16 @@ def _real(name: str, x: Any) -> float:
     x = float(x)
     if math.isnan(x):
         raise ValueError(f"{name} must not be NaN")
+    return x
+
+
+def check_finite(name: str, value: Any) -> float:
+    """``value`` as a finite float, or ``ValueError`` naming the argument."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{name} must be a real number, got {value!r}")
+    x = float(value)
+    if not math.isfinite(x):
+        raise ValueError(f"{name} must be finite, got {value!r}")
     return x
 
 

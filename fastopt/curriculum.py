@@ -21,19 +21,14 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
+from ._checks import check_finite as _real
+
 __all__ = ["Curriculum", "PACINGS"]
 
 #: The named pacing functions.
 PACINGS = ("exponential", "linear", "root", "step")
 
 
-def _real(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ValueError(f"{name} must be a real number, got {value!r}")
-    x = float(value)
-    if not math.isfinite(x):
-        raise ValueError(f"{name} must be finite, got {value!r}")
-    return x
 
 
 def _int(name: str, value: object, minimum: int) -> int:

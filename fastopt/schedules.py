@@ -46,6 +46,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+from ._checks import check_finite as _real
+
 __all__ = [
     "Schedule",
     "Constant",
@@ -71,14 +73,6 @@ class Schedule(Protocol):
 # ----------------------------------------------------------------------------- validation
 
 
-def _real(name: str, value: object) -> float:
-    """``value`` as a finite float, or ``ValueError`` naming the argument."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ValueError(f"{name} must be a real number, got {value!r}")
-    x = float(value)
-    if not math.isfinite(x):
-        raise ValueError(f"{name} must be finite, got {value!r}")
-    return x
 
 
 def _rate(name: str, value: object) -> float:
