@@ -75,10 +75,13 @@ def train(rule: str, data, epochs: int, batch_size: int, seed: int, noise: float
     (xtr, ytr), (xva, yva), (xte, yte) = data
     # One untimed step on a throwaway copy compiles (or loads) this rule's kernels, so the
     # wall time below is training, not compilation.
+    # Kernels are specialised by size (serial below a threshold), so warm every size used.
     scratch, scratch_opt = build(rule, xtr.shape[1], seed, noise)
-    scratch.loss_and_grad(xtr[:batch_size], ytr[:batch_size])
-    scratch_opt.step()
-    scratch.evaluate(xva[:2], yva[:2])
+    for rows in {batch_size, len(xtr) % batch_size or batch_size}:
+        scratch.loss_and_grad(xtr[:rows], ytr[:rows])
+        scratch_opt.step()
+    scratch.evaluate(xva, yva)
+    scratch.evaluate(xte, yte)
     net, opt = build(rule, xtr.shape[1], seed, noise)
     flat = net.flat
     stopper = EarlyStopping(patience=patience, restore_best=True)
