@@ -66,8 +66,9 @@ MAX_PIECE = 4096
 #: float64 accumulators of a column fold (see ``_acc_sum``).
 LANES = 64
 
-#: Below this many elements a call runs the serial kernels (a parallel launch costs a few
-#: microseconds; same threshold as the optimizer driver, ``fastopt.drivers.cpu``).
+#: Below this many elements a call runs the serial kernels: a parallel launch costs a few
+#: microseconds. Measured here (2 threads, float32 forward + backward): serial faster at
+#: 4096 elements, even at 16384, parallel 20% faster at 32768 and 40% at 131072.
 SERIAL_BELOW = 32768
 
 
