@@ -34,7 +34,7 @@ params = [rng.standard_normal((64, 32)) * 0.1, np.zeros(32),
 opt = fastopt.Nadam(params, lr=1e-2)
 loss_grad = grad(loss)
 
-for step in range(200):
+for _ in range(200):
     gs = [np.ascontiguousarray(g) for g in loss_grad(params, x, onehot)]
     opt.step(gs)
 

@@ -21,7 +21,7 @@ model = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.ReLU(), torch.nn.L
 params = [p.detach().numpy() for p in model.parameters()]  # views, not copies
 opt = fastopt.Adam(params, lr=1e-2)
 
-for step in range(150):
+for _ in range(150):
     model.zero_grad()
     loss = torch.nn.functional.cross_entropy(model(x), y)
     loss.backward()
