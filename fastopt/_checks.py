@@ -49,10 +49,14 @@ def check_grad_array(g: Any, p: np.ndarray, what: str) -> np.ndarray:
     return g
 
 
+def _as_float(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{name} must be a real number, got {value!r}")
+    return float(value)
+
+
 def _real(name: str, x: Any) -> float:
-    if isinstance(x, bool) or not isinstance(x, (int, float, np.integer, np.floating)):
-        raise ValueError(f"{name} must be a real number, got {x!r}")
-    x = float(x)
+    x = _as_float(name, x)
     if math.isnan(x):
         raise ValueError(f"{name} must not be NaN")
     return x
@@ -60,9 +64,7 @@ def _real(name: str, x: Any) -> float:
 
 def check_finite(name: str, value: Any) -> float:
     """``value`` as a finite float, or ``ValueError`` naming the argument."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ValueError(f"{name} must be a real number, got {value!r}")
-    x = float(value)
+    x = _as_float(name, value)
     if not math.isfinite(x):
         raise ValueError(f"{name} must be finite, got {value!r}")
     return x

@@ -33,6 +33,7 @@ import numpy as np
 
 from . import rules
 from ._checks import (
+    FLOAT_DTYPES,
     check_betas,
     check_bool,
     check_grad_array,
@@ -315,6 +316,10 @@ def global_norm(grads: Sequence[np.ndarray], workspace: np.ndarray | None = None
     least ``ceil(max size / 4096)`` elements, reused to avoid an allocation per call.
     """
     arrays = [np.ascontiguousarray(g).reshape(-1) for g in grads]
+    for j, a in enumerate(arrays):
+        if a.dtype not in FLOAT_DTYPES:
+            raise TypeError(f"grads[{j}] has dtype {a.dtype}; global_norm needs float32 or "
+                            "float64")
     need = max((cpu.blocks(a.size) for a in arrays), default=0)
     if workspace is None or workspace.size < need:
         workspace = np.empty(need, np.float64)

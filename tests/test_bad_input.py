@@ -822,3 +822,9 @@ def test_state_dict_with_an_unknown_key_is_refused():
 def test_params_that_are_not_arrays_say_what_is_accepted(params):
     with pytest.raises(TypeError, match="params must be an ndarray"):
         fastopt.SGD(params)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.int32, np.complex64])
+def test_global_norm_refuses_non_float_arrays(dtype):
+    with pytest.raises(TypeError, match=r"grads\[1\] has dtype"):
+        F.global_norm([np.ones(3, np.float32), np.ones(3, dtype)])
