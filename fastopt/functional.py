@@ -45,6 +45,7 @@ from ._checks import (
 )
 from .drivers import cpu
 from .noise import GradientNoise
+from .rules.transforms import clip_scale
 
 __all__ = [
     "adagrad", "adam", "amsgrad", "clip_scale", "global_norm", "momentum", "nadam",
@@ -328,8 +329,3 @@ def global_norm(grads: Sequence[np.ndarray], workspace: np.ndarray | None = None
         if a.size:
             total += cpu.sum_of_squares(a, workspace)
     return math.sqrt(total)
-
-
-def clip_scale(norm: float, max_norm: float) -> float:
-    """torch's ``clip_grad_norm_`` factor: ``min(1, max_norm / (norm + 1e-6))``."""
-    return min(1.0, max_norm / (norm + 1e-6))

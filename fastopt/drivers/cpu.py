@@ -24,10 +24,12 @@ from functools import cache
 
 import numpy as np
 from numba import prange
-from numba.extending import overload
 
 from .. import philox, rules
 from .._jit import bind, compile_tree, cpu_jit, device_function, source_tag
+from ..rules.transforms import transformed
+from . import _state as _state_module
+from ._state import gather, scatter
 
 #: Elements per block of the norm reduction (float64 partial per block).
 BLOCK = 4096
@@ -38,69 +40,13 @@ BLOCK = 4096
 SERIAL_BELOW = 32768
 
 
-def gather(st, i):
-    """``(st[0][i], st[1][i], ...)``: one element of each state array."""
-
-
-@overload(gather, inline="always")
-def _gather(st, i):
-    n = len(st)
-    if n == 0:
-        return lambda st, i: ()
-    if n == 1:
-        return lambda st, i: (st[0][i],)
-    if n == 2:
-        return lambda st, i: (st[0][i], st[1][i])
-    if n == 3:
-        return lambda st, i: (st[0][i], st[1][i], st[2][i])
-    raise NotImplementedError("fastopt rules keep at most three state arrays")
-
-
-def scatter(st, i, s):
-    """``st[k][i] = s[k]`` for every state array."""
-
-
-@overload(scatter, inline="always")
-def _scatter(st, i, s):
-    n = len(st)
-    if n == 0:
-        def impl(st, i, s):
-            pass
-    elif n == 1:
-        def impl(st, i, s):
-            st[0][i] = s[0]
-    elif n == 2:
-        def impl(st, i, s):
-            st[0][i] = s[0]
-            st[1][i] = s[1]
-    elif n == 3:
-        def impl(st, i, s):
-            st[0][i] = s[0]
-            st[1][i] = s[1]
-            st[2][i] = s[2]
-    else:
-        raise NotImplementedError("fastopt rules keep at most three state arrays")
-    return impl
-
-
-def RULE(p, g, s, h):  # noqa: N802 - placeholder, bound to a compiled rule per kernel
-    raise NotImplementedError
-
-
-def NORMAL(index, step, k0, k1):  # noqa: N802 - placeholder, bound to the compiled RNG
-    raise NotImplementedError
+def ELEMENT(p, g, s, h, scale, wd, decay, noise, index):  # noqa: N802 - placeholder
+    raise NotImplementedError  # bound to a compiled rules.transformed(rule) per kernel
 
 
 def _step_loop(p, g, st, h, scale, wd, decay, noise):
     for i in prange(p.size):
-        gi = g[i] * scale
-        if noise is not None:
-            sigma, offset, step, k0, k1 = noise
-            gi += sigma * NORMAL(offset + np.uint64(i), step, k0, k1)
-        pi = p[i]
-        if wd is not None:
-            gi += wd * pi
-        pi, s = RULE(pi * decay, gi, gather(st, i), h)
+        pi, s = ELEMENT(p[i], g[i], gather(st, i), h, scale, wd, decay, noise, np.uint64(i))
         p[i] = pi
         scatter(st, i, s)
 
@@ -151,7 +97,7 @@ def _sumsq_loop(x, partials):
 
 @cache
 def _tag() -> str:
-    return source_tag(rules, philox)
+    return source_tag(rules, philox, _state_module)
 
 
 @cache
@@ -161,8 +107,7 @@ def step_kernel(rule: Callable, parallel: bool) -> Callable:
     fn = bind(
         _step_loop,
         f"step_{rule.__name__}_{mode}_{_tag()}",
-        RULE=compile_tree(rule, device_function),
-        NORMAL=compile_tree(philox.standard_normal, device_function),
+        ELEMENT=compile_tree(transformed(rule), device_function),
     )
     return cpu_jit(fn, parallel=parallel)
 
