@@ -12,22 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._checks import FLOAT_DTYPES
-
-ALIGNMENT = 64  # bytes: a cache line, and a whole AVX-512 vector
-
-
-def aligned_empty(n: int, dtype: np.dtype, alignment: int = ALIGNMENT) -> np.ndarray:
-    """An uninitialised 1-D array of ``n`` elements whose data starts on ``alignment`` bytes."""
-    dtype = np.dtype(dtype)
-    raw = np.empty(n * dtype.itemsize + alignment, np.uint8)
-    start = -raw.ctypes.data % alignment
-    return raw[start : start + n * dtype.itemsize].view(dtype)
-
-
-def aligned_zeros(n: int, dtype: np.dtype) -> np.ndarray:
-    a = aligned_empty(n, dtype)
-    a.fill(0)
-    return a
+from ._memory import ALIGNMENT, aligned_empty, aligned_zeros  # noqa: F401
+from .drivers import cpu, cuda_driver
 
 
 class _Views(Mapping):
@@ -70,9 +56,15 @@ class FlatParams:
     ``flat.data`` and ``flat.grad`` are the 1-D buffers behind them. Each array starts on a
     64-byte boundary; the few padding elements between arrays stay zero in both buffers
     (gradient noise may move padding parameters, which nothing reads).
+
+    ``device="cuda"`` keeps both buffers on the GPU (Numba device arrays; the views are
+    device arrays too, and ``flat["w1"] = host_array`` copies to the device).
     """
 
-    def __init__(self, shapes: Mapping[str, tuple[int, ...] | int], dtype=np.float32) -> None:
+    def __init__(self, shapes: Mapping[str, tuple[int, ...] | int], dtype=np.float32,
+                 device: str = "cpu") -> None:
+        if device not in ("cpu", "cuda"):
+            raise ValueError(f"FlatParams device must be 'cpu' or 'cuda', got {device!r}")
         dtype = np.dtype(dtype)
         if dtype not in FLOAT_DTYPES:
             raise TypeError(f"FlatParams dtype must be float32 or float64, got {dtype}")
@@ -94,20 +86,24 @@ class FlatParams:
         self._slots = slots
         self.dtype = dtype
         #: The 1-D parameter buffer (all arrays, with alignment padding).
-        self.data = aligned_zeros(offset, dtype)
+        self.device = device
+        self._be = cuda_driver() if device == "cuda" else cpu
+        self.data = self._be.zeros(offset, dtype)
         #: The 1-D gradient buffer, laid out as ``data``.
-        self.grad = aligned_zeros(offset, dtype)
+        self.grad = self._be.zeros(offset, dtype)
         self.params = _Views(self, self.data)
         self.grads = _Views(self, self.grad)
 
     @classmethod
-    def from_arrays(cls, arrays: Mapping[str, np.ndarray], dtype=None) -> FlatParams:
-        """Pack copies of ``arrays`` (dtype: theirs, or float32 when they are not float)."""
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray], dtype=None, device: str = "cpu"
+                    ) -> FlatParams:
+        """Pack copies of the host ``arrays`` (dtype: theirs, or float32 when they are not
+        float), on ``device``."""
         arrays = {k: np.asarray(v) for k, v in arrays.items()}
         if dtype is None:
             kinds = {a.dtype for a in arrays.values()}
             dtype = kinds.pop() if len(kinds) == 1 and kinds <= set(FLOAT_DTYPES) else np.float32
-        flat = cls({k: a.shape for k, a in arrays.items()}, dtype=dtype)
+        flat = cls({k: a.shape for k, a in arrays.items()}, dtype=dtype, device=device)
         for k, a in arrays.items():
             flat.params[k][...] = a
         return flat
@@ -124,7 +120,12 @@ class FlatParams:
         return self.params[name]
 
     def __setitem__(self, name: str, value) -> None:
-        self.params[name][...] = value
+        view = self.params[name]
+        if self.device == "cpu":
+            view[...] = value
+        else:
+            host = np.broadcast_to(np.asarray(value, self.dtype), view.shape)
+            self._be.copy_from_host(view, host)
 
     def __contains__(self, name: object) -> bool:
         return name in self._slots
@@ -164,7 +165,7 @@ class FlatParams:
         return FlatSubset(self, tuple(names))
 
     def zero_grad(self) -> None:
-        self.grad.fill(0)
+        self._be.fill(self.grad, 0.0)
 
     def __repr__(self) -> str:
         return f"FlatParams({self.shapes}, dtype={self.dtype.name})"

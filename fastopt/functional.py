@@ -22,12 +22,21 @@ list of arrays (one entry per parameter, like torch's ``foreach`` functions): th
 constants are then computed once for all of them. With lists, ``noise_offset`` is the
 position of the first array (the others follow consecutively) or one offset per array.
 ``check=False`` skips the argument checks (for callers that validated once).
+
+GPU arrays (Numba device arrays, CuPy arrays, detached torch CUDA tensors: anything with
+``__cuda_array_interface__``) are stepped in place by the CUDA driver, with the same
+equations. Kernels go to ``stream`` (a Numba stream), by default the current stream of the
+arrays' library (torch's or CuPy's) or Numba's default stream. There ``grad_scale`` may
+also be a one-element device array of the parameters' dtype, read by the kernel, so a clip
+factor computed on the GPU needs no host round trip.
 """
 
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -36,14 +45,12 @@ from ._checks import (
     FLOAT_DTYPES,
     check_betas,
     check_bool,
-    check_grad_array,
     check_nonneg,
     check_optional_nonneg,
-    check_param_array,
     check_step,
     check_unit,
 )
-from .drivers import cpu
+from .drivers import backend_of, cpu
 from .noise import GradientNoise
 from .rules.transforms import clip_scale
 
@@ -57,26 +64,9 @@ Arrays = np.ndarray | Sequence[np.ndarray]
 Offsets = int | Sequence[int]
 
 
-def _check_arrays(p: np.ndarray, g: np.ndarray, state: Sequence[np.ndarray], where: str) -> None:
-    check_param_array(p, f"p{where}")
-    check_grad_array(g, p, f"g{where}")
-    for k, s in enumerate(state):
-        check_param_array(s, f"state array {k}{where}")
-        if s.shape != p.shape or s.dtype != p.dtype:
-            raise ValueError(
-                f"state array {k}{where} has shape {s.shape} and dtype {s.dtype}; "
-                f"p has shape {p.shape} and dtype {p.dtype}"
-            )
-        if np.may_share_memory(s, p) or np.may_share_memory(s, g):
-            raise ValueError(f"state array {k}{where} overlaps p or g")
-        for j in range(k):
-            if np.may_share_memory(s, state[j]):
-                raise ValueError(f"state arrays {j} and {k}{where} overlap")
-
-
 def _as_lists(p: Arrays, g: Arrays, state: tuple[Arrays, ...], noise_offset: Offsets):
     """The single-array and the multi-array (list) forms as parallel lists."""
-    if isinstance(p, np.ndarray):
+    if not isinstance(p, (list, tuple)):
         return [p], [g], [state], [noise_offset]
     ps, gs = list(p), list(g)
     sts = [tuple(s[j] for s in state) for j in range(len(ps))]
@@ -106,17 +96,26 @@ def _run(
     weight_decay: float,
     decoupled_weight_decay: bool,
     maximize: bool,
-    grad_scale: float,
+    grad_scale: Any,
     noise: GradientNoise | None,
     noise_offset: Offsets,
     check: bool,
+    stream: Any = None,
 ) -> None:
     ps, gs, sts, offsets = _as_lists(p, g, state, noise_offset)
     if not ps:
         return
+    be = backend_of([*ps, *gs, *(s for st in sts for s in st)] if check else ps[:1])
+    device = be is not cpu
+    if device and stream is None:
+        stream = be.current_stream(be.origin(ps[0]))
+    if check or device:
+        many = len(ps) > 1
+        checked = [be.check_step_arrays(pj, gj, sj, f"[{j}]" if many else "")
+                   for j, (pj, gj, sj) in enumerate(zip(ps, gs, sts, strict=True))]
+        ps, gs, sts = ([c[k] for c in checked] for k in range(3))
     if check:
-        for j, (pj, gj, sj) in enumerate(zip(ps, gs, sts, strict=True)):
-            _check_arrays(pj, gj, sj, f"[{j}]" if len(ps) > 1 else "")
+        for j, pj in enumerate(ps):
             if pj.dtype != ps[0].dtype:
                 raise ValueError(f"p[{j}] is {pj.dtype} but p[0] is {ps[0].dtype}")
         check_step(step)
@@ -124,11 +123,22 @@ def _run(
         check_nonneg("weight_decay", weight_decay)
         check_bool("decoupled_weight_decay", decoupled_weight_decay)
         check_bool("maximize", maximize)
-        check_nonneg("grad_scale", grad_scale)
         if noise is not None and not isinstance(noise, GradientNoise):
             raise ValueError(f"noise must be a fastopt.GradientNoise or None, got {noise!r}")
+    dt = np.dtype(ps[0].dtype).type
+    if isinstance(grad_scale, numbers.Real):
+        if check:
+            check_nonneg("grad_scale", grad_scale)
+        dscale = None
+    else:  # a clip factor that lives on the device (optimizer.step with clip_norm)
+        dscale, grad_scale = grad_scale, 1.0
+        if check and not (device and getattr(dscale, "size", 0) == 1
+                          and np.dtype(dscale.dtype) == np.dtype(dt)):
+            raise ValueError(
+                "grad_scale must be a number >= 0 (or, for GPU arrays, a one-element device "
+                f"array of the parameters' dtype), got {type(dscale).__name__}"
+            )
     # The step's constants, once, in the parameters' dtype.
-    dt = ps[0].dtype.type
     h = tuple(map(dt, consts))
     scale = dt(-grad_scale if maximize else grad_scale)
     if decoupled_weight_decay:
@@ -141,10 +151,10 @@ def _run(
         t_prime = np.uint64(step - 1)
         sigma = dt(noise.std(step - 1))
     for pj, gj, sj, off in zip(ps, gs, sts, offsets, strict=True):
-        if pj.ndim != 1:
-            pj, gj, sj = pj.reshape(-1), gj.reshape(-1), tuple(s.reshape(-1) for s in sj)
+        if len(pj.shape) != 1:
+            pj, gj, sj = be.flat_view(pj), be.flat_view(gj), tuple(map(be.flat_view, sj))
         nz = (sigma, np.uint64(off), t_prime, k0, k1) if noisy else None
-        cpu.step(rule, pj, gj, sj, h, scale, wd, decay, nz)
+        be.step(rule, pj, gj, sj, h, scale, wd, decay, nz, stream, dscale)
 
 
 _COMMON_DOC = """
@@ -156,11 +166,11 @@ def sgd(
     p: Arrays, g: Arrays, step: int, lr: float, *,
     weight_decay: float = 0.0, decoupled_weight_decay: bool = False, maximize: bool = False,
     grad_scale: float = 1.0, noise: GradientNoise | None = None, noise_offset: Offsets = 0,
-    check: bool = True,
+    check: bool = True, stream: Any = None,
 ) -> None:
     """Gradient descent, ``w ← w − η g`` (spec: batch/stochastic/minibatch GD)."""
     _run(rules.sgd, p, g, (), rules.sgd_constants(lr), step, lr, weight_decay,
-         decoupled_weight_decay, maximize, grad_scale, noise, noise_offset, check)
+         decoupled_weight_decay, maximize, grad_scale, noise, noise_offset, check, stream)
 
 
 def momentum(
@@ -168,13 +178,14 @@ def momentum(
     momentum: float = 0.9, *,
     weight_decay: float = 0.0, decoupled_weight_decay: bool = False, maximize: bool = False,
     grad_scale: float = 1.0, noise: GradientNoise | None = None, noise_offset: Offsets = 0,
-    check: bool = True,
+    check: bool = True, stream: Any = None,
 ) -> None:
     """Momentum (spec): ``v ← γ v + η g;  w ← w − v`` with ``γ = momentum``."""
     if check:
         check_nonneg("momentum", momentum)
     _run(rules.momentum, p, g, (v,), rules.momentum_constants(lr, momentum), step, lr,
-         weight_decay, decoupled_weight_decay, maximize, grad_scale, noise, noise_offset, check)
+         weight_decay, decoupled_weight_decay, maximize, grad_scale, noise, noise_offset,
+         check, stream)
 
 
 def nesterov(
@@ -182,14 +193,15 @@ def nesterov(
     momentum: float = 0.9, *,
     weight_decay: float = 0.0, decoupled_weight_decay: bool = False, maximize: bool = False,
     grad_scale: float = 1.0, noise: GradientNoise | None = None, noise_offset: Offsets = 0,
-    check: bool = True,
+    check: bool = True, stream: Any = None,
 ) -> None:
     """Nesterov momentum (spec), holding the look-ahead point ``φ = w − γ v`` in ``p``:
     ``v' = γ v + η g(φ);  φ ← φ − v' − γ (v' − v);  v ← v'``."""
     if check:
         check_nonneg("momentum", momentum)
     _run(rules.nesterov, p, g, (v,), rules.nesterov_constants(lr, momentum), step, lr,
-         weight_decay, decoupled_weight_decay, maximize, grad_scale, noise, noise_offset, check)
+         weight_decay, decoupled_weight_decay, maximize, grad_scale, noise, noise_offset,
+         check, stream)
 
 
 def adagrad(
@@ -197,7 +209,7 @@ def adagrad(
     eps: float = 1e-6, *, eps_inside_sqrt: bool = True,
     weight_decay: float = 0.0, decoupled_weight_decay: bool = False, maximize: bool = False,
     grad_scale: float = 1.0, noise: GradientNoise | None = None, noise_offset: Offsets = 0,
-    check: bool = True,
+    check: bool = True, stream: Any = None,
 ) -> None:
     """AdaGrad (spec): ``G ← G + g²;  w ← w − η g / √(G + ε)``
     (``eps_inside_sqrt=False``: torch's ``/(√G + ε)``)."""
@@ -206,7 +218,7 @@ def adagrad(
         check_bool("eps_inside_sqrt", eps_inside_sqrt)
     _run(rules.adagrad, p, g, (acc,), rules.adagrad_constants(lr, eps, eps_inside_sqrt), step,
          lr, weight_decay, decoupled_weight_decay, maximize, grad_scale, noise, noise_offset,
-         check)
+         check, stream)
 
 
 def rmsprop(
@@ -216,7 +228,7 @@ def rmsprop(
     grad_avg: Arrays | None = None, momentum_buffer: Arrays | None = None,
     weight_decay: float = 0.0, decoupled_weight_decay: bool = False, maximize: bool = False,
     grad_scale: float = 1.0, noise: GradientNoise | None = None, noise_offset: Offsets = 0,
-    check: bool = True,
+    check: bool = True, stream: Any = None,
 ) -> None:
     """RMSprop (spec): ``E ← α E + (1 − α) g²;  w ← w − η g / √(E + ε)``.
 
@@ -243,7 +255,7 @@ def rmsprop(
         rule, state = rules.rmsprop, (square_avg,)
     consts = rules.rmsprop_constants(lr, alpha, eps, eps_inside_sqrt, momentum)
     _run(rule, p, g, state, consts, step, lr, weight_decay, decoupled_weight_decay, maximize,
-         grad_scale, noise, noise_offset, check)
+         grad_scale, noise, noise_offset, check, stream)
 
 
 def adam(
@@ -251,7 +263,7 @@ def adam(
     lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, *,
     weight_decay: float = 0.0, decoupled_weight_decay: bool = False, maximize: bool = False,
     grad_scale: float = 1.0, noise: GradientNoise | None = None, noise_offset: Offsets = 0,
-    check: bool = True,
+    check: bool = True, stream: Any = None,
 ) -> None:
     """Adam (spec; Kingma & Ba 2015): ``m ← β₁m + (1−β₁)g;  v ← β₂v + (1−β₂)g²;
     w ← w − η m̂ / (√v̂ + ε)`` with ``m̂ = m/(1−β₁ᵗ)``, ``v̂ = v/(1−β₂ᵗ)``.
@@ -261,7 +273,8 @@ def adam(
         betas = check_betas(betas)
         check_nonneg("eps", eps)
     _run(rules.adam, p, g, (m, v), rules.adam_constants(step, lr, betas, eps), step, lr,
-         weight_decay, decoupled_weight_decay, maximize, grad_scale, noise, noise_offset, check)
+         weight_decay, decoupled_weight_decay, maximize, grad_scale, noise, noise_offset,
+         check, stream)
 
 
 def nadam(
@@ -270,7 +283,7 @@ def nadam(
     momentum_decay: float | None = None, mu_product: float = 1.0,
     weight_decay: float = 0.0, decoupled_weight_decay: bool = False, maximize: bool = False,
     grad_scale: float = 1.0, noise: GradientNoise | None = None, noise_offset: Offsets = 0,
-    check: bool = True,
+    check: bool = True, stream: Any = None,
 ) -> float:
     """Nadam (spec: Adam + Nesterov; Dozat 2016), constant β₁ by default;
     ``momentum_decay=ψ`` gives torch's NAdam schedule.
@@ -286,7 +299,7 @@ def nadam(
     consts, mu_product = rules.nadam_constants(step, lr, betas, eps, momentum_decay,
                                                mu_product)
     _run(rules.nadam, p, g, (m, v), consts, step, lr, weight_decay, decoupled_weight_decay,
-         maximize, grad_scale, noise, noise_offset, check)
+         maximize, grad_scale, noise, noise_offset, check, stream)
     return mu_product
 
 
@@ -296,7 +309,7 @@ def amsgrad(
     bias_correction: bool = False,
     weight_decay: float = 0.0, decoupled_weight_decay: bool = False, maximize: bool = False,
     grad_scale: float = 1.0, noise: GradientNoise | None = None, noise_offset: Offsets = 0,
-    check: bool = True,
+    check: bool = True, stream: Any = None,
 ) -> None:
     """AMSGrad (spec; Reddi et al. 2018): Adam's m, v, ``v̂ ← max(v̂, v);
     w ← w − η m / (√v̂ + ε)``; ``bias_correction=True`` is torch's ``Adam(amsgrad=True)``."""
@@ -307,15 +320,22 @@ def amsgrad(
         check_bool("bias_correction", bias_correction)
     consts = rules.amsgrad_constants(step, lr, betas, eps, bias_correction)
     _run(rules.amsgrad, p, g, (m, v, v_max), consts, step, lr, weight_decay,
-         decoupled_weight_decay, maximize, grad_scale, noise, noise_offset, check)
+         decoupled_weight_decay, maximize, grad_scale, noise, noise_offset, check, stream)
 
 
-def global_norm(grads: Sequence[np.ndarray], workspace: np.ndarray | None = None) -> float:
+def global_norm(grads: Sequence[Any], workspace: Any = None) -> float:
     """``‖g‖₂`` over all arrays, in float64, with the same bits at any thread count.
 
     NaN if any element is NaN or infinite. ``workspace``: an optional float64 array of at
-    least ``ceil(max size / 4096)`` elements, reused to avoid an allocation per call.
+    least ``ceil(max size / 4096)`` elements (GPU arrays: ``Σ ceil(size / 4096)``), reused
+    to avoid an allocation per call. GPU arrays: reduced on the device in a fixed order;
+    the one float is read back.
     """
+    grads = list(grads)
+    be = backend_of(grads, "gradients")
+    if be is not cpu:
+        arrays = [be.flat_view(be.as_device_array(g, f"grads[{j}]")) for j, g in enumerate(grads)]
+        return math.sqrt(be.global_sum_of_squares(arrays, workspace))
     arrays = [np.ascontiguousarray(g).reshape(-1) for g in grads]
     for j, a in enumerate(arrays):
         if a.dtype not in FLOAT_DTYPES:

@@ -1,1 +1,60 @@
-"""Backends: how a rule is looped over memory. The equations live in ``fastopt.rules``."""
+"""Backends: how a rule is looped over memory. The equations live in ``fastopt.rules``.
+
+``cpu`` steps NumPy arrays with ``prange`` loops; ``cuda`` steps device arrays (Numba
+device arrays, and anything exposing ``__cuda_array_interface__``: CuPy arrays, torch CUDA
+tensors) with ``numba.cuda`` kernels. Both compile the same element functions. The CUDA
+driver, and ``numba.cuda`` with it, is imported only when a device array is first seen.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Iterable
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from . import cpu
+
+_DLPACK_CUDA_DEVICES = (2, 3, 13)  # kDLCUDA, kDLCUDAHost, kDLCUDAManaged
+
+
+def is_device_array(a: Any) -> bool:
+    """True for a GPU array (checked without importing ``numba.cuda``)."""
+    if isinstance(a, np.ndarray):
+        return False
+    if hasattr(a, "__cuda_array_interface__"):
+        return True
+    if type(a).__module__.startswith(("numba.cuda", "numba_cuda")):
+        return hasattr(a, "copy_to_host")  # Numba device arrays, simulator ones included
+    dlpack_device = getattr(a, "__dlpack_device__", None)
+    if dlpack_device is not None:
+        try:
+            return dlpack_device()[0] in _DLPACK_CUDA_DEVICES
+        except Exception:  # noqa: BLE001 - a foreign object that cannot say: not ours
+            return False
+    return False
+
+
+def cuda_driver() -> ModuleType:
+    """The CUDA driver module, or an ImportError that says what to install."""
+    if importlib.util.find_spec("numba_cuda") is None:
+        raise ImportError(
+            "fastopt got GPU arrays, and its GPU path needs NVIDIA's numba-cuda package: "
+            "pip install 'fastopt[cuda]' (or: pip install 'numba-cuda[cu12]')"
+        )
+    from . import cuda
+
+    return cuda
+
+
+def backend_of(arrays: Iterable[Any], what: str = "arrays") -> ModuleType:
+    """``cpu`` for NumPy arrays, the CUDA driver for device arrays; mixing them is refused."""
+    kinds = {is_device_array(a) for a in arrays}
+    if len(kinds) > 1:
+        raise ValueError(
+            f"the {what} mix host (NumPy) and GPU arrays; keep parameters, gradients and "
+            "state on one device"
+        )
+    return cuda_driver() if kinds == {True} else cpu

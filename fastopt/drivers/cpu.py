@@ -26,8 +26,10 @@ import numpy as np
 from numba import prange
 
 from .. import philox, rules
+from .._checks import check_grad_array, check_param_array
 from .._jit import bind, compile_tree, cpu_jit, device_function, source_tag
-from ..rules.transforms import transformed
+from .._memory import aligned_empty
+from ..rules.transforms import norm_scale, transformed
 from . import _state as _state_module
 from ._state import gather, scatter
 
@@ -118,11 +120,12 @@ def sumsq_kernel(parallel: bool) -> Callable:
     return cpu_jit(bind(_sumsq_loop, f"sumsq_{mode}"), parallel=parallel)
 
 
-def step(rule, p, g, state, consts, scale, wd, decay, noise) -> None:
+def step(rule, p, g, state, consts, scale, wd, decay, noise, stream=None, dscale=None) -> None:
     """Run one fused step of ``rule`` over the 1-D arrays ``p``, ``g`` and ``state``.
 
     All scalars must already have the parameter's dtype (``noise``: ``(sigma, offset,
-    step, k0, k1)`` with uint64 offset and step, uint32 key words, or None).
+    step, k0, k1)`` with uint64 offset and step, uint32 key words, or None). ``stream`` and
+    ``dscale`` exist for the CUDA driver's signature and are unused here.
     """
     step_kernel(rule, p.size >= SERIAL_BELOW)(p, g, state, consts, scale, wd, decay, noise)
 
@@ -139,3 +142,84 @@ def sum_of_squares(x: np.ndarray, partials: np.ndarray) -> float:
     """
     nb = blocks(x.size)
     return sumsq_kernel(x.size >= SERIAL_BELOW)(x, partials[:nb])
+
+
+# --------------------------------------------------------------------------- arrays
+# The same functions as the CUDA driver's, for host arrays: the functional layer and the
+# optimizer call whichever driver their arrays belong to.
+def check_param(a, what: str) -> np.ndarray:
+    return check_param_array(a, what)
+
+
+def check_grad(g, p: np.ndarray, what: str) -> np.ndarray:
+    return check_grad_array(g, p, what)
+
+
+def span(a: np.ndarray) -> tuple[int, int]:
+    return a.__array_interface__["data"][0], a.nbytes
+
+
+def check_step_arrays(p, g, state, where: str):
+    """The functional layer's checks for one parameter, its gradient and its state."""
+    check_param_array(p, f"p{where}")
+    check_grad_array(g, p, f"g{where}")
+    for k, s in enumerate(state):
+        check_param_array(s, f"state array {k}{where}")
+        if s.shape != p.shape or s.dtype != p.dtype:
+            raise ValueError(
+                f"state array {k}{where} has shape {s.shape} and dtype {s.dtype}; "
+                f"p has shape {p.shape} and dtype {p.dtype}"
+            )
+        if np.may_share_memory(s, p) or np.may_share_memory(s, g):
+            raise ValueError(f"state array {k}{where} overlaps p or g")
+        for j in range(k):
+            if np.may_share_memory(s, state[j]):
+                raise ValueError(f"state arrays {j} and {k}{where} overlap")
+    return p, g, tuple(state)
+
+
+def flat_view(a: np.ndarray) -> np.ndarray:
+    return a if a.ndim == 1 else a.reshape(-1)
+
+
+def zeros(n: int, dtype, value: float = 0.0) -> np.ndarray:
+    a = aligned_empty(n, dtype)
+    a.fill(value)
+    return a
+
+
+def to_host(a: np.ndarray) -> np.ndarray:
+    return a.copy()
+
+
+def copy_from_host(dst: np.ndarray, src: np.ndarray) -> None:
+    np.copyto(dst, src)
+
+
+def fill(a: np.ndarray, value: float) -> None:
+    a.fill(value)
+
+
+def origin(a) -> str:
+    return "numpy"
+
+
+def current_stream(kind: str) -> None:
+    return None
+
+
+class NormWorkspace:
+    """The float64 partials of the optimizer's clip/skip reduction, allocated once."""
+
+    def __init__(self, sizes, dtype) -> None:
+        self.partials = np.empty(max((blocks(n) for n in sizes), default=1), np.float64)
+
+
+def clip_or_skip(grads, workspace: NormWorkspace, clip_norm, skip_nonfinite, stream):
+    """``(skip, scale, None)`` from the gradients' global sum of squares."""
+    total = 0.0
+    for g in grads:
+        total += sum_of_squares(g, workspace.partials)
+    if math.isnan(total) and skip_nonfinite:
+        return True, 1.0, None
+    return False, (norm_scale(total, clip_norm) if clip_norm is not None else 1.0), None

@@ -7,43 +7,42 @@ which state arrays a group needs, and which functional update to call.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from .._checks import (
-    HYPERPARAMETER_CHECKS,
-    check_grad_array,
-    check_nonneg,
-    check_param_array,
-    lr_at,
-)
-from ..drivers import cpu
-from ..flat import ALIGNMENT, FlatParams, FlatSubset, aligned_zeros
-from ..functional import clip_scale
+from .._checks import HYPERPARAMETER_CHECKS, check_nonneg, lr_at
+from .._memory import ALIGNMENT
+from ..drivers import backend_of, is_device_array
+from ..flat import FlatParams, FlatSubset
 from ..noise import GradientNoise
 
-Params = np.ndarray | Iterable[np.ndarray] | FlatParams | Iterable[Mapping[str, Any]]
+#: An ndarray or GPU array, a list of them, a FlatParams, or a list of group dicts.
+Params = Any
 
 
 @dataclass
 class _Segment:
     """A contiguous run of parameters stepped by one kernel call."""
 
-    p: np.ndarray  # 1-D view of the parameter memory
+    p: Any  # 1-D view of the parameter memory (an ndarray, or a Numba device array)
     lo: int  # position in the optimizer's layout: state buffers and noise counter
     group: int
     param: int  # index of the user's array (list mode); -1 for a FlatParams run
-    state: tuple[np.ndarray, ...] = ()  # 1-D views of the state buffers, in rule order
-    grad: np.ndarray | None = None  # FlatParams mode: the view of flat.grad
+    state: tuple[Any, ...] = ()  # 1-D views of the state buffers, in rule order
+    grad: Any = None  # FlatParams mode: the view of flat.grad
 
 
 class Optimizer:
     """Base class. ``params``: an ndarray, a list of ndarrays, a :class:`FlatParams`, or a
     list of group dicts ``{"params": ..., **overrides}`` as in torch.optim (a group's
     ``"params"`` is an array, a list of arrays, or ``flat.subset(...)``).
+
+    GPU arrays (Numba device arrays, CuPy arrays, detached torch CUDA tensors) or a
+    ``FlatParams(..., device="cuda")`` make every step run as CUDA kernels, on the current
+    stream of the arrays' library; the state then lives on the device too.
 
     Common options (``equations.md``, applied in this order before the rule):
     ``maximize``; ``clip_norm`` (global L2 norm over all parameters, torch's
@@ -82,7 +81,7 @@ class Optimizer:
         self.grad_noise = grad_noise
         self.skip_nonfinite = skip_nonfinite
         self._flat: FlatParams | None = None
-        self._params: list[np.ndarray] = []
+        self._params: list[Any] = []
         self.param_groups: list[dict[str, Any]] = []
         self._segments: list[_Segment] = []
         self._build(params)
@@ -129,7 +128,7 @@ class Optimizer:
         return out
 
     def _build(self, params: Params) -> None:
-        if isinstance(params, (np.ndarray, FlatParams)):
+        if isinstance(params, (np.ndarray, FlatParams)) or is_device_array(params):
             groups = [{"params": params}]
         else:
             try:
@@ -156,7 +155,7 @@ class Optimizer:
                 ps = ps.subset(*ps.names)
             if isinstance(ps, FlatSubset):
                 flats.append((k, ps))
-            elif isinstance(ps, np.ndarray):
+            elif isinstance(ps, np.ndarray) or is_device_array(ps):
                 arrays.append((k, [ps]))
             else:
                 arrays.append((k, list(ps)))
@@ -182,6 +181,8 @@ class Optimizer:
                     )
                 owner[name] = k
         self._flat = flat
+        self._be = backend_of([flat.data])
+        self._origin = self._be.origin(flat.data)
         self._layout_size = flat.data.size
         # Arrays that follow each other in the buffer and share a group form one run.
         runs: list[list[int]] = []  # [lo, hi, group]
@@ -199,27 +200,29 @@ class Optimizer:
         for lo, hi, k in runs:
             self._segments.append(_Segment(flat.data[lo:hi], lo, k, -1, grad=flat.grad[lo:hi]))
 
-    def _build_arrays(self, arrays: list[tuple[int, list[np.ndarray]]]) -> None:
+    def _build_arrays(self, arrays: list[tuple[int, list[Any]]]) -> None:
         offset = 0
         seen: dict[int, str] = {}
+        self._be = backend_of([p for _, ps in arrays for p in ps], "parameters")
+        self._origin = self._be.origin(arrays[0][1][0]) if arrays[0][1] else "numpy"
         for k, ps in arrays:
             for j, p in enumerate(ps):
                 what = f"params[{j}]" if len(self.param_groups) == 1 else (
                     f"param_groups[{k}]['params'][{j}]"
                 )
-                check_param_array(p, what)
+                if id(p) in seen:
+                    raise ValueError(f"{what} is the same array as {seen[id(p)]}")
+                seen[id(p)] = what
+                p = self._be.check_param(p, what)
                 if self._params and p.dtype != self._params[0].dtype:
                     raise TypeError(
                         f"{what} is {p.dtype} but the first parameter is "
                         f"{self._params[0].dtype}; use one optimizer per dtype"
                     )
-                if id(p) in seen:
-                    raise ValueError(f"{what} is the same array as {seen[id(p)]}")
-                seen[id(p)] = what
                 idx = len(self._params)
                 self._params.append(p)
                 if p.size:
-                    self._segments.append(_Segment(p.reshape(-1), offset, k, idx))
+                    self._segments.append(_Segment(self._be.flat_view(p), offset, k, idx))
                 step = ALIGNMENT // p.dtype.itemsize
                 offset += -(-p.size // step) * step
         if not self._params:
@@ -228,9 +231,7 @@ class Optimizer:
         self._layout_size = offset
 
     def _check_no_overlap(self) -> None:
-        spans = sorted(
-            (p.__array_interface__["data"][0], p.nbytes, j) for j, p in enumerate(self._params)
-        )
+        spans = sorted((*self._be.span(p), j) for j, p in enumerate(self._params))
         for (a0, n0, j0), (a1, _, j1) in zip(spans, spans[1:], strict=False):
             if a0 + n0 > a1:
                 raise ValueError(f"params[{j0}] and params[{j1}] share memory")
@@ -242,7 +243,7 @@ class Optimizer:
 
     @property
     def dtype(self) -> np.dtype:
-        return self._flat.dtype if self._flat is not None else self._params[0].dtype
+        return self._flat.dtype if self._flat is not None else np.dtype(self._params[0].dtype)
 
     def _allocate_state(self) -> None:
         names: list[str] = []
@@ -250,14 +251,15 @@ class Optimizer:
             names += [n for n in self._state_names(group) if n not in names]
         self._group_layout = [self._state_names(g) for g in self.param_groups]
         self._validated_groups = [dict(g) for g in self.param_groups]
-        self._state = {n: aligned_zeros(self._layout_size, self.dtype) for n in names}
+        self._state = {n: self._be.zeros(self._layout_size, self.dtype) for n in names}
         for seg in self._segments:
             group = self.param_groups[seg.group]
             seg.state = tuple(
                 self._state[n][seg.lo : seg.lo + seg.p.size] for n in self._state_names(group)
             )
             for n, s in zip(self._state_names(group), seg.state, strict=True):
-                s.fill(self._initial_state_value(n, group))
+                if self._initial_state_value(n, group):
+                    self._be.fill(s, self._initial_state_value(n, group))
         # Per group, the lists the functional layer takes (one call per group and step).
         self._group_arrays = []
         for k, group in enumerate(self.param_groups):
@@ -267,9 +269,8 @@ class Optimizer:
                            for j in range(len(self._state_names(group))))
             self._group_arrays.append((ids, [seg.p for seg in segs], states,
                                        [seg.lo for seg in segs]))
-        self._workspace = np.empty(
-            max((cpu.blocks(s.p.size) for s in self._segments), default=1), np.float64
-        )
+        self._workspace = self._be.NormWorkspace([s.p.size for s in self._segments],
+                                                 self.dtype)
 
     # ----------------------------------------------------------------- stepping
     def _check_groups(self) -> None:
@@ -286,35 +287,31 @@ class Optimizer:
                 )
         self._validated_groups = [dict(g) for g in self.param_groups]
 
-    def _gradients(self, grads: Any) -> list[np.ndarray]:
+    def _gradients(self, grads: Any) -> list[Any]:
         """One validated 1-D gradient per segment (nothing is written here)."""
         if self._flat is not None:
             if grads is None:
                 return [seg.grad for seg in self._segments]
-            g = check_grad_array(grads, self._flat.data, "the gradient buffer")
+            g = self._be.check_grad(grads, self._flat.data, "the gradient buffer")
             return [g[s.lo : s.lo + s.p.size] for s in self._segments]
         if grads is None:
             raise ValueError(
                 "step() needs the gradients (an array, or a list in the order of the params)"
             )
-        if isinstance(grads, np.ndarray):
+        if isinstance(grads, np.ndarray) or is_device_array(grads):
             grads = [grads]
         elif not isinstance(grads, (list, tuple)):
             raise ValueError(f"grads must be an ndarray or a list of them, got {type(grads)}")
         if len(grads) != len(self._params):
             raise ValueError(f"got {len(grads)} gradients for {len(self._params)} parameters")
-        for j, (g, p) in enumerate(zip(grads, self._params, strict=True)):
-            check_grad_array(g, p, f"grads[{j}]")
-        return [
-            g if g.ndim == 1 else g.reshape(-1)
-            for g in (grads[s.param] for s in self._segments)
-        ]
-
-    def _sum_of_squares(self, grads: list[np.ndarray]) -> float:
-        total = 0.0
-        for g in grads:
-            total += cpu.sum_of_squares(g, self._workspace)
-        return total
+        if backend_of(grads, "gradients") is not self._be:
+            raise ValueError(
+                "the gradients and the parameters must be on the same device (both NumPy "
+                "arrays, or both GPU arrays)"
+            )
+        checked = [self._be.check_grad(g, p, f"grads[{j}]")
+                   for j, (g, p) in enumerate(zip(grads, self._params, strict=True))]
+        return [self._be.flat_view(checked[s.param]) for s in self._segments]
 
     def step(self, grads: Any = None) -> None:
         """Take one step in place. ``grads`` mirrors the params (an array, or a list in the
@@ -324,14 +321,17 @@ class Optimizer:
             self._check_groups()
         t = self.step_count + 1
         lrs = [lr_at(group["lr"], t - 1) for group in self.param_groups]
-        scale = 1.0
+        stream = self._be.current_stream(self._origin)
+        scale: Any = 1.0
         if self.clip_norm is not None or self.skip_nonfinite:
-            total = self._sum_of_squares(gs)
-            if math.isnan(total) and self.skip_nonfinite:
+            skip, scale, dscale = self._be.clip_or_skip(
+                gs, self._workspace, self.clip_norm, self.skip_nonfinite, stream
+            )
+            if skip:
                 self.skipped_steps += 1
                 return
-            if self.clip_norm is not None:
-                scale = clip_scale(math.sqrt(total), self.clip_norm)
+            if dscale is not None:  # the clip factor stays on the GPU
+                scale = dscale
         new_group_state = list(self._group_state)
         for k, (seg_ids, ps, states, offsets) in enumerate(self._group_arrays):
             if not seg_ids:
@@ -345,6 +345,7 @@ class Optimizer:
                 "noise": self.grad_noise,
                 "noise_offset": offsets,
                 "check": False,
+                "stream": stream,
             }
             new_group_state[k] = self._update(
                 ps, [gs[i] for i in seg_ids], states, t, lrs[k], group, self._group_state[k],
@@ -355,7 +356,8 @@ class Optimizer:
 
     # ----------------------------------------------------------------- checkpoints
     def state_dict(self) -> dict[str, Any]:
-        """A plain dict of ndarrays and Python scalars (pickle- and ``np.savez``-friendly).
+        """A plain dict of ndarrays and Python scalars (pickle- and ``np.savez``-friendly;
+        host arrays also when the state lives on a GPU).
 
         Keys: ``rule``, ``step``, ``skipped_steps``, ``param_sizes`` (the size of each
         parameter array, to refuse a checkpoint of another model), ``state.<name>`` (one
@@ -369,7 +371,7 @@ class Optimizer:
             "param_sizes": self._param_sizes(),
         }
         for name, buf in self._state.items():
-            sd[f"state.{name}"] = buf.copy()
+            sd[f"state.{name}"] = self._be.to_host(buf)
         for k, gs in enumerate(self._group_state):
             for name, value in gs.items():
                 sd[f"group.{k}.{name}"] = float(value)
@@ -428,7 +430,7 @@ class Optimizer:
                 values[n] = float(value)
             group_state.append(values)
         for name, buf in self._state.items():
-            np.copyto(buf, sd[f"state.{name}"])
+            self._be.copy_from_host(buf, sd[f"state.{name}"])
         self._group_state = group_state
         self.step_count = int(step)
         self.skipped_steps = int(skipped)

@@ -1,0 +1,379 @@
+"""The CUDA driver: the same element functions as the CPU driver, launched as kernels.
+
+A step is one kernel launch per array (a grid-stride loop, one element per thread per
+iteration): read ``p``, ``g`` and the state once, apply ``rules.transformed(rule)``, write
+``p`` and the state once, exactly the traffic of the CPU loop. Gradient clipping without a
+host round trip: a first kernel writes one float64 partial sum of squares per block of
+:data:`BLOCK` elements, a one-block kernel adds them in a fixed order and writes the clip
+factor to a one-element device array that the step kernels read, so a clipped step
+neither synchronises nor depends on launch timing (the same bits every run).
+
+Kernels run on the stream the caller gives (the optimizer passes torch's or CuPy's current
+stream). Under ``NUMBA_ENABLE_CUDASIM=1`` every kernel runs in Numba's CUDA simulator, in
+Python, which is how CI tests this path without a GPU.
+
+This module imports ``numba.cuda``; ``fastopt.drivers.cuda_driver()`` imports it on first
+use only.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from functools import cache
+from typing import Any
+
+import numpy as np
+from numba import config, cuda
+
+from .._checks import FLOAT_DTYPES
+from .._jit import bind, compile_tree
+from ..rules.transforms import clip_scale, norm_scale, transformed
+from ._state import gather, scatter
+
+#: True when Numba's CUDA simulator stands in for a GPU (``NUMBA_ENABLE_CUDASIM=1``).
+SIMULATOR: bool = bool(config.ENABLE_CUDASIM)
+
+#: Threads per block of every kernel (the simulator runs each thread as a Python thread:
+#: there, small blocks and few of them keep the tests fast, and exercise the grid-stride
+#: loop and the multi-partial reduction).
+TPB = 32 if SIMULATOR else 256
+#: Elements per float64 partial of the sum-of-squares reduction.
+BLOCK = 4096
+#: Grid size cap; larger arrays are covered by the grid-stride loop.
+MAX_BLOCKS = 2 if SIMULATOR else 1 << 20
+
+
+def _device(fn: Callable) -> Callable:
+    return cuda.jit(device=True)(fn)
+
+
+# --------------------------------------------------------------------------- kernels
+def ELEMENT(p, g, s, h, scale, wd, decay, noise, index):  # noqa: N802 - placeholder
+    raise NotImplementedError  # bound to a compiled rules.transformed(rule) per kernel
+
+
+def _step_kernel(p, g, st, h, scale, dscale, wd, decay, noise):
+    if dscale is not None:  # the clip factor, computed on the device
+        scale = scale * dscale[0]
+    i = cuda.grid(1)
+    stride = cuda.gridsize(1)
+    n = p.size
+    while i < n:
+        pi, s = ELEMENT(p[i], g[i], gather(st, i), h, scale, wd, decay, noise, np.uint64(i))
+        p[i] = pi
+        scatter(st, i, s)
+        i += stride
+
+
+def _block_sum(t, acc, bad):
+    """Fixed-order tree sum of one value per thread (shared memory); thread 0 gets it."""
+    sums = cuda.shared.array(TPB, np.float64)
+    flags = cuda.shared.array(TPB, np.int32)
+    sums[t] = acc
+    flags[t] = bad
+    cuda.syncthreads()
+    width = TPB // 2
+    while width > 0:
+        if t < width:
+            sums[t] += sums[t + width]
+            flags[t] |= flags[t + width]
+        cuda.syncthreads()
+        width //= 2
+    return sums[0], flags[0]
+
+
+def _sumsq_kernel(x, partials, first):
+    """``partials[first + b] = Σ x²`` over block ``b`` (NaN if it holds a NaN/Inf)."""
+    b = cuda.blockIdx.x
+    t = cuda.threadIdx.x
+    lo = b * BLOCK
+    hi = min(lo + BLOCK, x.size)
+    acc = 0.0
+    bad = 0
+    j = lo + t
+    while j < hi:
+        v = np.float64(x[j])
+        if not math.isfinite(v):
+            bad = 1
+        acc += v * v
+        j += TPB
+    total, flag = BLOCK_SUM(t, acc, bad)
+    if t == 0:
+        partials[first + b] = math.nan if flag else total
+
+
+def _finalize_kernel(partials, n, out, max_norm, dscale):
+    """``out[0] = Σ partials[:n]`` in a fixed order; ``dscale[0]`` = the clip factor."""
+    t = cuda.threadIdx.x
+    acc = 0.0
+    j = t
+    while j < n:
+        acc += partials[j]
+        j += TPB
+    total, _ = BLOCK_SUM(t, acc, 0)
+    if t == 0:
+        out[0] = total
+        if dscale is not None:
+            dscale[0] = CLIP_SCALE(math.sqrt(total), max_norm)
+
+
+@cache
+def step_kernel(rule: Callable) -> Callable:
+    fn = bind(
+        _step_kernel,
+        f"cuda_step_{rule.__name__}",
+        ELEMENT=compile_tree(transformed(rule), _device),
+    )
+    return cuda.jit(fn)
+
+
+@cache
+def _reduction_kernels() -> tuple[Callable, Callable]:
+    block_sum = _device(_block_sum)
+    sumsq = cuda.jit(bind(_sumsq_kernel, BLOCK_SUM=block_sum))
+    finalize = cuda.jit(bind(_finalize_kernel, BLOCK_SUM=block_sum,
+                             CLIP_SCALE=_device(clip_scale)))
+    return sumsq, finalize
+
+
+def BLOCK_SUM(t, acc, bad):  # noqa: N802 - placeholder, bound to the compiled _block_sum
+    raise NotImplementedError
+
+
+def CLIP_SCALE(norm, max_norm):  # noqa: N802 - placeholder, bound to compiled clip_scale
+    raise NotImplementedError
+
+
+def _grid(n: int) -> int:
+    return max(1, min(-(-n // TPB), MAX_BLOCKS))
+
+
+def step(rule, p, g, state, consts, scale, wd, decay, noise, stream=None, dscale=None) -> None:
+    """One fused step of ``rule`` over 1-D device arrays (scalars as in the CPU driver)."""
+    stream = 0 if stream is None else stream
+    step_kernel(rule)[_grid(p.size), TPB, stream](
+        p, g, state, consts, scale, dscale, wd, decay, noise
+    )
+
+
+def blocks(n: int) -> int:
+    """Number of reduction blocks (partials) for ``n`` elements."""
+    return -(-n // BLOCK)
+
+
+def sum_of_squares_async(
+    arrays: Sequence[Any], partials: Any, out: Any, max_norm: float = 0.0,
+    dscale: Any = None, stream: Any = None,
+) -> None:
+    """Queue ``out[0] = Σ x²`` over all ``arrays`` (float64; NaN if any is NaN/Inf) and,
+    with ``dscale``, ``dscale[0]`` = the clip factor for ``max_norm``. No synchronisation.
+
+    ``partials``: a float64 device workspace of at least ``Σ blocks(x.size)`` elements.
+    """
+    stream = 0 if stream is None else stream
+    sumsq, finalize = _reduction_kernels()
+    first = 0
+    for x in arrays:
+        if x.size:
+            nb = blocks(x.size)
+            sumsq[nb, TPB, stream](x, partials, first)
+            first += nb
+    finalize[1, TPB, stream](partials, first, out, float(max_norm), dscale)
+
+
+def global_sum_of_squares(arrays: Sequence[Any], workspace: Any = None, stream: Any = None
+                          ) -> float:
+    """``Σ x²`` over device arrays, reduced on the device; reads back one float64."""
+    for j, x in enumerate(arrays):
+        if np.dtype(x.dtype) not in FLOAT_DTYPES:
+            raise TypeError(f"grads[{j}] has dtype {x.dtype}; global_norm needs float32 or "
+                            "float64")
+    need = max(1, sum(blocks(x.size) for x in arrays))
+    if workspace is None or workspace.size < need:
+        workspace = cuda.device_array(need, np.float64)
+    out = cuda.device_array(1, np.float64)
+    sum_of_squares_async(arrays, workspace, out, stream=stream)
+    return float(out.copy_to_host()[0])
+
+
+# --------------------------------------------------------------------------- arrays
+def _interface(a: Any) -> dict | None:
+    try:
+        return a.__cuda_array_interface__
+    except AttributeError:
+        return None
+
+
+def as_device_array(a: Any, what: str) -> Any:
+    """A Numba device array viewing ``a`` (no copy), or a clear error."""
+    if cuda.devicearray.is_cuda_ndarray(a):
+        return a
+    try:
+        cai = a.__cuda_array_interface__
+    except AttributeError:
+        raise TypeError(
+            f"{what} is a {type(a).__name__}, which exposes no __cuda_array_interface__; "
+            "pass a Numba device array, a CuPy array or a torch CUDA tensor"
+        ) from None
+    except RuntimeError as exc:  # torch: a tensor that requires grad
+        raise ValueError(
+            f"{what} cannot be viewed by fastopt ({exc}); pass tensor.detach(), which shares "
+            "its memory"
+        ) from None
+    if cai["data"][1]:
+        raise ValueError(f"{what} is read-only; fastopt updates it in place")
+    return cuda.as_cuda_array(a, sync=False)
+
+
+def check_param(a: Any, what: str) -> Any:
+    """A float32/float64 C-contiguous device array (a Numba view of ``a``)."""
+    d = as_device_array(a, what)
+    if np.dtype(d.dtype) not in FLOAT_DTYPES:
+        raise TypeError(f"{what} has dtype {d.dtype}; fastopt needs float32 or float64")
+    if not d.is_c_contiguous():
+        raise ValueError(f"{what} is not C-contiguous; pass a contiguous copy and keep it")
+    return d
+
+
+def check_grad(g: Any, p: Any, what: str) -> Any:
+    d = as_device_array(g, what)
+    if tuple(d.shape) != tuple(p.shape):
+        raise ValueError(f"{what} has shape {tuple(d.shape)}, its parameter has shape "
+                         f"{tuple(p.shape)}")
+    if np.dtype(d.dtype) != np.dtype(p.dtype):
+        raise ValueError(f"{what} has dtype {d.dtype}, its parameter has dtype {p.dtype}")
+    if not d.is_c_contiguous():
+        raise ValueError(f"{what} is not C-contiguous; pass a contiguous copy")
+    return d
+
+
+def span(a: Any) -> tuple[int, int]:
+    """``(first byte address, byte count)`` of a contiguous device array."""
+    cai = _interface(a)
+    address = cai["data"][0] if cai is not None else a._ary.__array_interface__["data"][0]
+    return address, a.size * np.dtype(a.dtype).itemsize
+
+
+def overlap(a: Any, b: Any) -> bool:
+    (a0, na), (b0, nb) = span(a), span(b)
+    return na > 0 and nb > 0 and a0 < b0 + nb and b0 < a0 + na
+
+
+def check_step_arrays(p: Any, g: Any, state: Sequence[Any], where: str):
+    """The functional layer's checks for one parameter, on device arrays."""
+    p = check_param(p, f"p{where}")
+    g = check_grad(g, p, f"g{where}")
+    out = []
+    for k, s in enumerate(state):
+        s = check_param(s, f"state array {k}{where}")
+        if tuple(s.shape) != tuple(p.shape) or np.dtype(s.dtype) != np.dtype(p.dtype):
+            raise ValueError(
+                f"state array {k}{where} has shape {tuple(s.shape)} and dtype {s.dtype}; "
+                f"p has shape {tuple(p.shape)} and dtype {p.dtype}"
+            )
+        if overlap(s, p) or overlap(s, g):
+            raise ValueError(f"state array {k}{where} overlaps p or g")
+        for j, other in enumerate(out):
+            if overlap(s, other):
+                raise ValueError(f"state arrays {j} and {k}{where} overlap")
+        out.append(s)
+    return p, g, tuple(out)
+
+
+def flat_view(a: Any) -> Any:
+    return a if len(a.shape) == 1 else a.reshape(a.size)
+
+
+def _fill_kernel(a, value):
+    i = cuda.grid(1)
+    stride = cuda.gridsize(1)
+    while i < a.size:
+        a[i] = value
+        i += stride
+
+
+@cache
+def _filler() -> Callable:
+    return cuda.jit(_fill_kernel)
+
+
+def fill(a: Any, value: float, stream: Any = None) -> None:
+    """Set every element of the 1-D device array ``a`` to ``value``, on the device."""
+    if a.size:
+        _filler()[_grid(a.size), TPB, stream or 0](a, np.dtype(a.dtype).type(value))
+
+
+def zeros(n: int, dtype: Any, value: float = 0.0) -> Any:
+    """A new device array of ``n`` elements, all ``value``."""
+    a = cuda.device_array(n, dtype)
+    fill(a, value)
+    return a
+
+
+def to_host(a: Any) -> np.ndarray:
+    return a.copy_to_host()
+
+
+def copy_from_host(dst: Any, src: np.ndarray) -> None:
+    dst.copy_to_device(np.ascontiguousarray(src))
+
+
+# --------------------------------------------------------------------------- streams
+_external_streams: dict[int, Any] = {}
+
+
+def origin(a: Any) -> str:
+    """Which library an array comes from: "torch", "cupy" or "numba"."""
+    root = type(a).__module__.split(".")[0]
+    return root if root in ("torch", "cupy") else "numba"
+
+
+def current_stream(kind: str) -> Any:
+    """The caller's stream: torch's or CuPy's current stream, else Numba's default."""
+    if SIMULATOR:
+        return 0
+    if kind == "torch":
+        import torch
+
+        handle = torch.cuda.current_stream().cuda_stream
+    elif kind == "cupy":
+        import cupy
+
+        handle = cupy.cuda.get_current_stream().ptr
+    else:
+        return 0
+    if not handle:
+        return 0
+    stream = _external_streams.get(handle)
+    if stream is None:
+        stream = _external_streams[handle] = cuda.external_stream(handle)
+    return stream
+
+
+# --------------------------------------------------------------------------- optimizer
+class NormWorkspace:
+    """Device buffers for the optimizer's clip/skip reduction, allocated once."""
+
+    def __init__(self, sizes: Sequence[int], dtype: Any) -> None:
+        self.partials = cuda.device_array(max(1, sum(blocks(n) for n in sizes)), np.float64)
+        self.total = cuda.device_array(1, np.float64)
+        self.scale = cuda.device_array(1, dtype)
+
+
+def clip_or_skip(grads, workspace: NormWorkspace, clip_norm, skip_nonfinite, stream):
+    """``(skip, scale, dscale)``: with ``skip_nonfinite`` one 8-byte read tells whether to
+    skip (and gives the clip factor on the host); with clipping alone nothing is read back
+    and the factor stays on the device."""
+    dscale = workspace.scale if (clip_norm is not None and not skip_nonfinite) else None
+    sum_of_squares_async(grads, workspace.partials, workspace.total,
+                         clip_norm or 0.0, dscale, stream)
+    if not skip_nonfinite:
+        return False, 1.0, dscale
+    host = workspace.total.copy_to_host(stream=stream or 0)
+    if stream:
+        stream.synchronize()
+    total = float(host[0])
+    if math.isnan(total):
+        return True, 1.0, None
+    return False, (norm_scale(total, clip_norm) if clip_norm is not None else 1.0), None

@@ -1,0 +1,250 @@
+"""The GPU path against the CPU path: every rule and option, clipping, noise, groups,
+schedules, FlatParams on the device, checkpoints and bad input.
+
+Runs in Numba's CUDA simulator (tests/conftest.py), so the arrays are small; with
+``FASTOPT_TEST_GPU=1`` on a GPU machine the same tests run on the device, where libNVVM's
+FMA contraction makes results agree within a few ulp, hence tolerances, not bit equality.
+"""
+
+import math
+
+import numpy as np
+import pytest
+from cuda_support import host, needs_numba_cuda, to_device
+
+import fastopt
+from fastopt import functional as F
+
+pytestmark = needs_numba_cuda
+
+SHAPES = [(70,), (5, 7)]
+RTOL, ATOL = 2e-5, 2e-6
+
+RULES = [
+    ("SGD", {"lr": 0.1}),
+    ("Momentum", {"lr": 0.1, "momentum": 0.9}),
+    ("Nesterov", {"lr": 0.1}),
+    ("AdaGrad", {"lr": 0.1, "initial_accumulator_value": 0.1}),
+    ("AdaGrad", {"lr": 0.1, "eps_inside_sqrt": False}),
+    ("RMSprop", {"lr": 0.01}),
+    ("RMSprop", {"lr": 0.01, "momentum": 0.5}),
+    ("RMSprop", {"lr": 0.01, "centered": True}),
+    ("RMSprop", {"lr": 0.01, "centered": True, "momentum": 0.9}),
+    ("Adam", {"lr": 0.01}),
+    ("Nadam", {}),
+    ("Nadam", {"momentum_decay": 4e-3}),
+    ("AMSGrad", {}),
+    ("AMSGrad", {"bias_correction": True}),
+]
+
+
+def _problem(seed, dtype=np.float32, shapes=SHAPES, steps=3):
+    rng = np.random.default_rng(seed)
+    params = [rng.standard_normal(s).astype(dtype) for s in shapes]
+    grads = [[rng.standard_normal(s).astype(dtype) for s in shapes] for _ in range(steps)]
+    return params, grads
+
+
+def _run_both(name, kwargs, seed=0, dtype=np.float32, steps=3, shapes=SHAPES):
+    params, grads = _problem(seed, dtype, shapes, steps)
+    cls = getattr(fastopt, name)
+    cpu_params = [p.copy() for p in params]
+    dev_params = [to_device(p) for p in params]
+    cpu, dev = cls(cpu_params, **kwargs), cls(dev_params, **kwargs)
+    for gs in grads:
+        cpu.step(gs)
+        dev.step([to_device(g) for g in gs])
+    return cpu, dev, cpu_params, dev_params
+
+
+@pytest.mark.parametrize(("name", "kwargs"), RULES, ids=lambda x: str(x))
+def test_rule_with_options_matches_cpu(name, kwargs):
+    options = {"weight_decay": 0.05, "maximize": True,
+               "grad_noise": fastopt.GradientNoise(0.01, seed=11)}
+    cpu, dev, cp, dp = _run_both(name, {**kwargs, **options})
+    for c, d in zip(cp, dp, strict=True):
+        np.testing.assert_allclose(host(d), c, rtol=RTOL, atol=ATOL)
+    for key, value in cpu.state_dict().items():
+        got = dev.state_dict()[key]
+        if isinstance(value, np.ndarray):
+            np.testing.assert_allclose(got, value, rtol=RTOL, atol=ATOL, err_msg=key)
+        else:
+            assert got == pytest.approx(value), key
+
+
+@pytest.mark.parametrize("name", ["Adam", "SGD"])
+def test_decoupled_weight_decay_and_float64(name):
+    kwargs = {"lr": 0.05, "weight_decay": 0.1, "decoupled_weight_decay": True}
+    _, _, cp, dp = _run_both(name, kwargs, seed=3, dtype=np.float64)
+    for c, d in zip(cp, dp, strict=True):
+        np.testing.assert_allclose(host(d), c, rtol=1e-12, atol=1e-13)
+
+
+def test_clipping_matches_cpu_without_a_host_read():
+    # clip_norm alone: the factor is computed and consumed on the device.
+    cpu, dev, cp, dp = _run_both("Adam", {"lr": 0.05, "clip_norm": 0.5}, seed=5, steps=2)
+    for c, d in zip(cp, dp, strict=True):
+        np.testing.assert_allclose(host(d), c, rtol=RTOL, atol=ATOL)
+    assert dev._workspace.scale.copy_to_host()[0] < 0.5  # it did clip
+
+
+def test_skip_nonfinite_skips_on_the_device_like_the_cpu():
+    params, grads = _problem(7, steps=3)
+    grads[1][0][3] = np.nan
+    cp = [p.copy() for p in params]
+    dp = [to_device(p) for p in params]
+    cpu = fastopt.SGD(cp, lr=0.1, skip_nonfinite=True, clip_norm=1.0)
+    dev = fastopt.SGD(dp, lr=0.1, skip_nonfinite=True, clip_norm=1.0)
+    for gs in grads:
+        cpu.step(gs)
+        dev.step([to_device(g) for g in gs])
+    assert dev.skipped_steps == cpu.skipped_steps == 1
+    assert dev.step_count == cpu.step_count == 2
+    for c, d in zip(cp, dp, strict=True):
+        np.testing.assert_allclose(host(d), c, rtol=RTOL, atol=ATOL)
+
+
+def test_groups_and_schedules():
+    params, grads = _problem(9, steps=3)
+    sched = fastopt.schedules.InverseTime(0.1, 0.5)
+
+    def groups(ps):
+        return [{"params": [ps[0]], "lr": sched}, {"params": [ps[1]], "momentum": 0.5}]
+
+    cp = [p.copy() for p in params]
+    dp = [to_device(p) for p in params]
+    cpu, dev = fastopt.Momentum(groups(cp), lr=0.01), fastopt.Momentum(groups(dp), lr=0.01)
+    for gs in grads:
+        cpu.step(gs)
+        dev.step([to_device(g) for g in gs])
+    for c, d in zip(cp, dp, strict=True):
+        np.testing.assert_allclose(host(d), c, rtol=RTOL, atol=ATOL)
+
+
+def test_flatparams_on_the_device():
+    shapes = {"w": (6, 5), "b": (5,)}
+    rng = np.random.default_rng(2)
+    init = {k: rng.standard_normal(s).astype(np.float32) for k, s in shapes.items()}
+    flat_c = fastopt.FlatParams.from_arrays(init)
+    flat_d = fastopt.FlatParams.from_arrays(init, device="cuda")
+    assert flat_d.device == "cuda"
+    np.testing.assert_array_equal(host(flat_d.data), flat_c.data)
+    groups = lambda f: [{"params": f.subset("w")}, {"params": f.subset("b"), "lr": 0.5}]  # noqa: E731
+    cpu = fastopt.Adam(groups(flat_c), lr=0.05, grad_noise=fastopt.GradientNoise(0.1, seed=1))
+    dev = fastopt.Adam(groups(flat_d), lr=0.05, grad_noise=fastopt.GradientNoise(0.1, seed=1))
+    for _ in range(2):
+        for k, s in shapes.items():
+            g = rng.standard_normal(s).astype(np.float32)
+            flat_c.grads[k][...] = g
+            flat_d.grads[k].copy_to_device(g)
+        cpu.step()
+        dev.step()
+    np.testing.assert_allclose(host(flat_d.data), flat_c.data, rtol=RTOL, atol=ATOL)
+    flat_d["b"] = 1.5
+    np.testing.assert_array_equal(host(flat_d["b"]), np.full(5, 1.5, np.float32))
+    flat_d.zero_grad()
+    assert not host(flat_d.grad).any()
+
+
+def test_state_dict_is_host_arrays_and_resumes_on_the_device():
+    params, grads = _problem(4, steps=4)
+    dp = [to_device(p) for p in params]
+    opt = fastopt.Nadam(dp, momentum_decay=4e-3, grad_noise=fastopt.GradientNoise(0.1, seed=2))
+    for gs in grads[:2]:
+        opt.step([to_device(g) for g in gs])
+    sd = opt.state_dict()
+    assert all(isinstance(v, np.ndarray) for k, v in sd.items() if k.startswith("state."))
+    snapshot = [host(p) for p in dp]
+    for gs in grads[2:]:
+        opt.step([to_device(g) for g in gs])
+    expected = [host(p) for p in dp]
+    # A fresh optimizer on fresh device arrays, restored from the host checkpoint.
+    dq = [to_device(p) for p in snapshot]
+    again = fastopt.Nadam(dq, momentum_decay=4e-3, grad_noise=fastopt.GradientNoise(0.1, seed=2))
+    again.load_state_dict(sd)
+    for gs in grads[2:]:
+        again.step([to_device(g) for g in gs])
+    for e, q in zip(expected, dq, strict=True):
+        np.testing.assert_array_equal(host(q), e)
+
+
+def test_noise_stream_matches_the_cpu_stream():
+    # SGD with lr=1 and a zero gradient moves each element by -sigma * z(seed, t', i).
+    n = 100
+    noise = fastopt.GradientNoise(4.0, gamma=0.0, seed=2**40 + 3)
+    pc, pd = np.zeros(n, np.float32), to_device(np.zeros(n, np.float32))
+    F.sgd(pc, np.zeros(n, np.float32), 1, 1.0, noise=noise, noise_offset=17)
+    F.sgd(pd, to_device(np.zeros(n, np.float32)), 1, 1.0, noise=noise, noise_offset=17)
+    z = -host(pd) / 2.0
+    np.testing.assert_allclose(z, -pc / 2.0, rtol=1e-5, atol=1e-6)
+    assert abs(z.mean()) < 0.4 and 0.6 < z.std() < 1.4
+
+
+def test_global_norm_on_the_device():
+    rng = np.random.default_rng(1)
+    xs = [rng.standard_normal(s).astype(np.float32) for s in [(100,), (9000,), (3, 4)]]
+    expected = math.sqrt(sum(float(np.sum(x.astype(np.float64) ** 2)) for x in xs))
+    got = F.global_norm([to_device(x) for x in xs])
+    assert got == pytest.approx(expected, rel=1e-12)
+    again = F.global_norm([to_device(x) for x in xs])
+    assert again == got  # a fixed reduction order: the same bits every run
+    xs[1][5] = np.inf
+    assert math.isnan(F.global_norm([to_device(x) for x in xs]))
+
+
+def test_functional_device_grad_scale():
+    p, g = np.ones(50, np.float32), np.full(50, 2.0, np.float32)
+    pd, gd = to_device(p), to_device(g)
+    F.sgd(pd, gd, 1, 0.1, grad_scale=to_device(np.array([0.25], np.float32)))
+    np.testing.assert_allclose(host(pd), 1.0 - 0.1 * 0.25 * 2.0, rtol=1e-6)
+    with pytest.raises(ValueError, match="grad_scale"):
+        F.sgd(pd, gd, 1, 0.1, grad_scale=to_device(np.array([0.25, 1.0], np.float32)))
+    with pytest.raises(ValueError, match="grad_scale"):
+        F.sgd(p, g, 1, 0.1, grad_scale=np.array([0.25], np.float32))
+
+
+# ---------------------------------------------------------------------------- bad input
+def test_mixing_host_and_device_arrays_is_refused():
+    p = np.ones(10, np.float32)
+    with pytest.raises(ValueError, match="mix host"):
+        fastopt.SGD([to_device(p), p.copy()])
+    opt = fastopt.SGD(to_device(p), lr=0.1)
+    with pytest.raises(ValueError, match="same device"):
+        opt.step(np.ones(10, np.float32))
+    with pytest.raises(ValueError, match="mix host"):
+        F.adam(to_device(p), np.ones(10, np.float32), to_device(p * 0), to_device(p * 0), 1)
+
+
+def test_bad_device_arrays_are_refused_and_nothing_changes():
+    p = to_device(np.ones(12, np.float32))
+    with pytest.raises(TypeError, match="float32 or float64"):
+        fastopt.SGD(to_device(np.ones(4, np.int32)))
+    with pytest.raises(ValueError, match="C-contiguous"):
+        fastopt.SGD(to_device(np.ones((4, 6), np.float32)).T)
+    opt = fastopt.Adam(p, lr=0.1)
+    before = host(p)
+    with pytest.raises(ValueError, match="shape"):
+        opt.step(to_device(np.ones(11, np.float32)))
+    with pytest.raises(ValueError, match="dtype"):
+        opt.step(to_device(np.ones(12, np.float64)))
+    with pytest.raises(ValueError, match="same device"):
+        opt.step([object()])
+    np.testing.assert_array_equal(host(p), before)
+    assert opt.step_count == 0
+    m = to_device(np.zeros(12, np.float32))
+    with pytest.raises(ValueError, match="overlap"):
+        F.adam(p, to_device(np.ones(12, np.float32)), m, m, 1)
+    opt.step(to_device(np.ones(12, np.float32)))  # still works
+    assert opt.step_count == 1 and not np.array_equal(host(p), before)
+
+
+def test_missing_numba_cuda_says_what_to_install(monkeypatch):
+    import importlib.util
+
+    from fastopt import drivers
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "numba_cuda" else real(name, *a))
+    with pytest.raises(ImportError, match=r"fastopt\[cuda\]"):
+        drivers.cuda_driver()
