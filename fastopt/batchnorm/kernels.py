@@ -51,7 +51,10 @@ from functools import cache
 import numpy as np
 from numba import prange
 
-from .._jit import bind, cpu_jit, device_function
+from .._jit import bind, compile_tree, cpu_jit, device_function, source_tag
+from . import equations
+from .equations import backward_coefficients, input_gradient, normalize, running_moments
+from .equations import inv_std as inv_std_of
 
 #: Values per tile: 64 KB of float32, so a tile's second sweep reads cache, not memory.
 BLOCK = 16384
@@ -300,7 +303,7 @@ def _affine_tile(t, x, C, S, mu, scale, shift, y):
         for n in range(n0, n1):
             base = U((n * C + c0) * S + s0)
             for j in range(W):
-                y[base + j] = (x[base + j] - m) * a + z
+                y[base + j] = normalize(x[base + j], m, a, z)
         return
     me = _columns_jit(mu, c0, c1, P)
     ae = _columns_jit(scale, c0, c1, P)
@@ -308,7 +311,7 @@ def _affine_tile(t, x, C, S, mu, scale, shift, y):
     for n in range(n0, n1):
         base = U((n * C + c0) * S + s0)
         for j in range(W):
-            y[base + j] = (x[base + j] - me[j]) * ae[j] + ze[j]
+            y[base + j] = normalize(x[base + j], me[j], ae[j], ze[j])
 
 
 def _dsums_tile(t, dy, x, C, S, mean, psd, psdx, write_dx, k1, dx):
@@ -369,7 +372,7 @@ def _dx_tile(t, dy, x, C, S, mu, k1, k2, k3, dx):
         for n in range(n0, n1):
             base = U((n * C + c0) * S + s0)
             for j in range(W):
-                dx[base + j] = a * dy[base + j] - w * (x[base + j] - m) - z
+                dx[base + j] = input_gradient(dy[base + j], x[base + j], m, a, z, w)
         return
     me = _columns_jit(mu, c0, c1, P)
     ae = _columns_jit(k1, c0, c1, P)
@@ -378,15 +381,16 @@ def _dx_tile(t, dy, x, C, S, mu, k1, k2, k3, dx):
     for n in range(n0, n1):
         base = U((n * C + c0) * S + s0)
         for j in range(W):
-            dx[base + j] = ae[j] * dy[base + j] - we[j] * (x[base + j] - me[j]) - ze[j]
+            dx[base + j] = input_gradient(dy[base + j], x[base + j], me[j], ae[j], ze[j],
+                                          we[j])
 
 
 _stats_tile_jit = device_function(_stats_tile)
 _stats_combine_jit = device_function(_stats_combine)
-_affine_tile_jit = device_function(_affine_tile)
+_affine_tile_jit = compile_tree(_affine_tile, device_function)
 _dsums_tile_jit = device_function(_dsums_tile)
 _dsums_combine_jit = device_function(_dsums_combine)
-_dx_tile_jit = device_function(_dx_tile)
+_dx_tile_jit = compile_tree(_dx_tile, device_function)
 
 
 # ------------------------------------------------------------- per-channel constants
@@ -396,7 +400,7 @@ _dx_tile_jit = device_function(_dx_tile)
 def _train_constants(gamma, mean, var, eps, inv_std, mu, scale):
     """inv = 1/√(σ² + ε); the normalise pass computes (x − μ)·(α·inv) + β."""
     for c in range(mean.size):
-        inv = 1.0 / np.sqrt(var[c] + eps)
+        inv = inv_std_of(var[c], eps)
         inv_std[c] = inv
         mu[c] = mean[c]
         scale[c] = gamma[c] * inv
@@ -406,21 +410,17 @@ def _eval_constants(gamma, rmean, rvar, eps, mu, scale):
     """As :func:`_train_constants` with the running statistics."""
     for c in range(mu.size):
         mu[c] = rmean[c]
-        scale[c] = gamma[c] * (1.0 / np.sqrt(np.float64(rvar[c]) + eps))
+        scale[c] = gamma[c] * inv_std_of(np.float64(rvar[c]), eps)
 
 
 def _backward_constants(gamma, mean, inv_std, sd, sdx, n, mu, k1, k2, k3, dgamma, dbeta):
     """dβ = Σdy, dα = inv·Σdy(x − μ); dx = k1·dy − k3·(x − μ) − k2 with k1 = α·inv,
     k2 = k1·dβ/n, k3 = k1·inv·dα/n (the backward equation, expanded)."""
     for c in range(mean.size):
-        inv = inv_std[c]
-        a = gamma[c] * inv
         mu[c] = mean[c]
-        k1[c] = a
-        k2[c] = a * sd[c] / n
-        k3[c] = a * inv * inv * sdx[c] / n
-        dgamma[c] = inv * sdx[c]
-        dbeta[c] = sd[c]
+        k1[c], k2[c], k3[c], dgamma[c], dbeta[c] = backward_coefficients(
+            gamma[c], inv_std[c], sd[c], sdx[c], n
+        )
 
 
 def _running_update(rmean, rvar, mean, var, m, n):
@@ -428,14 +428,14 @@ def _running_update(rmean, rvar, mean, var, m, n):
     rounding to the running arrays' dtype)."""
     unbias = n / (n - 1.0)
     for c in range(mean.size):
-        rmean[c] = (1.0 - m) * np.float64(rmean[c]) + m * mean[c]
-        rvar[c] = (1.0 - m) * np.float64(rvar[c]) + m * (var[c] * unbias)
+        rmean[c], rvar[c] = running_moments(np.float64(rmean[c]), np.float64(rvar[c]),
+                                            mean[c], var[c], m, unbias)
 
 
-_train_constants_jit = device_function(_train_constants)
-_eval_constants_jit = device_function(_eval_constants)
-_backward_constants_jit = device_function(_backward_constants)
-_running_update_jit = device_function(_running_update)
+_train_constants_jit = compile_tree(_train_constants, device_function)
+_eval_constants_jit = compile_tree(_eval_constants, device_function)
+_backward_constants_jit = compile_tree(_backward_constants, device_function)
+_running_update_jit = compile_tree(_running_update, device_function)
 
 
 # ---------------------------------------------------------------------------- kernels
@@ -509,7 +509,9 @@ def kernel(name: str, parallel: bool) -> Callable:
     """Kernel ``name`` ("forward" or "backward"), compiled on first call (per dtype), then
     cached on disk."""
     mode = "parallel" if parallel else "serial"
-    return cpu_jit(bind(_LOOPS[name], f"bn_{name}_{mode}"), parallel=parallel)
+    # The cache is keyed on this file only: tag the name with the equations' source.
+    name_tag = f"bn_{name}_{mode}_{source_tag(equations)}"
+    return cpu_jit(bind(_LOOPS[name], name_tag), parallel=parallel)
 
 
 def get(name: str, size: int) -> Callable:
