@@ -37,6 +37,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .._checks import FLOAT_DTYPES, check_nonneg
+from ..drivers import is_device_array
 from . import kernels
 
 __all__ = ["BatchNorm", "BatchNormCache", "backward", "batch_stats", "forward"]
@@ -233,9 +234,18 @@ def forward(
     count) and in x's dtype for y. Everything is checked before anything is written:
     after an error the running statistics and ``out`` are untouched.
 
+    GPU arrays (x and every other array but ``num_batches_tracked`` on the device): the
+    same computation as CUDA kernels (:mod:`fastopt.batchnorm.device`); ``out=x`` is not
+    allowed there.
+
     Source: spec, ``equations.md`` (BatchNorm); Ioffe & Szegedy (2015), Algorithm 1;
     ``torch.nn.functional.batch_norm`` for the running statistics.
     """
+    if is_device_array(x):
+        return _device_forward(x, gamma, beta, eps=eps, training=training,
+                               running_mean=running_mean, running_var=running_var,
+                               momentum=momentum, axis=axis, out=out,
+                               num_batches_tracked=num_batches_tracked)
     x = _check_input(x)
     c, s = _geometry(x, axis)
     dt = x.dtype
@@ -343,6 +353,10 @@ def backward(
     x = cache.x
     if x is None:
         raise ValueError("this forward wrote y over x (out=x), so backward cannot run")
+    if is_device_array(x):
+        from . import device
+
+        return device.backward(dy, cache, out)
     _check_input(dy, "dy")
     if dy.shape != x.shape or dy.dtype != x.dtype:
         raise ValueError(
@@ -386,6 +400,35 @@ def backward(
         mean, inv_std, cache.training, dgamma, dbeta, dx.reshape(-1),
     )
     return (dx, dgamma, dbeta) if affine else (dx, None, None)
+
+
+def _device_forward(x, gamma, beta, *, eps, training, running_mean, running_var, momentum,
+                    axis, out, num_batches_tracked):
+    """The checks that do not look at arrays, then :func:`fastopt.batchnorm.device.forward`."""
+    from . import device
+
+    if (gamma is None) != (beta is None):
+        raise ValueError("pass both gamma and beta (affine), or neither (α = 1, β = 0)")
+    eps = check_nonneg("eps", eps)
+    if not isinstance(training, (bool, np.bool_)):
+        raise ValueError(f"training must be True or False, got {training!r}")
+    momentum = _check_momentum(momentum)
+    if (running_mean is None) != (running_var is None):
+        raise ValueError("pass both running_mean and running_var, or neither")
+    if running_mean is None and not training:
+        raise ValueError("inference (training=False) needs running_mean and running_var")
+    if num_batches_tracked is not None:
+        _check_counter(num_batches_tracked)
+    if training and running_mean is not None and momentum is None \
+            and num_batches_tracked is None:
+        raise ValueError(
+            "momentum=None (cumulative average) needs num_batches_tracked to count the batches"
+        )
+    return device.forward(x, gamma, beta, eps=eps, training=training,
+                          running_mean=running_mean, running_var=running_var,
+                          momentum=momentum, axis=axis, out=out,
+                          num_batches_tracked=num_batches_tracked, geometry=_geometry,
+                          cache_type=BatchNormCache)
 
 
 from .layer import BatchNorm  # noqa: E402  (the layer builds on the functions above)

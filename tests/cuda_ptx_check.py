@@ -1,0 +1,91 @@
+"""Compile every CUDA kernel of fastopt to PTX for sm_90, without a GPU.
+
+Run by ``test_cuda_ptx.py`` in a subprocess (the CUDA simulator must be off). The
+simulator runs kernels as Python; this compiles them for real (Numba-CUDA typing, lowering
+and NVVM), which catches what the simulator cannot: untyped code, float64 promotion in a
+float32 kernel. Prints one JSON object: kernel name -> facts about its PTX.
+"""
+
+import json
+import re
+import sys
+import types
+
+import numba.cuda.dispatcher as dispatcher
+import numpy as np
+from numba import cuda, typeof
+
+# Typing a call to a device function asks the current GPU for its compute capability;
+# there is no GPU here, so answer for the H100 (sm_90) we compile for.
+dispatcher.get_current_device = lambda: types.SimpleNamespace(compute_capability=(9, 0))
+
+from fastopt import rules  # noqa: E402
+from fastopt.batchnorm import cuda_kernels  # noqa: E402
+from fastopt.drivers import cuda as driver  # noqa: E402
+
+B = (0.9, 0.999)
+RULES = {  # rule, state arrays, its constants for one step
+    "sgd": (rules.sgd, 0, rules.sgd_constants(0.1)),
+    "momentum": (rules.momentum, 1, rules.momentum_constants(0.1, 0.9)),
+    "nesterov": (rules.nesterov, 1, rules.nesterov_constants(0.1, 0.9)),
+    "adagrad": (rules.adagrad, 1, rules.adagrad_constants(0.1, 1e-6, True)),
+    "rmsprop": (rules.rmsprop, 1, rules.rmsprop_constants(0.1, 0.9, 1e-6, True, 0.0)),
+    "rmsprop_centered": (rules.rmsprop_centered, 2,
+                         rules.rmsprop_constants(0.1, 0.9, 1e-6, True, 0.0)),
+    "rmsprop_momentum": (rules.rmsprop_momentum, 2,
+                         rules.rmsprop_constants(0.1, 0.9, 1e-6, True, 0.9)),
+    "rmsprop_centered_momentum": (rules.rmsprop_centered_momentum, 3,
+                                  rules.rmsprop_constants(0.1, 0.9, 1e-6, True, 0.9)),
+    "adam": (rules.adam, 2, rules.adam_constants(1, 0.1, B, 1e-8)),
+    "amsgrad": (rules.amsgrad, 3, rules.amsgrad_constants(1, 0.1, B, 1e-8, False)),
+    "nadam": (rules.nadam, 2, rules.nadam_constants(1, 0.1, B, 1e-8, None, 1.0)[0]),
+}
+
+
+def facts(ptx: str) -> dict:
+    body = "\n".join(line for line in ptx.splitlines() if not line.lstrip().startswith("//"))
+    return {
+        "f64_ops": len(re.findall(r"\.f64\b", body)),
+        "calls": len(re.findall(r"\bcall(\.uni)?\b", body)),
+        "bytes": len(ptx),
+    }
+
+
+def signature(args) -> tuple:
+    return tuple(typeof(a) for a in args)
+
+
+def compile_one(name, fn, args, out):
+    ptx, _ = cuda.compile_ptx(fn, signature(args), cc=(9, 0))
+    out[name] = facts(ptx)
+
+
+def main() -> None:
+    out: dict = {}
+    for dtype in (np.float32, np.float64):
+        dt = np.dtype(dtype).type
+        a = np.zeros(8, dtype)
+        for rname, (rule, nstate, consts) in RULES.items():
+            fn = driver.step_kernel(rule).py_func
+            st = tuple(np.zeros(8, dtype) for _ in range(nstate))
+            h = tuple(dt(c) for c in consts)
+            noise = (dt(0.1), np.uint64(0), np.uint64(0), np.uint32(1), np.uint32(2))
+            for opts, (dscale, wd, nz) in {
+                "plain": (None, None, None),
+                "all": (np.ones(1, dtype), dt(0.1), noise),
+            }.items():
+                compile_one(f"step_{rname}_{opts}_{dt.__name__}", fn,
+                            (a, a, st, h, dt(1), dscale, wd, dt(1), nz), out)
+        compile_one(f"fill_{dt.__name__}", driver._fill_kernel, (a, dt(0)), out)
+        sumsq, finalize = driver._reduction_kernels()
+        parts = np.zeros(4, np.float64)
+        compile_one(f"sumsq_{dt.__name__}", sumsq.py_func, (a, parts, 0), out)
+        compile_one(f"finalize_{dt.__name__}", finalize.py_func,
+                    (parts, 4, parts, 1.0, np.ones(1, dtype)), out)
+        for kname, fn, args in cuda_kernels.ptx_cases(dtype):
+            compile_one(f"{kname}_{dt.__name__}", fn, args, out)
+    json.dump(out, sys.stdout)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,86 @@
+"""BatchNorm on GPU arrays against the CPU path (CUDA simulator in CI; see conftest.py)."""
+
+import numpy as np
+import pytest
+from cuda_support import host, needs_numba_cuda, to_device
+
+from fastopt import batchnorm as bn
+
+pytestmark = needs_numba_cuda
+
+CASES = [((4, 3, 5), 1), ((6, 3), -1), ((2, 2, 3, 3), -1)]
+
+
+def _data(shape, axis, seed=0):
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal(shape) * 2.0 + 3.0).astype(np.float32)
+    c = shape[axis]
+    gamma = rng.standard_normal(c).astype(np.float32)
+    beta = rng.standard_normal(c).astype(np.float32)
+    dy = rng.standard_normal(shape).astype(np.float32)
+    return x, gamma, beta, dy, c
+
+
+@pytest.mark.parametrize(("shape", "axis"), CASES)
+def test_training_forward_backward_and_running_stats_match_cpu(shape, axis):
+    x, gamma, beta, dy, c = _data(shape, axis)
+    rm, rv = np.full(c, 0.5, np.float32), np.full(c, 2.0, np.float32)
+    drm, drv = to_device(rm), to_device(rv)
+    y, cache = bn.forward(x, gamma, beta, running_mean=rm, running_var=rv, axis=axis)
+    yd, cached = bn.forward(to_device(x), to_device(gamma), to_device(beta),
+                            running_mean=drm, running_var=drv, axis=axis)
+    np.testing.assert_allclose(host(yd), y, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(host(drm), rm, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(host(drv), rv, rtol=1e-6, atol=1e-7)
+    dx, dg, db = bn.backward(dy, cache)
+    dxd, dgd, dbd = bn.backward(to_device(dy), cached)
+    np.testing.assert_allclose(host(dxd), dx, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(host(dgd), dg, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(host(dbd), db, rtol=1e-5, atol=1e-5)
+
+
+def test_inference_and_cumulative_average_match_cpu():
+    x, gamma, beta, dy, c = _data((5, 3, 2), 1, seed=3)
+    rm, rv = np.zeros(c, np.float64), np.ones(c, np.float64)
+    drm, drv = to_device(rm), to_device(rv)
+    count, dcount = np.zeros((), np.int64), np.zeros((), np.int64)
+    for k in range(2):  # momentum=None: the exact average of the batches' statistics
+        xs = x + k
+        bn.forward(xs, None, None, running_mean=rm, running_var=rv, momentum=None,
+                   num_batches_tracked=count)
+        yd, _ = bn.forward(to_device(xs), None, None, running_mean=drm, running_var=drv,
+                           momentum=None, num_batches_tracked=dcount)
+    assert int(dcount) == int(count) == 2
+    np.testing.assert_allclose(host(drm), rm, rtol=1e-12)
+    np.testing.assert_allclose(host(drv), rv, rtol=1e-12)
+    y, cache = bn.forward(x, gamma, beta, training=False, running_mean=rm, running_var=rv)
+    yd, cached = bn.forward(to_device(x), to_device(gamma), to_device(beta), training=False,
+                            running_mean=drm, running_var=drv)
+    np.testing.assert_allclose(host(yd), y, rtol=1e-5, atol=1e-6)
+    dx, dg, db = bn.backward(dy, cache)
+    dxd, dgd, dbd = bn.backward(to_device(dy), cached)
+    np.testing.assert_allclose(host(dxd), dx, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(host(dgd), dg, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(host(dbd), db, rtol=1e-5, atol=1e-6)
+
+
+def test_bad_device_input_is_refused_and_running_stats_stay():
+    x, gamma, beta, dy, c = _data((4, 3, 5), 1)
+    drm, drv = to_device(np.zeros(c, np.float32)), to_device(np.ones(c, np.float32))
+    dx_ = to_device(x)
+    with pytest.raises(ValueError, match="GPU array"):
+        bn.forward(dx_, gamma, beta, running_mean=drm, running_var=drv)
+    with pytest.raises(ValueError, match="shape"):
+        bn.forward(dx_, to_device(gamma[:2]), to_device(beta[:2]),
+                   running_mean=drm, running_var=drv)
+    with pytest.raises(TypeError, match="dtype"):
+        bn.forward(dx_, to_device(gamma.astype(np.float64)), to_device(beta),
+                   running_mean=drm, running_var=drv)
+    with pytest.raises(ValueError, match="more than one value"):
+        bn.forward(to_device(x[:1, :, :1]), to_device(gamma), to_device(beta),
+                   running_mean=drm, running_var=drv)
+    np.testing.assert_array_equal(host(drm), 0.0)
+    np.testing.assert_array_equal(host(drv), 1.0)
+    _, cache = bn.forward(dx_, to_device(gamma), to_device(beta))
+    with pytest.raises(ValueError, match="GPU array"):
+        bn.backward(dy, cache)
