@@ -248,3 +248,12 @@ def test_missing_numba_cuda_says_what_to_install(monkeypatch):
                         lambda name, *a: None if name == "numba_cuda" else real(name, *a))
     with pytest.raises(ImportError, match=r"fastopt\[cuda\]"):
         drivers.cuda_driver()
+
+
+def test_gpu_bench_traffic_and_case_runner():
+    from fastopt.bench import gpu
+
+    assert gpu.traffic("Adam", 4) == 28  # p, g, m, v read; p, m, v written
+    assert gpu.traffic("SGD", 4) == 12 and gpu.traffic("AMSGrad", 8) == 9 * 8
+    row = gpu.bench_rule("Adam", 64, np.float32, repeats=1)  # simulator: timings meaningless
+    assert row["rule"] == "Adam" and row["n"] == 64 and row["dtype"] == "float32"

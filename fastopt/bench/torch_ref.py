@@ -19,12 +19,10 @@ def available() -> bool:
     return True
 
 
-def make_step(rule: str, p: np.ndarray, g: np.ndarray) -> tuple[Callable[[], None], str]:
-    """A zero-argument torch step over views of ``p`` and ``g``, and its label."""
+def optimizer_for(rule: str, tp) -> tuple[object, str]:
+    """The torch optimizer computing ``rule`` over the tensor ``tp``, and its label."""
     import torch
 
-    tp = torch.from_numpy(p)
-    tp.grad = torch.from_numpy(g)
     fused = {"fused": True}
     foreach = {"foreach": True}
     table = {
@@ -38,8 +36,16 @@ def make_step(rule: str, p: np.ndarray, g: np.ndarray) -> tuple[Callable[[], Non
         "AMSGrad": (torch.optim.Adam, {"lr": 1e-3, "amsgrad": True, **fused}),
     }
     cls, kw = table[rule]
-    opt = cls([tp], **kw)
-    label = "fused" if kw.get("fused") else "foreach"
+    return cls([tp], **kw), ("fused" if kw.get("fused") else "foreach")
+
+
+def make_step(rule: str, p: np.ndarray, g: np.ndarray) -> tuple[Callable[[], None], str]:
+    """A zero-argument torch step over views of ``p`` and ``g``, and its label."""
+    import torch
+
+    tp = torch.from_numpy(p)
+    tp.grad = torch.from_numpy(g)
+    opt, label = optimizer_for(rule, tp)
 
     def step() -> None:
         with torch.no_grad():
