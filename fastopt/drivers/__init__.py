@@ -24,8 +24,13 @@ def is_device_array(a: Any) -> bool:
     """True for a GPU array (checked without importing ``numba.cuda``)."""
     if isinstance(a, np.ndarray):
         return False
-    if hasattr(a, "__cuda_array_interface__"):
+    try:
+        a.__cuda_array_interface__  # noqa: B018 - probing the protocol
         return True
+    except AttributeError:
+        pass
+    except Exception:  # noqa: BLE001 - e.g. a torch CUDA tensor that requires grad: the
+        return True  # CUDA driver's check then says to pass tensor.detach()
     if type(a).__module__.startswith(("numba.cuda", "numba_cuda")):
         return hasattr(a, "copy_to_host")  # Numba device arrays, simulator ones included
     dlpack_device = getattr(a, "__dlpack_device__", None)
