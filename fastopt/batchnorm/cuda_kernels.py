@@ -171,19 +171,30 @@ def _grid(n: int) -> int:
     return max(1, min(-(-n // TPB), MAX_BLOCKS))
 
 
+_workspaces: dict[tuple, tuple] = {}
+
+
+def _workspace(C: int, n: int, dtype, stream) -> tuple:
+    """Per-channel work arrays (two float64 partial tables, four of x's dtype), kept per
+    (geometry, dtype, stream): a training loop allocates nothing per call after the first.
+    Calls on one stream run in order, so reusing them there is safe."""
+    stream_key = stream if isinstance(stream, int) else id(stream)  # streams are cached
+    key = (C, chunks(n), np.dtype(dtype).str, stream_key)
+    ws = _workspaces.get(key)
+    if ws is None:
+        parts = tuple(cuda.device_array((C, chunks(n)), np.float64) for _ in range(2))
+        ws = _workspaces[key] = parts + tuple(cuda.device_array(C, dtype) for _ in range(4))
+    return ws
+
+
 def forward(x, C, S, gamma, beta, eps, training, track, factor, rmean, rvar, stats, y,
             stream) -> None:
     """One forward on 1-D device views (``stats``: float64 (3, C) device array, written in
-    training). ``mu``/``scale`` work arrays are allocated here (C values each)."""
+    training)."""
     k = kernels()
     n = x.size // C
-    dt = np.dtype(x.dtype)
-    mu = cuda.device_array(C, dt, stream=stream)
-    scale = cuda.device_array(C, dt, stream=stream)
-    part1 = part2 = stats  # typed placeholders when not training (not read)
+    part1, part2, mu, scale, _, _ = _workspace(C, n, x.dtype, stream)
     if training:
-        part1 = cuda.device_array((C, chunks(n)), np.float64, stream=stream)
-        part2 = cuda.device_array((C, chunks(n)), np.float64, stream=stream)
         k["moments"][(chunks(n), C), TPB, stream](x, None, stats[0], C, S, part1, part2)
     k["forward_channels"][_grid(C), TPB, stream](
         x, C, S, part1, part2, gamma, eps, training, track, factor, rmean, rvar, stats, mu,
@@ -196,11 +207,8 @@ def backward(dy, x, C, S, gamma, mean, inv, training, dgamma, dbeta, dx, stream)
     """One backward on 1-D device views (``mean``, ``inv``: float64 (C,) device arrays)."""
     k = kernels()
     n = x.size // C
-    dt = np.dtype(x.dtype)
-    part1 = cuda.device_array((C, chunks(n)), np.float64, stream=stream)
-    part2 = cuda.device_array((C, chunks(n)), np.float64, stream=stream)
+    part1, part2, mu, k1, k2, k3 = _workspace(C, n, x.dtype, stream)
     k["moments"][(chunks(n), C), TPB, stream](dy, x, mean, C, S, part1, part2)
-    mu, k1, k2, k3 = (cuda.device_array(C, dt, stream=stream) for _ in range(4))
     k["backward_channels"][_grid(C), TPB, stream](
         part1, part2, float(n), gamma, mean, inv, training, mu, k1, k2, k3, dgamma, dbeta
     )

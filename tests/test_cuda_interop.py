@@ -1,0 +1,91 @@
+"""On a real GPU only: CuPy arrays and torch CUDA tensors stepped in place, on the
+caller's stream. Skipped in the simulator (its arrays have no ``__cuda_array_interface__``)
+and where CuPy / torch with CUDA are missing. Run with
+``FASTOPT_TEST_GPU=1 python -m pytest tests/test_cuda_interop.py`` on a GPU machine.
+"""
+
+import numpy as np
+import pytest
+from cuda_support import SIMULATED, needs_numba_cuda
+
+import fastopt
+
+pytestmark = [
+    needs_numba_cuda,
+    pytest.mark.skipif(SIMULATED, reason="needs a real GPU (FASTOPT_TEST_GPU=1)"),
+]
+
+
+def _torch_cuda():
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("torch has no CUDA device here")
+    return torch
+
+
+def _cupy():
+    cupy = pytest.importorskip("cupy")
+    try:
+        cupy.cuda.runtime.getDeviceCount()
+    except Exception:  # noqa: BLE001
+        pytest.skip("CuPy has no CUDA device here")
+    return cupy
+
+
+def _cpu_adam(p0, grads, **kw):
+    p = p0.copy()
+    opt = fastopt.Adam(p, **kw)
+    for g in grads:
+        opt.step(g)
+    return p
+
+
+def test_torch_tensors_in_place_on_a_side_stream():
+    torch = _torch_cuda()
+    rng = np.random.default_rng(0)
+    p0 = rng.standard_normal(5000).astype(np.float32)
+    grads = [rng.standard_normal(5000).astype(np.float32) for _ in range(3)]
+    expected = _cpu_adam(p0, grads, lr=1e-2, clip_norm=1.0)
+    side = torch.cuda.Stream()
+    with torch.cuda.stream(side):
+        p = torch.from_numpy(p0).cuda()
+        opt = fastopt.Adam([p], lr=1e-2, clip_norm=1.0)
+        for g in grads:
+            opt.step([torch.from_numpy(g).cuda()])
+    side.synchronize()
+    np.testing.assert_allclose(p.cpu().numpy(), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_torch_parameter_that_requires_grad_says_detach():
+    torch = _torch_cuda()
+    w = torch.nn.Parameter(torch.ones(10, device="cuda"))
+    with pytest.raises(ValueError, match="detach"):
+        fastopt.SGD([w])
+    fastopt.SGD([w.detach()])  # the same memory, accepted
+
+
+def test_cupy_arrays_in_place_on_the_current_stream():
+    cupy = _cupy()
+    rng = np.random.default_rng(1)
+    p0 = rng.standard_normal(5000).astype(np.float32)
+    grads = [rng.standard_normal(5000).astype(np.float32) for _ in range(3)]
+    expected = _cpu_adam(p0, grads, lr=1e-2, grad_noise=fastopt.GradientNoise(0.1, seed=4))
+    with cupy.cuda.Stream(non_blocking=True) as stream:
+        p = cupy.asarray(p0)
+        opt = fastopt.Adam(p, lr=1e-2, grad_noise=fastopt.GradientNoise(0.1, seed=4))
+        for g in grads:
+            opt.step(cupy.asarray(g))
+        stream.synchronize()
+    np.testing.assert_allclose(cupy.asnumpy(p), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_batchnorm_on_torch_tensors_matches_torch():
+    torch = _torch_cuda()
+    from fastopt import batchnorm as bn
+
+    x = torch.randn(8, 16, 5, 5, device="cuda")
+    gamma, beta = torch.randn(16, device="cuda"), torch.randn(16, device="cuda")
+    y, _ = bn.forward(x, gamma, beta, eps=1e-5)
+    ref = torch.nn.functional.batch_norm(x, None, None, gamma, beta, training=True, eps=1e-5)
+    torch.cuda.synchronize()
+    np.testing.assert_allclose(y.copy_to_host(), ref.cpu().numpy(), rtol=1e-4, atol=1e-5)
