@@ -69,12 +69,13 @@ def _as_lists(p: Arrays, g: Arrays, state: tuple[Arrays, ...], noise_offset: Off
     if not isinstance(p, (list, tuple)):
         return [p], [g], [state], [noise_offset]
     ps, gs = list(p), list(g)
-    sts = [tuple(s[j] for s in state) for j in range(len(ps))]
-    if len(gs) != len(ps) or any(len(s) != len(ps) for s in state):
+    n = len(ps)
+    if len(gs) != n or any(len(s) != n for s in state):
         raise ValueError(
-            f"got {len(ps)} parameter arrays, {len(gs)} gradients and state lists of "
+            f"got {n} parameter arrays, {len(gs)} gradients and state lists of "
             f"lengths {[len(s) for s in state]}"
         )
+    sts = list(zip(*state, strict=True)) if state else [()] * n
     if isinstance(noise_offset, (int, np.integer)):  # consecutive positions
         offsets, pos = [], int(noise_offset)
         for a in ps:
@@ -126,7 +127,7 @@ def _run(
         if noise is not None and not isinstance(noise, GradientNoise):
             raise ValueError(f"noise must be a fastopt.GradientNoise or None, got {noise!r}")
     dt = np.dtype(ps[0].dtype).type
-    if isinstance(grad_scale, numbers.Real):
+    if type(grad_scale) is float or isinstance(grad_scale, numbers.Real):
         if check:
             check_nonneg("grad_scale", grad_scale)
         dscale = None

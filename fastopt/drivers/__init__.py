@@ -56,6 +56,12 @@ def cuda_driver() -> ModuleType:
 
 def backend_of(arrays: Iterable[Any], what: str = "arrays") -> ModuleType:
     """``cpu`` for NumPy arrays, the CUDA driver for device arrays; mixing them is refused."""
+    arrays = arrays if isinstance(arrays, (list, tuple)) else list(arrays)
+    for a in arrays:  # the common case first, cheaply: all NumPy
+        if not isinstance(a, np.ndarray):
+            break
+    else:
+        return cpu
     kinds = {is_device_array(a) for a in arrays}
     if len(kinds) > 1:
         raise ValueError(

@@ -15,7 +15,7 @@ import numpy as np
 
 from .._checks import HYPERPARAMETER_CHECKS, check_nonneg, lr_at
 from .._memory import ALIGNMENT
-from ..drivers import backend_of, is_device_array
+from ..drivers import backend_of, cpu, is_device_array
 from ..flat import FlatParams, FlatSubset
 from ..noise import GradientNoise
 
@@ -304,7 +304,7 @@ class Optimizer:
             raise ValueError(f"grads must be an ndarray or a list of them, got {type(grads)}")
         if len(grads) != len(self._params):
             raise ValueError(f"got {len(grads)} gradients for {len(self._params)} parameters")
-        if backend_of(grads, "gradients") is not self._be:
+        if self._be is not cpu and backend_of(grads, "gradients") is not self._be:
             raise ValueError(
                 "the gradients and the parameters must be on the same device (both NumPy "
                 "arrays, or both GPU arrays)"
