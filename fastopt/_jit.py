@@ -17,7 +17,6 @@ to an uncached kernel instead of failing (``numba-rules.md``).
 from __future__ import annotations
 
 import hashlib
-import inspect
 import types
 import warnings
 from collections.abc import Callable
@@ -68,7 +67,7 @@ def source_tag(*modules: types.ModuleType) -> str:
     """A short hash of the source of ``modules`` (packages: every ``.py`` file in them)."""
     paths: set[Path] = set()
     for mod in modules:
-        path = Path(inspect.getfile(mod))
+        path = Path(mod.__file__)
         paths.update(path.parent.glob("*.py") if path.name == "__init__.py" else [path])
     h = hashlib.sha1()
     for path in sorted(paths):

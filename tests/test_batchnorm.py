@@ -18,6 +18,7 @@ import pytest
 
 import fastopt
 from fastopt import batchnorm as bn
+from fastopt.batchnorm import kernels as bn_kernels
 
 EPS = 1e-6
 
@@ -42,9 +43,9 @@ def one_kernel_per_dtype(monkeypatch):
     (a cold compile is most of this file's run time)."""
 
     def get(name, size):
-        return lambda *args: bn.kernels.kernel(name, args[0].dtype == np.float32)(*args)
+        return lambda *args: bn_kernels.kernel(name, args[0].dtype == np.float32)(*args)
 
-    monkeypatch.setattr(bn.kernels, "get", get)
+    monkeypatch.setattr(bn_kernels, "get", get)
 
 
 # -------------------------------------------------------------------- NumPy reference
@@ -435,7 +436,7 @@ def _run_all(shape, axis, threads):
 def test_bit_identical_at_one_and_all_threads(shape, axis, monkeypatch):
     if numba.config.NUMBA_NUM_THREADS < 2:
         pytest.skip("needs at least two threads")
-    monkeypatch.setattr(bn.kernels, "get", lambda name, size: bn.kernels.kernel(name, True))
+    monkeypatch.setattr(bn_kernels, "get", lambda name, size: bn_kernels.kernel(name, True))
     one = _run_all(shape, axis, 1)
     many = _run_all(shape, axis, numba.config.NUMBA_NUM_THREADS)
     for a, b in zip(one, many, strict=True):

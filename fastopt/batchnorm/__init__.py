@@ -38,9 +38,15 @@ import numpy as np
 
 from .._checks import FLOAT_DTYPES, check_nonneg
 from ..drivers import is_device_array
-from . import kernels
 
 __all__ = ["BatchNorm", "BatchNormCache", "backward", "batch_stats", "forward"]
+
+def _kernels():
+    """The CPU kernels module, imported on first use (it builds ~20 JIT dispatchers)."""
+    from . import kernels
+
+    return kernels
+
 
 #: The spec's ε (``equations.md``); torch's default is 1e-5.
 EPS = 1e-6
@@ -182,7 +188,7 @@ def batch_stats(x: np.ndarray, axis: int = 1) -> tuple[np.ndarray, np.ndarray]:
     c, s = _geometry(x, axis)
     stats, ones, flat = np.empty((3, c)), np.ones(c, x.dtype), x.reshape(-1)
     # training=True with an empty y: the statistics pass only
-    kernels.get("forward", x.size)(flat, c, s, ones, ones, 0.0, True, False, 0.0, ones, ones,
+    _kernels().get("forward", x.size)(flat, c, s, ones, ones, 0.0, True, False, 0.0, ones, ones,
                                    stats, flat[:0])
     return stats[0], stats[1]
 
@@ -309,13 +315,13 @@ def forward(
         else:  # typed placeholders (not written): the same compiled kernel serves both
             running_mean = running_var = gamma
         stats = np.empty((3, c))
-        kernels.get("forward", x.size)(
+        _kernels().get("forward", x.size)(
             flat_x, c, s, gamma, beta, eps, True, track, factor, running_mean, running_var,
             stats, flat_y,
         )
         cache = BatchNormCache(x, gamma if affine else None, True, c, s, stats[0], stats[2])
     else:
-        kernels.get("forward", x.size)(
+        _kernels().get("forward", x.size)(
             flat_x, c, s, gamma, beta, eps, False, False, 0.0, running_mean, running_var,
             _NO_STATS, flat_y,
         )
@@ -395,7 +401,7 @@ def backward(
     else:
         mean = cache.running_mean.astype(np.float64)
         inv_std = 1.0 / np.sqrt(cache.running_var.astype(np.float64) + cache.eps)
-    kernels.get("backward", x.size)(
+    _kernels().get("backward", x.size)(
         dy.reshape(-1), x.reshape(-1), c, s, cache.gamma if affine else np.ones(c, dt),
         mean, inv_std, cache.training, dgamma, dbeta, dx.reshape(-1),
     )
