@@ -225,46 +225,46 @@ _columns_jit = device_function(_columns)
 
 
 def _stats_tile(t, x, C, S, psum, pm2):
-    """The tile's per-channel sum and centred sum of squares (two sweeps)."""
+    """The tile's per-channel sum and centred sum of squares, in one sweep.
+
+    Each channel's values are shifted by K, the channel's first value in the tile:
+    ``d = x − K`` (exact in float64 for float32 x), ``Σd`` and ``Σd²`` accumulate
+    together, and ``M2 = Σd² − (Σd)²/n``, ``Σx = Σd + nK``. K lies within the data, so the
+    subtraction loses nothing that matters in float64 (the textbook shifted-data
+    algorithm; Chan, Golub & LeVeque 1983)."""
     q, n0, n1, c0, c1, s0, s1 = _tile_jit(t, x.size // (C * S), C, S)
     P = s1 - s0
     W = U((c1 - c0) * P)
     step = U(C * S)
-    acc = np.zeros(W)
+    shifts = np.empty(c1 - c0)
+    for c in range(c0, c1):
+        shifts[c - c0] = np.float64(x[U((n0 * C + c) * S + s0)])
+    k = _columns_jit(shifts, 0, c1 - c0, P)  # the shift, per column
+    acc1 = np.zeros(W)
+    acc2 = np.zeros(W)
     n = n0
     while n + 2 <= n1:  # two samples per accumulator update: half its loads and stores
         b0 = U((n * C + c0) * S + s0)
         b1 = b0 + step
         for j in range(W):
-            acc[j] += np.float64(x[b0 + j]) + np.float64(x[b1 + j])
+            d0 = np.float64(x[b0 + j]) - k[j]
+            d1 = np.float64(x[b1 + j]) - k[j]
+            acc1[j] += d0 + d1
+            acc2[j] += d0 * d0 + d1 * d1
         n += 2
     if n < n1:
         b0 = U((n * C + c0) * S + s0)
         for j in range(W):
-            acc[j] += np.float64(x[b0 + j])
-    _fold_columns_jit(acc, c0, c1, P, psum, q)
-    inv = 1.0 / ((n1 - n0) * P)
-    means = np.empty(c1 - c0)
+            d0 = np.float64(x[b0 + j]) - k[j]
+            acc1[j] += d0
+            acc2[j] += d0 * d0
+    _fold_columns_jit(acc1, c0, c1, P, psum, q)
+    _fold_columns_jit(acc2, c0, c1, P, pm2, q)
+    cnt = np.float64((n1 - n0) * P)
     for c in range(c0, c1):
-        means[c - c0] = psum[q, c] * inv
-    m = _columns_jit(means, 0, c1 - c0, P)  # the tile's means, per column
-    for j in range(W):
-        acc[j] = 0.0
-    n = n0
-    while n + 2 <= n1:
-        b0 = U((n * C + c0) * S + s0)
-        b1 = b0 + step
-        for j in range(W):
-            d0 = np.float64(x[b0 + j]) - m[j]
-            d1 = np.float64(x[b1 + j]) - m[j]
-            acc[j] += d0 * d0 + d1 * d1
-        n += 2
-    if n < n1:
-        b0 = U((n * C + c0) * S + s0)
-        for j in range(W):
-            d0 = np.float64(x[b0 + j]) - m[j]
-            acc[j] += d0 * d0
-    _fold_columns_jit(acc, c0, c1, P, pm2, q)
+        sd = psum[q, c]
+        pm2[q, c] = max(pm2[q, c] - sd * sd / cnt, 0.0)
+        psum[q, c] = sd + cnt * shifts[c - c0]
 
 
 def _stats_combine(size, C, S, psum, pm2, mean, var):
