@@ -50,7 +50,7 @@ from ._checks import (
     check_step,
     check_unit,
 )
-from .drivers import backend_of, cpu
+from .drivers import backend_of, check_step_arrays, cpu
 from .noise import GradientNoise
 from .rules.transforms import clip_scale
 
@@ -112,7 +112,7 @@ def _run(
         stream = be.current_stream(be.origin(ps[0]))
     if check or device:
         many = len(ps) > 1
-        checked = [be.check_step_arrays(pj, gj, sj, f"[{j}]" if many else "")
+        checked = [check_step_arrays(be, pj, gj, sj, f"[{j}]" if many else "")
                    for j, (pj, gj, sj) in enumerate(zip(ps, gs, sts, strict=True))]
         ps, gs, sts = ([c[k] for c in checked] for k in range(3))
     if check:

@@ -69,3 +69,25 @@ def backend_of(arrays: Iterable[Any], what: str = "arrays") -> ModuleType:
             "state on one device"
         )
     return cuda_driver() if kinds == {True} else cpu
+
+
+def check_step_arrays(be: ModuleType, p: Any, g: Any, state: Iterable[Any], where: str):
+    """The functional layer's checks for one parameter, its gradient and its state arrays
+    on driver ``be``: ``(p, g, state)`` as that driver's arrays, or a clear error."""
+    p = be.check_param(p, f"p{where}")
+    g = be.check_grad(g, p, f"g{where}")
+    out: list[Any] = []
+    for k, s in enumerate(state):
+        s = be.check_param(s, f"state array {k}{where}")
+        if tuple(s.shape) != tuple(p.shape) or s.dtype != p.dtype:
+            raise ValueError(
+                f"state array {k}{where} has shape {tuple(s.shape)} and dtype {s.dtype}; "
+                f"p has shape {tuple(p.shape)} and dtype {p.dtype}"
+            )
+        if be.overlap(s, p) or be.overlap(s, g):
+            raise ValueError(f"state array {k}{where} overlaps p or g")
+        for j, other in enumerate(out):
+            if be.overlap(s, other):
+                raise ValueError(f"state arrays {j} and {k}{where} overlap")
+        out.append(s)
+    return p, g, tuple(out)

@@ -159,23 +159,8 @@ def span(a: np.ndarray) -> tuple[int, int]:
     return a.__array_interface__["data"][0], a.nbytes
 
 
-def check_step_arrays(p, g, state, where: str):
-    """The functional layer's checks for one parameter, its gradient and its state."""
-    check_param_array(p, f"p{where}")
-    check_grad_array(g, p, f"g{where}")
-    for k, s in enumerate(state):
-        check_param_array(s, f"state array {k}{where}")
-        if s.shape != p.shape or s.dtype != p.dtype:
-            raise ValueError(
-                f"state array {k}{where} has shape {s.shape} and dtype {s.dtype}; "
-                f"p has shape {p.shape} and dtype {p.dtype}"
-            )
-        if np.may_share_memory(s, p) or np.may_share_memory(s, g):
-            raise ValueError(f"state array {k}{where} overlaps p or g")
-        for j in range(k):
-            if np.may_share_memory(s, state[j]):
-                raise ValueError(f"state arrays {j} and {k}{where} overlap")
-    return p, g, tuple(state)
+def overlap(a: np.ndarray, b: np.ndarray) -> bool:
+    return np.may_share_memory(a, b)
 
 
 def flat_view(a: np.ndarray) -> np.ndarray:

@@ -260,27 +260,6 @@ def overlap(a: Any, b: Any) -> bool:
     return na > 0 and nb > 0 and a0 < b0 + nb and b0 < a0 + na
 
 
-def check_step_arrays(p: Any, g: Any, state: Sequence[Any], where: str):
-    """The functional layer's checks for one parameter, on device arrays."""
-    p = check_param(p, f"p{where}")
-    g = check_grad(g, p, f"g{where}")
-    out = []
-    for k, s in enumerate(state):
-        s = check_param(s, f"state array {k}{where}")
-        if tuple(s.shape) != tuple(p.shape) or np.dtype(s.dtype) != np.dtype(p.dtype):
-            raise ValueError(
-                f"state array {k}{where} has shape {tuple(s.shape)} and dtype {s.dtype}; "
-                f"p has shape {tuple(p.shape)} and dtype {p.dtype}"
-            )
-        if overlap(s, p) or overlap(s, g):
-            raise ValueError(f"state array {k}{where} overlaps p or g")
-        for j, other in enumerate(out):
-            if overlap(s, other):
-                raise ValueError(f"state arrays {j} and {k}{where} overlap")
-        out.append(s)
-    return p, g, tuple(out)
-
-
 def flat_view(a: Any) -> Any:
     return a if len(a.shape) == 1 else a.reshape(a.size)
 
