@@ -70,7 +70,10 @@ def _as_lists(p: Arrays, g: Arrays, state: tuple[Arrays, ...], noise_offset: Off
         return [p], [g], [state], [noise_offset]
     ps, gs = list(p), list(g)
     n = len(ps)
-    if len(gs) != n or any(len(s) != n for s in state):
+    lengths_ok = len(gs) == n
+    for s in state:
+        lengths_ok = lengths_ok and len(s) == n
+    if not lengths_ok:
         raise ValueError(
             f"got {n} parameter arrays, {len(gs)} gradients and state lists of "
             f"lengths {[len(s) for s in state]}"
@@ -82,7 +85,7 @@ def _as_lists(p: Arrays, g: Arrays, state: tuple[Arrays, ...], noise_offset: Off
             offsets.append(pos)
             pos += a.size
     else:
-        offsets = list(noise_offset)
+        offsets = noise_offset if isinstance(noise_offset, list) else list(noise_offset)
     return ps, gs, sts, offsets
 
 
