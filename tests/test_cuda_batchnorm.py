@@ -84,3 +84,42 @@ def test_bad_device_input_is_refused_and_running_stats_stay():
     _, cache = bn.forward(dx_, to_device(gamma), to_device(beta))
     with pytest.raises(ValueError, match="GPU array"):
         bn.backward(dy, cache)
+
+
+def test_layer_on_the_device_with_flatparams_matches_the_cpu_layer():
+    import fastopt
+
+    rng = np.random.default_rng(5)
+    shapes = {"w": (3,), **fastopt.BatchNorm.flat_shapes(3, "bn")}
+    layers, flats, opts = {}, {}, {}
+    for device in ("cpu", "cuda"):
+        flats[device] = fastopt.FlatParams(shapes, device=device)
+        layers[device] = fastopt.BatchNorm(3, params=(flats[device], "bn"))
+        opts[device] = fastopt.Adam(flats[device], lr=0.05)
+    assert layers["cuda"].device == "cuda"
+    for _ in range(2):
+        x = (rng.standard_normal((4, 3, 5)) + 1.0).astype(np.float32)
+        dy = rng.standard_normal((4, 3, 5)).astype(np.float32)
+        y_c = layers["cpu"].forward(x)
+        y_d = layers["cuda"].forward(to_device(x))
+        np.testing.assert_allclose(host(y_d), y_c, rtol=1e-5, atol=1e-5)
+        dx_c = layers["cpu"].backward(dy)
+        dx_d = layers["cuda"].backward(to_device(dy))
+        np.testing.assert_allclose(host(dx_d), dx_c, rtol=1e-4, atol=1e-5)
+        for device in ("cpu", "cuda"):
+            opts[device].step()
+    np.testing.assert_allclose(host(flats["cuda"].data), flats["cpu"].data, rtol=1e-5, atol=1e-6)
+    sd_c, sd_d = layers["cpu"].state_dict(), layers["cuda"].state_dict()
+    for k, v in sd_c.items():
+        assert isinstance(sd_d[k], (np.ndarray, np.integer))
+        np.testing.assert_allclose(sd_d[k], v, rtol=1e-5, atol=1e-6)
+    batches = [rng.standard_normal((6, 3, 2)).astype(np.float32) for _ in range(3)]
+    layers["cpu"].calibrate(batches)
+    layers["cuda"].calibrate([to_device(b) for b in batches])
+    np.testing.assert_allclose(host(layers["cuda"].running_var), layers["cpu"].running_var,
+                               rtol=1e-6)
+    with pytest.raises(ValueError, match="host array"):
+        layers["cuda"].forward(batches[0])
+    fresh = fastopt.BatchNorm(3, device="cuda")
+    fresh.load_state_dict(sd_c)
+    np.testing.assert_allclose(host(fresh.running_mean), sd_c["running_mean"])

@@ -15,6 +15,7 @@ from numpy.typing import DTypeLike
 
 from .._checks import FLOAT_DTYPES, check_nonneg
 from .._progress import progress
+from ..drivers import cpu, cuda_driver, is_device_array
 from ..flat import FlatParams
 from . import EPS, _check_momentum, backward, batch_stats, forward
 
@@ -43,6 +44,9 @@ class BatchNorm:
         axis: 1 for ``(N, C, ...)``, -1 for channels-last ``(N, ..., C)``.
         dtype: float32 or float64 for α, β and the running statistics; inputs must have it.
             Default: float32, or the FlatParams' dtype when ``params`` is given.
+        device: "cpu" (NumPy arrays) or "cuda" (GPU arrays: α, β, their gradients and the
+            running statistics live on the device, and :meth:`forward` takes GPU arrays).
+            Default: the FlatParams' device when ``params`` is given, else "cpu".
         params: ``(flat, prefix)`` to keep α and β in a :class:`fastopt.FlatParams`:
             α is ``flat.params[prefix + ".weight"]``, β is ``flat.params[prefix + ".bias"]``
             and their gradients are the matching ``flat.grads[...]`` views, so an optimizer
@@ -63,6 +67,7 @@ class BatchNorm:
         axis: int = 1,
         dtype: DTypeLike | None = None,
         params: tuple[FlatParams, str] | None = None,
+        device: str | None = None,
     ) -> None:
         if (isinstance(num_features, bool) or not isinstance(num_features, (int, np.integer))
                 or num_features < 1):
@@ -84,9 +89,17 @@ class BatchNorm:
         if dtype not in FLOAT_DTYPES:
             raise TypeError(f"dtype must be float32 or float64, got {dtype}")
         self.dtype = dtype
+        if device is None:
+            device = "cpu" if flat is None else flat.device
+        if device not in ("cpu", "cuda"):
+            raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
+        if flat is not None and flat.device != device:
+            raise ValueError(f"device {device!r} differs from the FlatParams' {flat.device!r}")
+        self.device = device
+        self._be = be = cpu if device == "cpu" else cuda_driver()
         self.training = True
-        self.running_mean = np.zeros(c, dtype)
-        self.running_var = np.ones(c, dtype)
+        self.running_mean = be.zeros(c, dtype)
+        self.running_var = be.zeros(c, dtype, 1.0)
         self._batches = np.zeros((), np.int64)  # num_batches_tracked, updated in place
         self._cache = None
         self.gamma: np.ndarray | None
@@ -96,14 +109,14 @@ class BatchNorm:
         if not self.affine:
             self.gamma = self.beta = self.grad_gamma = self.grad_beta = None
         elif flat is None:
-            self.gamma, self.beta = np.ones(c, dtype), np.zeros(c, dtype)
-            self.grad_gamma, self.grad_beta = np.zeros(c, dtype), np.zeros(c, dtype)
+            self.gamma, self.beta = be.zeros(c, dtype, 1.0), be.zeros(c, dtype)
+            self.grad_gamma, self.grad_beta = be.zeros(c, dtype), be.zeros(c, dtype)
         else:
             w, b = prefix + ".weight", prefix + ".bias"
             self.gamma, self.beta = flat.params[w], flat.params[b]
             self.grad_gamma, self.grad_beta = flat.grads[w], flat.grads[b]
-            self.gamma[...] = 1
-            self.beta[...] = 0
+            flat[w] = 1.0
+            flat[b] = 0.0
 
     # ------------------------------------------------------------------ construction
 
@@ -166,13 +179,22 @@ class BatchNorm:
     # ---------------------------------------------------------------- forward/backward
 
     def _check_x(self, x: Any, what: str) -> None:
-        if isinstance(x, np.ndarray) and x.dtype in FLOAT_DTYPES and x.dtype != self.dtype:
-            raise TypeError(f"{what} has dtype {x.dtype}; this BatchNorm is {self.dtype}")
-        if isinstance(x, np.ndarray) and x.ndim >= 2:
-            c = x.shape[1] if self.axis == 1 else x.shape[-1]
+        on_device = is_device_array(x)
+        if on_device != (self.device == "cuda"):
+            raise ValueError(
+                f"{what} is {'a GPU' if on_device else 'a host'} array; this BatchNorm is on "
+                f"{self.device!r}"
+            )
+        if not (isinstance(x, np.ndarray) or on_device):
+            return  # forward's own checks say what is wrong
+        dt, shape = np.dtype(x.dtype), tuple(x.shape)
+        if dt in FLOAT_DTYPES and dt != self.dtype:
+            raise TypeError(f"{what} has dtype {dt}; this BatchNorm is {self.dtype}")
+        if len(shape) >= 2:
+            c = shape[1] if self.axis == 1 else shape[-1]
             if c != self.num_features:
                 raise ValueError(
-                    f"{what} has shape {x.shape}: {c} channels on axis {self.axis}, this "
+                    f"{what} has shape {shape}: {c} channels on axis {self.axis}, this "
                     f"BatchNorm has {self.num_features}"
                 )
 
@@ -212,7 +234,8 @@ class BatchNorm:
         ``M2 = M2_a + M2_b + δ² n_a n_b / n`` (δ = μ_b − μ_a). Memory: one batch at a time.
 
         Nothing is written until every batch has been read and checked. α, β and
-        ``num_batches_tracked`` are not changed. A progress bar (stderr) is shown when
+        ``num_batches_tracked`` are not changed. On a GPU each batch is read back to the
+        host for this (calibration is a one-off pass). A progress bar (stderr) is shown when
         ``show_progress`` is True, or by default for sized iterables of at least
         :data:`PROGRESS_FROM` batches. Returns self.
         """
@@ -227,6 +250,8 @@ class BatchNorm:
         mean = m2 = None
         for k, xb in enumerate(items):
             self._check_x(xb, f"batch {k}")
+            if self.device == "cuda":
+                xb = self._be.to_host(self._be.as_device_array(xb, f"batch {k}"))
             mb, vb = batch_stats(xb, self.axis)
             nb = xb.size // self.num_features
             if mean is None:
@@ -241,26 +266,26 @@ class BatchNorm:
             raise ValueError("calibrate got no batches")
         if n_tot < 2:
             raise ValueError("calibrate needs at least two values per channel in all")
-        self.running_mean[...] = mean
-        self.running_var[...] = m2 / (n_tot - 1)
+        self._be.copy_from_host(self.running_mean, mean.astype(self.dtype))
+        self._be.copy_from_host(self.running_var, (m2 / (n_tot - 1)).astype(self.dtype))
         return self
 
     # ------------------------------------------------------------------- checkpoints
 
     def state_dict(self) -> dict[str, Any]:
-        """Copies of the running statistics, ``num_batches_tracked`` and (affine) α, β.
+        """Host copies of the running statistics, ``num_batches_tracked`` and (affine) α, β.
 
         Keys as torch's BatchNorm: ``running_mean``, ``running_var``,
         ``num_batches_tracked``, ``weight`` (α), ``bias`` (β).
         """
         sd: dict[str, Any] = {
-            "running_mean": self.running_mean.copy(),
-            "running_var": self.running_var.copy(),
+            "running_mean": self._be.to_host(self.running_mean),
+            "running_var": self._be.to_host(self.running_var),
             "num_batches_tracked": np.int64(self._batches),
         }
         if self.affine:
-            sd["weight"] = self.gamma.copy()
-            sd["bias"] = self.beta.copy()
+            sd["weight"] = self._be.to_host(self.gamma)
+            sd["bias"] = self._be.to_host(self.beta)
         return sd
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -292,14 +317,14 @@ class BatchNorm:
                 f"state['num_batches_tracked'] must be an int >= 0, got "
                 f"{state['num_batches_tracked']!r}"
             )
-        self.running_mean[...] = arrays["running_mean"]
-        self.running_var[...] = arrays["running_var"]
-        self._batches[...] = int(nbt.reshape(-1)[0])
+        targets = {"running_mean": self.running_mean, "running_var": self.running_var}
         if self.affine:
-            self.gamma[...] = arrays["weight"]
-            self.beta[...] = arrays["bias"]
+            targets.update(weight=self.gamma, bias=self.beta)
+        for k, buf in targets.items():
+            self._be.copy_from_host(buf, arrays[k].astype(self.dtype))
+        self._batches[...] = int(nbt.reshape(-1)[0])
 
     def __repr__(self) -> str:
         return (f"BatchNorm({self.num_features}, eps={self.eps}, momentum={self.momentum}, "
                 f"affine={self.affine}, axis={self.axis}, dtype={self.dtype.name}, "
-                f"training={self.training})")
+                f"device={self.device!r}, training={self.training})")
