@@ -41,19 +41,22 @@ def _metric(value: Any) -> float:
 def _layout(params: Any) -> tuple:
     """What a saved copy must match: kind, then (shape, dtype) of each array."""
     if isinstance(params, FlatParams):
-        return ("flat", ((params.data.shape, params.data.dtype),))
+        kind = "flat" if params.device == "cpu" else f"flat on {params.device}"
+        return (kind, ((tuple(params.data.shape), params.data.dtype),))
     if isinstance(params, np.ndarray):
         return ("array", ((params.shape, params.dtype),))
     if isinstance(params, Sequence) and not isinstance(params, (str, bytes)):
         for i, a in enumerate(params):
             if not isinstance(a, np.ndarray):
                 raise TypeError(
-                    f"params[{i}] must be a numpy.ndarray, got {type(a).__name__}"
+                    f"params[{i}] must be a numpy.ndarray, got {type(a).__name__} (GPU "
+                    "parameters: keep them in a FlatParams(..., device='cuda'))"
                 )
         return ("list", tuple((a.shape, a.dtype) for a in params))
     raise TypeError(
         "params must be a FlatParams, a numpy.ndarray or a list of numpy.ndarrays, "
-        f"got {type(params).__name__}"
+        f"got {type(params).__name__} (GPU parameters: keep them in a "
+        "FlatParams(..., device='cuda'))"
     )
 
 
@@ -265,6 +268,15 @@ class EarlyStopping:
             self._saved_valid = False
             return
         sources = _arrays(params)
+        if isinstance(params, FlatParams) and params.device != "cpu":
+            be = params._be  # the best copy stays on the GPU: device-to-device copies
+            if self._saved is None:
+                self._saved_layout = layout
+                self._saved = [be.zeros(a.size, a.dtype) for a in sources]
+            for buf, a in zip(self._saved, sources, strict=True):
+                be.copy(buf, a)
+            self._saved_valid = True
+            return
         if self._saved is None:
             self._saved_layout = layout
             self._saved = [
@@ -299,7 +311,10 @@ class EarlyStopping:
                 f"a {_describe(self._saved_layout)}"
             )
         for dst, buf in zip(_arrays(params), self._saved, strict=True):
-            np.copyto(dst, buf, casting="no")
+            if isinstance(params, FlatParams) and params.device != "cpu":
+                params._be.copy(dst, buf)
+            else:
+                np.copyto(dst, buf, casting="no")
 
     def __repr__(self) -> str:
         return (

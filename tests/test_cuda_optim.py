@@ -257,3 +257,15 @@ def test_gpu_bench_traffic_and_case_runner():
     assert gpu.traffic("SGD", 4) == 12 and gpu.traffic("AMSGrad", 8) == 9 * 8
     row = gpu.bench_rule("Adam", 64, np.float32, repeats=1)  # simulator: timings meaningless
     assert row["rule"] == "Adam" and row["n"] == 64 and row["dtype"] == "float32"
+
+
+def test_early_stopping_keeps_the_best_copy_on_the_device():
+    flat = fastopt.FlatParams({"w": (4,)}, device="cuda")
+    flat["w"] = 1.0
+    stop = fastopt.EarlyStopping(patience=1, restore_best=True)
+    assert not stop.update(1.0, flat)  # best so far: w = 1
+    flat["w"] = 2.0
+    assert stop.update(2.0, flat)  # worse, patience spent: stops and restores
+    np.testing.assert_array_equal(host(flat["w"]), np.ones(4, np.float32))
+    with pytest.raises(TypeError, match="FlatParams"):
+        fastopt.EarlyStopping().update(1.0, [to_device(np.ones(3, np.float32))])

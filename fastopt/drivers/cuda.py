@@ -294,6 +294,11 @@ def to_host(a: Any) -> np.ndarray:
     return a.copy_to_host()
 
 
+def copy(dst: Any, src: Any) -> None:
+    """Device-to-device copy of equal-sized arrays."""
+    dst.copy_to_device(src)
+
+
 def copy_from_host(dst: Any, src: np.ndarray) -> None:
     dst.copy_to_device(np.ascontiguousarray(src))
 
