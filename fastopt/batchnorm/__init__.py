@@ -247,41 +247,29 @@ def forward(
     Source: spec, ``equations.md`` (BatchNorm); Ioffe & Szegedy (2015), Algorithm 1;
     ``torch.nn.functional.batch_norm`` for the running statistics.
     """
+    eps, momentum = _check_options(gamma, beta, eps, training, momentum, running_mean,
+                                   running_var, num_batches_tracked)
     if is_device_array(x):
-        return _device_forward(x, gamma, beta, eps=eps, training=training,
-                               running_mean=running_mean, running_var=running_var,
-                               momentum=momentum, axis=axis, out=out,
-                               num_batches_tracked=num_batches_tracked)
+        from . import device
+
+        return device.forward(x, gamma, beta, eps=eps, training=training,
+                              running_mean=running_mean, running_var=running_var,
+                              momentum=momentum, axis=axis, out=out,
+                              num_batches_tracked=num_batches_tracked, geometry=_geometry,
+                              cache_type=BatchNormCache)
     x = _check_input(x)
     c, s = _geometry(x, axis)
     dt = x.dtype
-    if (gamma is None) != (beta is None):
-        raise ValueError("pass both gamma and beta (affine), or neither (α = 1, β = 0)")
     affine = gamma is not None
     if affine:
         _check_channel_vector(gamma, "gamma", c, dt)
         _check_channel_vector(beta, "beta", c, dt)
-    if not (type(eps) is float and 0.0 <= eps < np.inf):
-        eps = check_nonneg("eps", eps)
-    if not isinstance(training, (bool, np.bool_)):
-        raise ValueError(f"training must be True or False, got {training!r}")
-    momentum = _check_momentum(momentum)
-    if (running_mean is None) != (running_var is None):
-        raise ValueError("pass both running_mean and running_var, or neither")
     track = running_mean is not None
     if track:
         _check_channel_vector(running_mean, "running_mean", c, None, writable=training)
         _check_channel_vector(running_var, "running_var", c, None, writable=training)
         if np.shares_memory(running_mean, running_var):
             raise ValueError("running_mean and running_var share memory")
-    elif not training:
-        raise ValueError("inference (training=False) needs running_mean and running_var")
-    if num_batches_tracked is not None:
-        _check_counter(num_batches_tracked)
-    if training and track and momentum is None and num_batches_tracked is None:
-        raise ValueError(
-            "momentum=None (cumulative average) needs num_batches_tracked to count the batches"
-        )
     n = x.size // c
     if training and n < 2:
         raise ValueError(
@@ -408,14 +396,14 @@ def backward(
     return (dx, dgamma, dbeta) if affine else (dx, None, None)
 
 
-def _device_forward(x, gamma, beta, *, eps, training, running_mean, running_var, momentum,
-                    axis, out, num_batches_tracked):
-    """The checks that do not look at arrays, then :func:`fastopt.batchnorm.device.forward`."""
-    from . import device
-
+def _check_options(gamma, beta, eps, training, momentum, running_mean, running_var,
+                   num_batches_tracked) -> tuple[float, float | None]:
+    """:func:`forward`'s checks that do not depend on where the arrays live:
+    ``(eps, momentum)`` checked."""
     if (gamma is None) != (beta is None):
         raise ValueError("pass both gamma and beta (affine), or neither (α = 1, β = 0)")
-    eps = check_nonneg("eps", eps)
+    if not (type(eps) is float and 0.0 <= eps < np.inf):
+        eps = check_nonneg("eps", eps)
     if not isinstance(training, (bool, np.bool_)):
         raise ValueError(f"training must be True or False, got {training!r}")
     momentum = _check_momentum(momentum)
@@ -425,16 +413,12 @@ def _device_forward(x, gamma, beta, *, eps, training, running_mean, running_var,
         raise ValueError("inference (training=False) needs running_mean and running_var")
     if num_batches_tracked is not None:
         _check_counter(num_batches_tracked)
-    if training and running_mean is not None and momentum is None \
-            and num_batches_tracked is None:
+    if (training and running_mean is not None and momentum is None
+            and num_batches_tracked is None):
         raise ValueError(
             "momentum=None (cumulative average) needs num_batches_tracked to count the batches"
         )
-    return device.forward(x, gamma, beta, eps=eps, training=training,
-                          running_mean=running_mean, running_var=running_var,
-                          momentum=momentum, axis=axis, out=out,
-                          num_batches_tracked=num_batches_tracked, geometry=_geometry,
-                          cache_type=BatchNormCache)
+    return eps, momentum
 
 
 from .layer import BatchNorm  # noqa: E402  (the layer builds on the functions above)
