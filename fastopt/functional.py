@@ -142,22 +142,23 @@ def _run(
                 "grad_scale must be a number >= 0 (or, for GPU arrays, a one-element device "
                 f"array of the parameters' dtype), got {type(dscale).__name__}"
             )
-    # The step's constants, once, in the parameters' dtype.
-    h = tuple(map(dt, consts))
-    scale = dt(-grad_scale if maximize else grad_scale)
+    # The step's constants, once, as Python floats: the kernel converts them to the
+    # parameters' dtype (one rounding, as np.float32(c) would do here).
+    h = tuple(map(float, consts))
+    scale = float(-grad_scale if maximize else grad_scale)
     if decoupled_weight_decay:
-        wd, decay = None, dt(1.0 - lr * weight_decay)
+        wd, decay = None, 1.0 - lr * weight_decay
     else:
-        wd, decay = (dt(weight_decay) if weight_decay else None), dt(1.0)
+        wd, decay = (float(weight_decay) if weight_decay else None), 1.0
     noisy = noise is not None and noise.eta > 0.0
     if noisy:
-        k0, k1 = noise.key
-        t_prime = np.uint64(step - 1)
-        sigma = dt(noise.std(step - 1))
+        k0, k1 = (int(k) for k in noise.key)
+        t_prime = step - 1
+        sigma = noise.std(step - 1)
     for pj, gj, sj, off in zip(ps, gs, sts, offsets, strict=True):
         if len(pj.shape) != 1:
             pj, gj, sj = be.flat_view(pj), be.flat_view(gj), tuple(map(be.flat_view, sj))
-        nz = (sigma, np.uint64(off), t_prime, k0, k1) if noisy else None
+        nz = (sigma, int(off), t_prime, k0, k1) if noisy else None
         be.step(rule, pj, gj, sj, h, scale, wd, decay, nz, stream, dscale)
 
 

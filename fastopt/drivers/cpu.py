@@ -31,7 +31,7 @@ from .._jit import bind, compile_tree, cpu_jit, device_function, source_tag
 from .._memory import aligned_empty
 from ..rules.transforms import norm_scale, transformed
 from . import _state as _state_module
-from ._state import gather, scatter
+from ._state import as_dtype_of, gather, noise_args, scatter
 
 #: Elements per block of the norm reduction (float64 partial per block).
 BLOCK = 4096
@@ -47,8 +47,14 @@ def ELEMENT(p, g, s, h, scale, wd, decay, noise, index):  # noqa: N802 - placeho
 
 
 def _step_loop(p, g, st, h, scale, wd, decay, noise):
+    h_ = as_dtype_of(h, p)
+    scale_ = as_dtype_of(scale, p)
+    wd_ = as_dtype_of(wd, p)
+    decay_ = as_dtype_of(decay, p)
+    noise_ = noise_args(noise, p)
     for i in prange(p.size):
-        pi, s = ELEMENT(p[i], g[i], gather(st, i), h, scale, wd, decay, noise, np.uint64(i))
+        pi, s = ELEMENT(p[i], g[i], gather(st, i), h_, scale_, wd_, decay_, noise_,
+                        np.uint64(i))
         p[i] = pi
         scatter(st, i, s)
 
@@ -123,9 +129,10 @@ def sumsq_kernel(parallel: bool) -> Callable:
 def step(rule, p, g, state, consts, scale, wd, decay, noise, stream=None, dscale=None) -> None:
     """Run one fused step of ``rule`` over the 1-D arrays ``p``, ``g`` and ``state``.
 
-    All scalars must already have the parameter's dtype (``noise``: ``(sigma, offset,
-    step, k0, k1)`` with uint64 offset and step, uint32 key words, or None). ``stream`` and
-    ``dscale`` exist for the CUDA driver's signature and are unused here.
+    Scalars are Python floats (``consts``: a tuple of them; ``wd`` may be None), converted
+    to the parameter's dtype inside the kernel; ``noise`` is ``(sigma, offset, step, k0,
+    k1)`` (a float and four ints) or None. ``stream`` and ``dscale`` exist for the CUDA
+    driver's signature and are unused here.
     """
     step_kernel(rule, p.size >= SERIAL_BELOW)(p, g, state, consts, scale, wd, decay, noise)
 

@@ -29,7 +29,7 @@ from numba import config, cuda
 from .._checks import FLOAT_DTYPES
 from .._jit import bind, compile_tree
 from ..rules.transforms import clip_scale, norm_scale, transformed
-from ._state import gather, scatter
+from ._state import as_dtype_of, gather, noise_args, scatter
 
 #: True when Numba's CUDA simulator stands in for a GPU (``NUMBA_ENABLE_CUDASIM=1``).
 SIMULATOR: bool = bool(config.ENABLE_CUDASIM)
@@ -54,13 +54,19 @@ def ELEMENT(p, g, s, h, scale, wd, decay, noise, index):  # noqa: N802 - placeho
 
 
 def _step_kernel(p, g, st, h, scale, dscale, wd, decay, noise):
+    h_ = as_dtype_of(h, p)
+    scale_ = as_dtype_of(scale, p)
     if dscale is not None:  # the clip factor, computed on the device
-        scale = scale * dscale[0]
+        scale_ = scale_ * dscale[0]
+    wd_ = as_dtype_of(wd, p)
+    decay_ = as_dtype_of(decay, p)
+    noise_ = noise_args(noise, p)
     i = cuda.grid(1)
     stride = cuda.gridsize(1)
     n = p.size
     while i < n:
-        pi, s = ELEMENT(p[i], g[i], gather(st, i), h, scale, wd, decay, noise, np.uint64(i))
+        pi, s = ELEMENT(p[i], g[i], gather(st, i), h_, scale_, wd_, decay_, noise_,
+                        np.uint64(i))
         p[i] = pi
         scatter(st, i, s)
         i += stride
