@@ -109,7 +109,10 @@ def _run(
     ps, gs, sts, offsets = _as_lists(p, g, state, noise_offset)
     if not ps:
         return
-    be = backend_of([*ps, *gs, *(s for st in sts for s in st)] if check else ps[:1])
+    if not check and isinstance(ps[0], np.ndarray):
+        be = cpu  # the optimizer's per-step call: arrays validated when it was built
+    else:
+        be = backend_of([*ps, *gs, *(s for st in sts for s in st)] if check else ps[:1])
     device = be is not cpu
     if device and stream is None:
         stream = be.current_stream(be.origin(ps[0]))

@@ -41,11 +41,17 @@ from ..drivers import is_device_array
 
 __all__ = ["BatchNorm", "BatchNormCache", "backward", "batch_stats", "forward"]
 
+_kernels_module = None
+
+
 def _kernels():
     """The CPU kernels module, imported on first use (it builds ~20 JIT dispatchers)."""
-    from . import kernels
+    global _kernels_module
+    if _kernels_module is None:
+        from . import kernels
 
-    return kernels
+        _kernels_module = kernels
+    return _kernels_module
 
 
 #: The spec's ε (``equations.md``); torch's default is 1e-5.

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from .._checks import HYPERPARAMETER_CHECKS, check_nonneg, lr_at
+from .._checks import HYPERPARAMETER_CHECKS, check_grad_array, check_nonneg, lr_at
 from .._memory import ALIGNMENT
 from ..drivers import backend_of, cpu, is_device_array
 from ..flat import FlatParams, FlatSubset
@@ -269,6 +269,7 @@ class Optimizer:
                            for j in range(len(self._state_names(group))))
             self._group_arrays.append((ids, [seg.p for seg in segs], states,
                                        [seg.lo for seg in segs]))
+        self._segment_params = [seg.param for seg in self._segments]
         self._workspace = self._be.NormWorkspace([s.p.size for s in self._segments],
                                                  self.dtype)
 
@@ -304,14 +305,21 @@ class Optimizer:
             raise ValueError(f"grads must be an ndarray or a list of them, got {type(grads)}")
         if len(grads) != len(self._params):
             raise ValueError(f"got {len(grads)} gradients for {len(self._params)} parameters")
-        if self._be is not cpu and backend_of(grads, "gradients") is not self._be:
+        if self._be is cpu:  # the common case, with the per-array checks inlined
+            for j, (g, p) in enumerate(zip(grads, self._params, strict=True)):
+                if not (type(g) is np.ndarray and g.shape == p.shape and g.dtype == p.dtype
+                        and g.flags.c_contiguous):
+                    check_grad_array(g, p, f"grads[{j}]")  # says what is wrong
+            return [g if g.ndim == 1 else g.reshape(-1)
+                    for g in [grads[j] for j in self._segment_params]]
+        if backend_of(grads, "gradients") is not self._be:
             raise ValueError(
                 "the gradients and the parameters must be on the same device (both NumPy "
                 "arrays, or both GPU arrays)"
             )
         checked = [self._be.check_grad(g, p, f"grads[{j}]")
                    for j, (g, p) in enumerate(zip(grads, self._params, strict=True))]
-        return [self._be.flat_view(checked[s.param]) for s in self._segments]
+        return [self._be.flat_view(checked[j]) for j in self._segment_params]
 
     def step(self, grads: Any = None) -> None:
         """Take one step in place. ``grads`` mirrors the params (an array, or a list in the
@@ -321,7 +329,7 @@ class Optimizer:
             self._check_groups()
         t = self.step_count + 1
         lrs = [lr_at(group["lr"], t - 1) for group in self.param_groups]
-        stream = self._be.current_stream(self._origin)
+        stream = None if self._be is cpu else self._be.current_stream(self._origin)
         scale: Any = 1.0
         if self.clip_norm is not None or self.skip_nonfinite:
             skip, scale, dscale = self._be.clip_or_skip(
