@@ -147,12 +147,17 @@ def _run(
             )
     # The step's constants, once, as Python floats: the kernel converts them to the
     # parameters' dtype (one rounding, as np.float32(c) would do here).
+    # A scale or decay of exactly 1 is passed as None: the kernel then skips the multiply.
     h = tuple(map(float, consts))
-    scale = float(-grad_scale if maximize else grad_scale)
+    scale: float | None = float(-grad_scale if maximize else grad_scale)
+    if scale == 1.0 and dscale is None:
+        scale = None
     if decoupled_weight_decay:
         wd, decay = None, 1.0 - lr * weight_decay
     else:
         wd, decay = (float(weight_decay) if weight_decay else None), 1.0
+    if decay == 1.0:
+        decay = None
     noisy = noise is not None and noise.eta > 0.0
     if noisy:
         k0, k1 = (int(k) for k in noise.key)

@@ -22,16 +22,21 @@ def RULE(p, g, s, h):  # noqa: N802 - placeholder, bound to a rule by transforme
 
 @device
 def _element(p, g, s, h, scale, wd, decay, noise, index):
-    """One element's step: the transforms, then the rule. ``noise`` and ``wd`` are None
-    when switched off (the compilers prune those branches); ``index`` is the element's
-    uint64 position within the array, ``noise[1]`` the array's position in the layout."""
-    g = g * scale
+    """One element's step: the transforms, then the rule. ``scale``, ``noise``, ``wd`` and
+    ``decay`` are None when switched off (a scale or decay of exactly 1 changes no bit), and
+    the compilers prune those branches, so a plain step does the rule's arithmetic only;
+    ``index`` is the element's uint64 position within the array, ``noise[1]`` the array's
+    position in the layout."""
+    if scale is not None:
+        g = g * scale
     if noise is not None:
         sigma, offset, step, k0, k1 = noise
         g += sigma * standard_normal(offset + index, step, k0, k1)
     if wd is not None:
         g += wd * p
-    return RULE(p * decay, g, s, h)
+    if decay is not None:
+        p = p * decay
+    return RULE(p, g, s, h)
 
 
 def transformed(rule: Callable) -> Callable:
