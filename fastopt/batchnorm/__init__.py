@@ -261,8 +261,7 @@ def forward(
         return device.forward(x, gamma, beta, eps=eps, training=training,
                               running_mean=running_mean, running_var=running_var,
                               momentum=momentum, axis=axis, out=out,
-                              num_batches_tracked=num_batches_tracked, geometry=_geometry,
-                              cache_type=BatchNormCache)
+                              num_batches_tracked=num_batches_tracked)
     x = _check_input(x)
     c, s = _geometry(x, axis)
     dt = x.dtype
@@ -276,12 +275,7 @@ def forward(
         _check_channel_vector(running_var, "running_var", c, None, writable=training)
         if np.shares_memory(running_mean, running_var):
             raise ValueError("running_mean and running_var share memory")
-    n = x.size // c
-    if training and n < 2:
-        raise ValueError(
-            f"training needs more than one value per channel (x of shape {x.shape} has "
-            f"{n} per channel, so the batch variance is undefined); use training=False"
-        )
+    _check_values_per_channel(x.shape, x.size // c, training)
     keep_x = True
     if out is None:
         out = np.empty_like(x)
@@ -400,6 +394,14 @@ def backward(
         mean, inv_std, cache.training, dgamma, dbeta, dx.reshape(-1),
     )
     return (dx, dgamma, dbeta) if affine else (dx, None, None)
+
+
+def _check_values_per_channel(shape, n: int, training: bool) -> None:
+    if training and n < 2:
+        raise ValueError(
+            f"training needs more than one value per channel (x of shape {tuple(shape)} has "
+            f"{n} per channel, so the batch variance is undefined); use training=False"
+        )
 
 
 def _check_options(gamma, beta, eps, training, momentum, running_mean, running_var,

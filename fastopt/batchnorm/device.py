@@ -42,16 +42,16 @@ def _like(be, out: Any, x: Any, what: str) -> Any:
 
 
 def forward(x, gamma, beta, *, eps, training, running_mean, running_var, momentum, axis,
-            out, num_batches_tracked, geometry, cache_type):
+            out, num_batches_tracked):
     """The device forward; arguments already checked where they are not arrays."""
-    from . import cuda_kernels
+    from . import BatchNormCache, _check_values_per_channel, _geometry, cuda_kernels
 
     be = cuda_driver()
     x = be.check_param(x, "x")
     if len(x.shape) < 2:
         raise ValueError(f"x must have at least 2 dimensions (N, C, ...), got shape {x.shape}")
     shape = tuple(x.shape)  # a plain tuple (the simulator's shapes refuse shape[-1])
-    c, s = geometry(SimpleNamespace(shape=shape, ndim=len(shape), size=x.size), axis)
+    c, s = _geometry(SimpleNamespace(shape=shape, ndim=len(shape), size=x.size), axis)
     dt = np.dtype(x.dtype)
     affine = gamma is not None
     if affine:
@@ -63,12 +63,7 @@ def forward(x, gamma, beta, *, eps, training, running_mean, running_var, momentu
         running_var = _vector(be, running_var, "running_var", c, None)
         if be.overlap(running_mean, running_var):
             raise ValueError("running_mean and running_var share memory")
-    n = x.size // c
-    if training and n < 2:
-        raise ValueError(
-            f"training needs more than one value per channel (x of shape {tuple(x.shape)} "
-            f"has {n} per channel, so the batch variance is undefined); use training=False"
-        )
+    _check_values_per_channel(shape, x.size // c, training)
     if out is None:
         out = be.zeros(x.size, dt).reshape(x.shape)
     else:
@@ -91,9 +86,9 @@ def forward(x, gamma, beta, *, eps, training, running_mean, running_var, momentu
     cuda_kernels.forward(be.flat_view(x), c, s, gamma, beta, float(eps), bool(training),
                          track, float(factor), rm, rv, stats, be.flat_view(out), stream)
     if training:
-        cache = cache_type(x, gamma if affine else None, True, c, s, stats[0], stats[2])
+        cache = BatchNormCache(x, gamma if affine else None, True, c, s, stats[0], stats[2])
     else:
-        cache = cache_type(x, gamma if affine else None, False, c, s,
+        cache = BatchNormCache(x, gamma if affine else None, False, c, s,
                            running_mean=running_mean, running_var=running_var, eps=eps)
     return out, cache
 
