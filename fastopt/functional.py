@@ -116,11 +116,15 @@ def _run(
     device = be is not cpu
     if device and stream is None:
         stream = be.current_stream(be.origin(ps[0]))
-    if check or device:
+    if check:
         many = len(ps) > 1
         checked = [check_step_arrays(be, pj, gj, sj, f"[{j}]" if many else "")
                    for j, (pj, gj, sj) in enumerate(zip(ps, gs, sts, strict=True))]
         ps, gs, sts = ([c[k] for c in checked] for k in range(3))
+    elif device:  # trusted arrays (the optimizer's per-step call): only view them
+        ps = [be.as_device_array(a, "p") for a in ps]
+        gs = [be.as_device_array(a, "g") for a in gs]
+        sts = [tuple(be.as_device_array(a, "state") for a in st) for st in sts]
     if check:
         for j, pj in enumerate(ps):
             if pj.dtype != ps[0].dtype:
