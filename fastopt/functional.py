@@ -136,7 +136,6 @@ def _run(
         check_bool("maximize", maximize)
         if noise is not None and not isinstance(noise, GradientNoise):
             raise ValueError(f"noise must be a fastopt.GradientNoise or None, got {noise!r}")
-    dt = np.dtype(ps[0].dtype).type
     if type(grad_scale) is float or isinstance(grad_scale, numbers.Real):
         if check:
             check_nonneg("grad_scale", grad_scale)
@@ -144,11 +143,24 @@ def _run(
     else:  # a clip factor that lives on the device (optimizer.step with clip_norm)
         dscale, grad_scale = grad_scale, 1.0
         if check and not (device and getattr(dscale, "size", 0) == 1
-                          and np.dtype(dscale.dtype) == np.dtype(dt)):
+                          and np.dtype(dscale.dtype) == np.dtype(ps[0].dtype)):
             raise ValueError(
                 "grad_scale must be a number >= 0 (or, for GPU arrays, a one-element device "
                 f"array of the parameters' dtype), got {type(dscale).__name__}"
             )
+    launch(be, rule, ps, gs, sts, offsets, consts, step, lr, weight_decay,
+           decoupled_weight_decay, maximize, grad_scale, dscale, noise, stream)
+
+
+def launch(
+    be: Any, rule: Callable, ps: list, gs: list, sts: list, offsets: list,
+    consts: tuple[float, ...], step: int, lr: float, weight_decay: float,
+    decoupled_weight_decay: bool, maximize: bool, grad_scale: float, dscale: Any,
+    noise: GradientNoise | None, stream: Any,
+) -> None:
+    """Run ``rule`` on validated arrays of driver ``be``: the step's scalars once, then one
+    kernel per array (``ps[j]``, ``gs[j]``, state tuple ``sts[j]``, noise position
+    ``offsets[j]``). The functional calls and ``Optimizer.step`` both end here."""
     # The step's constants, once, as Python floats: the kernel converts them to the
     # parameters' dtype (one rounding, as np.float32(c) would do here).
     # A scale or decay of exactly 1 is passed as None: the kernel then skips the multiply.
@@ -262,14 +274,12 @@ def rmsprop(
             raise ValueError("rmsprop(centered=True) needs the grad_avg state array")
         if momentum > 0 and momentum_buffer is None:
             raise ValueError("rmsprop(momentum > 0) needs the momentum_buffer state array")
-    if centered and momentum > 0:
-        rule, state = rules.rmsprop_centered_momentum, (square_avg, grad_avg, momentum_buffer)
-    elif centered:
-        rule, state = rules.rmsprop_centered, (square_avg, grad_avg)
-    elif momentum > 0:
-        rule, state = rules.rmsprop_momentum, (square_avg, momentum_buffer)
-    else:
-        rule, state = rules.rmsprop, (square_avg,)
+    state = (square_avg,)
+    if centered:
+        state += (grad_avg,)
+    if momentum > 0:
+        state += (momentum_buffer,)
+    rule = rules.rmsprop_variant(centered, momentum)
     consts = rules.rmsprop_constants(lr, alpha, eps, eps_inside_sqrt, momentum)
     _run(rule, p, g, state, consts, step, lr, weight_decay, decoupled_weight_decay, maximize,
          grad_scale, noise, noise_offset, check, stream)

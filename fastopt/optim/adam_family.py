@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .. import functional as F
+from .. import rules
 from .base import Optimizer, Params
 
 
@@ -26,9 +26,11 @@ class Adam(_AdamLike):
                  eps: float = 1e-8, **options: Any) -> None:
         super().__init__(params, {"lr": lr, "betas": betas, "eps": eps}, **options)
 
-    def _update(self, p, g, state, t, lr, group, group_state, common):
-        F.adam(p, g, *state, t, lr, group["betas"], group["eps"], **common)
-        return group_state
+    def _rule(self, group):
+        return rules.adam
+
+    def _constants(self, t, lr, group, group_state):
+        return rules.adam_constants(t, lr, group["betas"], group["eps"]), group_state
 
 
 class Nadam(_AdamLike):
@@ -46,11 +48,14 @@ class Nadam(_AdamLike):
     def _initial_group_state(self, group):
         return {"mu_product": 1.0}
 
-    def _update(self, p, g, state, t, lr, group, group_state, common):
-        mu_product = F.nadam(p, g, *state, t, lr, group["betas"], group["eps"],
-                             momentum_decay=group["momentum_decay"],
-                             mu_product=group_state["mu_product"], **common)
-        return {"mu_product": mu_product}
+    def _rule(self, group):
+        return rules.nadam
+
+    def _constants(self, t, lr, group, group_state):
+        consts, mu_product = rules.nadam_constants(t, lr, group["betas"], group["eps"],
+                                                   group["momentum_decay"],
+                                                   group_state["mu_product"])
+        return consts, {"mu_product": mu_product}
 
 
 class AMSGrad(_AdamLike):
@@ -67,7 +72,9 @@ class AMSGrad(_AdamLike):
     def _state_names(self, group):
         return ("m", "v", "v_max")
 
-    def _update(self, p, g, state, t, lr, group, group_state, common):
-        F.amsgrad(p, g, *state, t, lr, group["betas"], group["eps"],
-                  bias_correction=group["bias_correction"], **common)
-        return group_state
+    def _rule(self, group):
+        return rules.amsgrad
+
+    def _constants(self, t, lr, group, group_state):
+        return rules.amsgrad_constants(t, lr, group["betas"], group["eps"],
+                                       group["bias_correction"]), group_state

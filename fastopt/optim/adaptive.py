@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .. import functional as F
+from .. import rules
 from .base import Optimizer, Params
 
 
@@ -30,10 +30,11 @@ class AdaGrad(Optimizer):
     def _initial_state_value(self, name, group):
         return group["initial_accumulator_value"]
 
-    def _update(self, p, g, state, t, lr, group, group_state, common):
-        F.adagrad(p, g, *state, t, lr, group["eps"], eps_inside_sqrt=group["eps_inside_sqrt"],
-                  **common)
-        return group_state
+    def _rule(self, group):
+        return rules.adagrad
+
+    def _constants(self, t, lr, group, group_state):
+        return rules.adagrad_constants(lr, group["eps"], group["eps_inside_sqrt"]), group_state
 
 
 class RMSprop(Optimizer):
@@ -63,10 +64,9 @@ class RMSprop(Optimizer):
             names += ("momentum_buffer",)
         return names
 
-    def _update(self, p, g, state, t, lr, group, group_state, common):
-        named = dict(zip(self._state_names(group), state, strict=True))
-        F.rmsprop(p, g, named["square_avg"], t, lr, group["alpha"], group["eps"],
-                  eps_inside_sqrt=group["eps_inside_sqrt"], centered=group["centered"],
-                  momentum=group["momentum"], grad_avg=named.get("grad_avg"),
-                  momentum_buffer=named.get("momentum_buffer"), **common)
-        return group_state
+    def _rule(self, group):
+        return rules.rmsprop_variant(group["centered"], group["momentum"])
+
+    def _constants(self, t, lr, group, group_state):
+        return rules.rmsprop_constants(lr, group["alpha"], group["eps"],
+                                       group["eps_inside_sqrt"], group["momentum"]), group_state

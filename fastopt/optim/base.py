@@ -1,13 +1,13 @@
 """The optimizer base class: parameters, groups, state, the step's order, checkpoints.
 
 A rule's class (``fastopt.optim.adam_family`` etc.) only says which hyperparameters it has,
-which state arrays a group needs, and which functional update to call.
+which state arrays a group needs, which rule it runs and the rule's constants.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +17,7 @@ from .._checks import HYPERPARAMETER_CHECKS, check_grad_array, check_nonneg, lr_
 from .._memory import ALIGNMENT
 from ..drivers import backend_of, cpu, is_device_array
 from ..flat import FlatParams, FlatSubset
+from ..functional import launch
 from ..noise import GradientNoise
 
 #: An ndarray or GPU array, a list of them, a FlatParams, or a list of group dicts.
@@ -92,7 +93,7 @@ class Optimizer:
 
     # ----------------------------------------------------------------- for subclasses
     def _state_names(self, group: dict[str, Any]) -> tuple[str, ...]:
-        """The state arrays a group needs, in the order the functional update takes them."""
+        """The state arrays a group needs, in the order the rule's state tuple has them."""
         return ()
 
     def _initial_state_value(self, name: str, group: dict[str, Any]) -> float:
@@ -101,13 +102,15 @@ class Optimizer:
     def _initial_group_state(self, group: dict[str, Any]) -> dict[str, float]:
         return {}
 
-    def _update(
-        self, p: list[np.ndarray], g: list[np.ndarray], state: tuple[list[np.ndarray], ...],
-        t: int, lr: float, group: dict[str, Any], group_state: dict[str, float],
-        common: dict[str, Any],
-    ) -> dict[str, float]:
-        """Call the rule's functional update on one group's arrays (lists, one entry per
-        contiguous run); return the group state after this step."""
+    def _rule(self, group: dict[str, Any]) -> Callable:
+        """The element rule (``fastopt.rules``) this group's options select."""
+        raise NotImplementedError
+
+    def _constants(
+        self, t: int, lr: float, group: dict[str, Any], group_state: dict[str, float]
+    ) -> tuple[tuple[float, ...], dict[str, float]]:
+        """The rule's host constants for step ``t`` (its ``rules.*_constants``), and the
+        group state after this step."""
         raise NotImplementedError
 
     # ----------------------------------------------------------------- construction
@@ -260,16 +263,18 @@ class Optimizer:
             for n, s in zip(self._state_names(group), seg.state, strict=True):
                 if self._initial_state_value(n, group):
                     self._be.fill(s, self._initial_state_value(n, group))
-        # Per group, the lists the functional layer takes (one call per group and step).
+        # Per group, what each step launches: the rule, and the segments' arrays as lists
+        # (the functional layer's form; one launch per group and step).
         self._group_arrays = []
         for k, group in enumerate(self.param_groups):
             ids = [i for i, seg in enumerate(self._segments) if seg.group == k]
             segs = [self._segments[i] for i in ids]
-            states = tuple([seg.state[j] for seg in segs]
-                           for j in range(len(self._state_names(group))))
-            self._group_arrays.append((ids, [seg.p for seg in segs], states,
-                                       [seg.lo for seg in segs]))
+            self._group_arrays.append((
+                self._rule(group), ids, len(ids) == len(self._segments),
+                [seg.p for seg in segs], [seg.state for seg in segs], [seg.lo for seg in segs],
+            ))
         self._segment_params = [seg.param for seg in self._segments]
+        self._flat_grads = [seg.grad for seg in self._segments]  # FlatParams: flat.grad
         self._workspace = self._be.NormWorkspace([s.p.size for s in self._segments],
                                                  self.dtype)
 
@@ -292,13 +297,17 @@ class Optimizer:
         """One validated 1-D gradient per segment (nothing is written here)."""
         if self._flat is not None:
             if grads is None:
-                return [seg.grad for seg in self._segments]
+                return self._flat_grads
             g = self._be.check_grad(grads, self._flat.data, "the gradient buffer")
             return [g[s.lo : s.lo + s.p.size] for s in self._segments]
         if grads is None:
             raise ValueError(
                 "step() needs the gradients (an array, or a list in the order of the params)"
             )
+        if type(grads) is np.ndarray and self._segment_params == [0] and self._be is cpu:
+            p = self._params[0]  # the commonest call, one array: its checks inlined
+            if grads.shape == p.shape and grads.dtype == p.dtype and grads.flags.c_contiguous:
+                return [grads if grads.ndim == 1 else grads.reshape(-1)]
         if isinstance(grads, np.ndarray) or is_device_array(grads):
             grads = [grads]
         elif not isinstance(grads, (list, tuple)):
@@ -330,7 +339,7 @@ class Optimizer:
         t = self.step_count + 1
         lrs = [lr_at(group["lr"], t - 1) for group in self.param_groups]
         stream = None if self._be is cpu else self._be.current_stream(self._origin)
-        scale: Any = 1.0
+        scale, dscale = 1.0, None
         if self.clip_norm is not None or self.skip_nonfinite:
             skip, scale, dscale = self._be.clip_or_skip(
                 gs, self._workspace, self.clip_norm, self.skip_nonfinite, stream
@@ -339,26 +348,18 @@ class Optimizer:
                 self.skipped_steps += 1
                 return
             if dscale is not None:  # the clip factor stays on the GPU
-                scale = dscale
+                scale = 1.0
         new_group_state = list(self._group_state)
-        for k, (seg_ids, ps, states, offsets) in enumerate(self._group_arrays):
+        for k, (rule, seg_ids, every, ps, states, offsets) in enumerate(self._group_arrays):
             if not seg_ids:
                 continue
             group = self.param_groups[k]
-            common = {
-                "weight_decay": group["weight_decay"],
-                "decoupled_weight_decay": group["decoupled_weight_decay"],
-                "maximize": group["maximize"],
-                "grad_scale": scale,
-                "noise": self.grad_noise,
-                "noise_offset": offsets,
-                "check": False,
-                "stream": stream,
-            }
-            new_group_state[k] = self._update(
-                ps, [gs[i] for i in seg_ids], states, t, lrs[k], group, self._group_state[k],
-                common,
-            )
+            lr = lrs[k]
+            consts, new_group_state[k] = self._constants(t, lr, group, self._group_state[k])
+            launch(self._be, rule, ps, gs if every else [gs[i] for i in seg_ids], states,
+                   offsets, consts, t, lr, group["weight_decay"],
+                   group["decoupled_weight_decay"], group["maximize"], scale, dscale,
+                   self.grad_noise, stream)
         self._group_state = new_group_state
         self.step_count = t
 

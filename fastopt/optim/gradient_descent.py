@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .. import functional as F
+from .. import rules
 from .base import Optimizer, Params
 
 
@@ -20,9 +20,11 @@ class SGD(Optimizer):
                                   "decoupled_weight_decay": decoupled_weight_decay,
                                   "maximize": maximize}, **options)
 
-    def _update(self, p, g, state, t, lr, group, group_state, common):
-        F.sgd(p, g, t, lr, **common)
-        return group_state
+    def _rule(self, group):
+        return rules.sgd
+
+    def _constants(self, t, lr, group, group_state):
+        return rules.sgd_constants(lr), group_state
 
 
 class Momentum(Optimizer):
@@ -40,9 +42,11 @@ class Momentum(Optimizer):
     def _state_names(self, group):
         return ("velocity",)
 
-    def _update(self, p, g, state, t, lr, group, group_state, common):
-        F.momentum(p, g, *state, t, lr, group["momentum"], **common)
-        return group_state
+    def _rule(self, group):
+        return rules.momentum
+
+    def _constants(self, t, lr, group, group_state):
+        return rules.momentum_constants(lr, group["momentum"]), group_state
 
 
 class Nesterov(Momentum):
@@ -51,6 +55,8 @@ class Nesterov(Momentum):
     The parameters hold the look-ahead point ``w − γ v`` (where the caller evaluates the
     gradient); equals torch.optim.SGD(momentum=γ, nesterov=True) for a constant η."""
 
-    def _update(self, p, g, state, t, lr, group, group_state, common):
-        F.nesterov(p, g, *state, t, lr, group["momentum"], **common)
-        return group_state
+    def _rule(self, group):
+        return rules.nesterov
+
+    def _constants(self, t, lr, group, group_state):
+        return rules.nesterov_constants(lr, group["momentum"]), group_state

@@ -23,6 +23,7 @@ from .rmsprop import (
     rmsprop_centered_momentum,
     rmsprop_constants,
     rmsprop_momentum,
+    rmsprop_variant,
 )
 from .sgd import sgd, sgd_constants
 
@@ -30,5 +31,5 @@ __all__ = [
     "adagrad", "adagrad_constants", "adam", "adam_constants", "amsgrad", "amsgrad_constants",
     "momentum", "momentum_constants", "nadam", "nadam_constants", "nesterov",
     "nesterov_constants", "rmsprop", "rmsprop_centered", "rmsprop_centered_momentum",
-    "rmsprop_constants", "rmsprop_momentum", "sgd", "sgd_constants",
+    "rmsprop_constants", "rmsprop_momentum", "rmsprop_variant", "sgd", "sgd_constants",
 ]

@@ -50,3 +50,10 @@ def rmsprop_constants(
     lr: float, alpha: float, eps: float, eps_inside_sqrt: bool, momentum: float
 ) -> tuple[float, ...]:
     return (lr, alpha, 1.0 - alpha, *eps_split(eps, eps_inside_sqrt), momentum)
+
+
+def rmsprop_variant(centered: bool, momentum: float):
+    """The rule for these options; its state tuple is ``(E[, ḡ][, b])``."""
+    if centered:
+        return rmsprop_centered_momentum if momentum > 0 else rmsprop_centered
+    return rmsprop_momentum if momentum > 0 else rmsprop
