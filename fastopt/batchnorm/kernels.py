@@ -261,10 +261,13 @@ def _stats_tile(t, x, C, S, psum, pm2):
     _fold_columns_jit(acc1, c0, c1, P, psum, q)
     _fold_columns_jit(acc2, c0, c1, P, pm2, q)
     cnt = np.float64((n1 - n0) * P)
-    for c in range(c0, c1):
-        sd = psum[q, c]
-        pm2[q, c] = max(pm2[q, c] - sd * sd / cnt, 0.0)
-        psum[q, c] = sd + cnt * shifts[c - c0]
+    rs = psum[q]
+    rm = pm2[q]
+    b = U(c0)
+    for j in range(U(c1 - c0)):  # uint64 indices: this loop vectorises
+        sd = rs[b + j]
+        rm[b + j] = max(rm[b + j] - sd * sd / cnt, 0.0)
+        rs[b + j] = sd + cnt * shifts[j]
 
 
 def _stats_combine(size, C, S, psum, pm2, mean, var):
@@ -272,24 +275,25 @@ def _stats_combine(size, C, S, psum, pm2, mean, var):
     N = size // (C * S)
     Q = psum.shape[0]
     total = N * S
-    for c in range(C):
+    nc = U(C)  # uint64 indices: the loops over channels vectorise
+    for c in range(nc):
         mean[c] = 0.0
         var[c] = 0.0
     for q in range(Q):
         ps = psum[q]
-        for c in range(C):
+        for c in range(nc):
             mean[c] += ps[c]
-    for c in range(C):
+    for c in range(nc):
         mean[c] = mean[c] / total
     for q in range(Q):
         cnt = np.float64(_count_jit(q, N, C, S))
         inv = 1.0 / cnt
         ps = psum[q]
         pq = pm2[q]
-        for c in range(C):
+        for c in range(nc):
             d = ps[c] * inv - mean[c]
             var[c] += pq[c] + cnt * d * d
-    for c in range(C):
+    for c in range(nc):
         var[c] = var[c] / total
 
 
@@ -351,13 +355,14 @@ def _dsums_tile(t, dy, x, C, S, mean, psd, psdx, write_dx, k1, dx):
 
 def _dsums_combine(psd, psdx, sd, sdx):
     Q, C = psd.shape
-    for c in range(C):
+    nc = U(C)  # uint64 indices: the loops vectorise
+    for c in range(nc):
         sd[c] = 0.0
         sdx[c] = 0.0
     for q in range(Q):
         pa = psd[q]
         pb = psdx[q]
-        for c in range(C):
+        for c in range(nc):
             sd[c] += pa[c]
             sdx[c] += pb[c]
 
@@ -399,7 +404,7 @@ _dx_tile_jit = compile_tree(_dx_tile, device_function)
 
 def _train_constants(gamma, mean, var, eps, inv_std, mu, scale):
     """inv = 1/√(σ² + ε); the normalise pass computes (x − μ)·(α·inv) + β."""
-    for c in range(mean.size):
+    for c in range(U(mean.size)):  # uint64 indices: vectorises
         inv = inv_std_of(var[c], eps)
         inv_std[c] = inv
         mu[c] = mean[c]
@@ -408,7 +413,7 @@ def _train_constants(gamma, mean, var, eps, inv_std, mu, scale):
 
 def _eval_constants(gamma, rmean, rvar, eps, mu, scale):
     """As :func:`_train_constants` with the running statistics."""
-    for c in range(mu.size):
+    for c in range(U(mu.size)):  # uint64 indices: vectorises
         mu[c] = rmean[c]
         scale[c] = gamma[c] * inv_std_of(np.float64(rvar[c]), eps)
 
@@ -416,7 +421,7 @@ def _eval_constants(gamma, rmean, rvar, eps, mu, scale):
 def _backward_constants(gamma, mean, inv_std, sd, sdx, n, mu, k1, k2, k3, dgamma, dbeta):
     """dβ = Σdy, dα = inv·Σdy(x − μ); dx = k1·dy − k3·(x − μ) − k2 with k1 = α·inv,
     k2 = k1·dβ/n, k3 = k1·inv·dα/n (the backward equation, expanded)."""
-    for c in range(mean.size):
+    for c in range(U(mean.size)):  # uint64 indices: vectorises
         mu[c] = mean[c]
         k1[c], k2[c], k3[c], dgamma[c], dbeta[c] = backward_coefficients(
             gamma[c], inv_std[c], sd[c], sdx[c], n
@@ -427,7 +432,7 @@ def _running_update(rmean, rvar, mean, var, m, n):
     """r_μ ← (1 − m) r_μ + m μ;  r_σ² ← (1 − m) r_σ² + m σ² n/(n − 1) (float64, one
     rounding to the running arrays' dtype)."""
     unbias = n / (n - 1.0)
-    for c in range(mean.size):
+    for c in range(U(mean.size)):  # uint64 indices: vectorises
         rmean[c], rvar[c] = running_moments(np.float64(rmean[c]), np.float64(rvar[c]),
                                             mean[c], var[c], m, unbias)
 
