@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from fastopt.bench import numpy_ref, torch_ref
-from fastopt.bench.roofline import roofline_kernel
-from fastopt.bench.run import RULES
+from fastopt.bench.roofline import divider_kernel, roofline_kernel
+from fastopt.bench.run import DIVIDING, RULES
 from fastopt.drivers import cpu
 
 CASES = [(r, n, "float32") for r in RULES for n in (10**4, 10**6, 10**7)]
@@ -34,6 +34,21 @@ def test_roofline(benchmark, rule, n, dtype):
     _, k = RULES[rule]
     p, g, st = _arrays(n, dtype, k)
     kernel = roofline_kernel(k, parallel=n >= cpu.SERIAL_BELOW)
+    benchmark.group = f"{rule}-{n:.0e}-{dtype}"
+    benchmark(kernel, p, g, st)
+
+
+DIVIDING_CASES = [c for c in CASES if c[0] in DIVIDING]
+
+
+@pytest.mark.parametrize("rule,n,dtype", DIVIDING_CASES,
+                         ids=[f"{r}-{n:.0e}-{d}" for r, n, d in DIVIDING_CASES])
+def test_divider_floor(benchmark, rule, n, dtype):
+    """The same traffic plus one square root and one division per value: the floor of the
+    rules that divide while their arrays fit in cache."""
+    _, k = RULES[rule]
+    p, g, st = _arrays(n, dtype, k)
+    kernel = divider_kernel(k, parallel=n >= cpu.SERIAL_BELOW)
     benchmark.group = f"{rule}-{n:.0e}-{dtype}"
     benchmark(kernel, p, g, st)
 

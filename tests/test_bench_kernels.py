@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from fastopt.bench import numpy_ref
-from fastopt.bench.roofline import bytes_moved, roofline_kernel
+from fastopt.bench.roofline import bytes_moved, divider_kernel, roofline_kernel
 
 
 @pytest.mark.parametrize("parallel", [False, True])
@@ -22,6 +22,27 @@ def test_roofline_kernels_read_and_write_every_array(k, parallel):
         np.testing.assert_allclose(s, s0 + g, rtol=1e-6)
     np.testing.assert_allclose(p, expected_p, rtol=1e-5, atol=1e-5)
     assert bytes_moved(n, k, np.float32) == n * 4 * (3 + 2 * k)
+
+
+@pytest.mark.parametrize("parallel", [False, True])
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_divider_kernels_do_the_traffic_and_one_root_and_division(k, parallel):
+    n = 50_001
+    rng = np.random.default_rng(10 + k)
+    g = rng.standard_normal(n).astype(np.float32)
+    p = rng.standard_normal(n).astype(np.float32)
+    st = tuple(rng.standard_normal(n).astype(np.float32) for _ in range(k))
+    p0, st0 = p.copy(), tuple(s.copy() for s in st)
+    divider_kernel(k, parallel)(p, g, st)
+    new = [s0 + g for s0 in st0]
+    for s, expected in zip(st, new, strict=True):
+        np.testing.assert_allclose(s, expected, rtol=1e-6)
+    num, den = (g, new[0]) if k == 1 else (new[0], new[1] if k == 2 else new[1] + new[2])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        expected_p = p0 + num / np.sqrt(np.abs(den))
+    finite = np.isfinite(expected_p) & (np.abs(expected_p) < 1e6)
+    assert finite.mean() > 0.99
+    np.testing.assert_allclose(p[finite], expected_p[finite], rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("rule", sorted(numpy_ref.STEPS))
@@ -61,4 +82,7 @@ def test_bench_command_json(capsys):
     for r in out["rows"]:
         assert r["n"] == 2000 and r["fastopt_ms"] > 0 and r["roofline_ms"] > 0
         assert r["pct_roofline"] == 100 * r["roofline_ms"] / r["fastopt_ms"]
+    adam, sgd = out["rows"]
+    assert adam["pct_divider"] == 100 * adam["divider_ms"] / adam["fastopt_ms"]
+    assert sgd["divider_ms"] is None and sgd["pct_divider"] is None  # SGD does not divide
     assert out["header"]["serial_below"] > 0

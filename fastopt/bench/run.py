@@ -19,7 +19,7 @@ from .. import optim
 from .._progress import progress
 from ..drivers import cpu
 from . import numpy_ref, torch_ref
-from .roofline import bytes_moved, roofline_kernel
+from .roofline import bytes_moved, divider_kernel, roofline_kernel
 
 #: Each rule's class and number of state arrays (which sets its traffic).
 RULES: dict[str, tuple[type[optim.Optimizer], int]] = {
@@ -33,6 +33,10 @@ RULES: dict[str, tuple[type[optim.Optimizer], int]] = {
     "AMSGrad": (optim.AMSGrad, 3),
 }
 
+#: The rules with a square root and a division per value: in cache, the divide unit
+#: limits them before memory does (``roofline.divider_kernel``).
+DIVIDING = frozenset({"AdaGrad", "RMSprop", "Adam", "Nadam", "AMSGrad"})
+
 
 @dataclass
 class Row:
@@ -44,10 +48,17 @@ class Row:
     numpy_ms: float
     torch_ms: float | None
     torch_kind: str | None
+    divider_ms: float | None = None
 
     @property
     def pct_roofline(self) -> float:
         return 100.0 * self.roofline_ms / self.fastopt_ms
+
+    @property
+    def pct_divider(self) -> float | None:
+        """% of the same-traffic kernel that also does one √ and one ÷ per value (the
+        rules that divide only): the floor those rules meet while the arrays fit in cache."""
+        return None if self.divider_ms is None else 100.0 * self.divider_ms / self.fastopt_ms
 
     @property
     def x_numpy(self) -> float:
@@ -95,7 +106,8 @@ def bench_rule(rule: str, n: int, dtype=np.float32, repeats: int = 20,
     p_fast = np.ones(n, dtype)
     opt = cls(p_fast)
     (p_roof,), st_roof = fresh(1), fresh(n_state)
-    roof = roofline_kernel(n_state, parallel=n >= cpu.SERIAL_BELOW)
+    parallel = n >= cpu.SERIAL_BELOW
+    roof = roofline_kernel(n_state, parallel=parallel)
     p_np, st_np = np.ones(n, dtype), fresh(n_state)
     ref = numpy_ref.STEPS[rule]
     fns: dict[str, Callable[[], None]] = {
@@ -103,13 +115,17 @@ def bench_rule(rule: str, n: int, dtype=np.float32, repeats: int = 20,
         "roofline": lambda: roof(p_roof, g, st_roof),
         "numpy": lambda: ref(p_np, g, st_np, 10),
     }
+    if rule in DIVIDING:
+        (p_div,), st_div = fresh(1), fresh(n_state)
+        div = divider_kernel(n_state, parallel=parallel)
+        fns["divider"] = lambda: div(p_div, g, st_div)
     kind = None
     if with_torch and torch_ref.available():
         p_t = np.ones(n, dtype)
         fns["torch"], kind = torch_ref.make_step(rule, p_t, g.copy())
     med = _interleaved_medians(fns, repeats, budget_s)
     return Row(rule, n, np.dtype(dtype).name, med["fastopt"], med["roofline"], med["numpy"],
-               med.get("torch"), kind)
+               med.get("torch"), kind, med.get("divider"))
 
 
 def serial_crossover(dtype=np.float32) -> int | None:
@@ -151,11 +167,12 @@ def _threading_layer() -> str:
 def format_table(rows: list[Row]) -> str:
     has_torch = any(r.torch_ms is not None for r in rows)
     head = f"{'rule':<9}{'n':>10}{'dtype':>9}{'fastopt ms':>12}{'GB/s':>8}{'% roofline':>12}"
-    head += f"{'x NumPy':>9}" + (f"{'x torch':>9}  torch" if has_torch else "")
+    head += f"{'% div floor':>13}{'x NumPy':>9}" + (f"{'x torch':>9}  torch" if has_torch else "")
     lines = [head, "-" * len(head)]
     for r in rows:
+        div = f"{r.pct_divider:>12.0f}%" if r.pct_divider is not None else f"{'-':>13}"
         line = (f"{r.rule:<9}{r.n:>10.0e}{r.dtype:>9}{r.fastopt_ms:>12.3f}{r.gbps():>8.1f}"
-                f"{r.pct_roofline:>11.0f}%{r.x_numpy:>9.1f}")
+                f"{r.pct_roofline:>11.0f}%{div}{r.x_numpy:>9.1f}")
         if has_torch:
             line += f"{r.x_torch:>9.2f}  {r.torch_kind}" if r.x_torch else f"{'-':>9}"
         lines.append(line)
@@ -196,7 +213,8 @@ def main(sizes: list[int], rules: list[str], dtype: str, quick: bool, as_json: b
         start = workloads.startup()
     if as_json:
         print(json.dumps({"header": info, "rows": [
-            {**asdict(r), "pct_roofline": r.pct_roofline, "x_numpy": r.x_numpy,
+            {**asdict(r), "pct_roofline": r.pct_roofline, "pct_divider": r.pct_divider,
+             "x_numpy": r.x_numpy,
              "x_torch": r.x_torch} for r in rows], "resnet50_adam_ms": resnet_ms,
             "batchnorm": None if bn_rows is None else [
                 {**asdict(r), "train_x_numpy": r.train_x_numpy, "train_x_torch": r.train_x_torch,
@@ -211,7 +229,9 @@ def main(sizes: list[int], rules: list[str], dtype: str, quick: bool, as_json: b
         line += f" (Adam serial/parallel crossover measured now: {info['measured_crossover']})"
     print(line)
     print("medians of interleaved runs; ratios > 1 mean fastopt is faster; "
-          "% roofline = same-traffic kernel time / fastopt time\n")
+          "% roofline = same-traffic kernel time / fastopt time; % div floor = the same with "
+          "one square root and one division per value added (rules that divide: their "
+          "floor while the arrays fit in cache)\n")
     print(format_table(rows))
     if resnet_ms:
         print("\nResNet-50, Adam step (161 arrays, 25.6M float32 values)")
