@@ -253,6 +253,9 @@ def main(sizes: list[int], rules: list[str], dtype: str, quick: bool, as_json: b
               f"warm cache {start['warm_import_and_step_s']:.2f} s; the floor of any Numba "
               f"library here (import numpy + numba, one trivial cached kernel): "
               f"{start['numba_floor_s']:.2f} s")
+        if start["numba_imports_scipy"]:
+            print("  (SciPy is installed, so numba's first kernel load imports scipy.linalg "
+                  "to look for a BLAS: that is in both figures)")
     if not torch_ref.available() and with_torch:
         print("\n(torch not installed: pip install 'fastopt[torch]' adds the x torch column)")
     return 0

@@ -87,35 +87,46 @@ _STARTUP = (
 
 
 _FLOOR_MODULE = "from numba import njit\n@njit(cache=True)\ndef f(x):\n    return x + 1\n"
+# Also says whether numba imported SciPy on the way: numba's first kernel load checks for
+# a BLAS by importing scipy.linalg when SciPy is installed (0.3-0.5 s on these machines).
 _FLOOR = (
-    "import time; t0 = time.perf_counter()\n"
+    "import sys, time; t0 = time.perf_counter()\n"
     "import numpy as np, numba_floor\n"
     "numba_floor.f(np.float32(1.0))\n"
-    "print(time.perf_counter() - t0)\n"
+    "t = time.perf_counter() - t0\n"
+    "print(int('scipy' in sys.modules)); print(t)\n"
 )
 
 
-def startup_seconds(cache_dir: str | None, code: str = _STARTUP) -> tuple[float, float]:
-    """(wall seconds of the whole fresh process, seconds inside it from before
-    ``import fastopt`` to after the first Adam step). ``cache_dir=None``: the default
-    cache (warm after a first run); a directory: ``NUMBA_CACHE_DIR`` there."""
+def _run_fresh(cache_dir: str | None, code: str) -> tuple[float, list[str]]:
+    """(wall seconds of a fresh process running ``code``, its output lines)."""
     env = dict(os.environ)
     if cache_dir is not None:
         env["NUMBA_CACHE_DIR"] = cache_dir
     t0 = time.perf_counter()
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                          text=True, check=True, cwd=cache_dir)
-    return time.perf_counter() - t0, float(out.stdout.strip().splitlines()[-1])
+    return time.perf_counter() - t0, out.stdout.strip().splitlines()
 
 
-def startup() -> dict[str, float]:
+def startup_seconds(cache_dir: str | None, code: str = _STARTUP) -> tuple[float, float]:
+    """(wall seconds of the whole fresh process, seconds inside it from before
+    ``import fastopt`` to after the first Adam step). ``cache_dir=None``: the default
+    cache (warm after a first run); a directory: ``NUMBA_CACHE_DIR`` there."""
+    wall, lines = _run_fresh(cache_dir, code)
+    return wall, float(lines[-1])
+
+
+def startup() -> dict[str, float | bool]:
     """Cold (empty cache) and warm (cache filled by the cold run) start-up, and the floor
     any Numba library pays: importing numpy and numba and calling one trivial cached
-    kernel in a fresh process (medians of three)."""
+    kernel in a fresh process (medians of three); ``numba_imports_scipy``: whether that
+    floor includes numba's import of scipy.linalg (SciPy installed)."""
     with tempfile.TemporaryDirectory() as d:
         Path(d, "numba_floor.py").write_text(_FLOOR_MODULE)
         cold_wall, cold_in = startup_seconds(d)
-        startup_seconds(d, _FLOOR)  # fill the floor's cache
+        _, lines = _run_fresh(d, _FLOOR)  # fills the floor's cache
+        scipy = lines[0] == "1"
         warm, floor = [], []
         for _ in range(3):  # alternate, so drift hits both alike
             warm.append(startup_seconds(d))
@@ -123,4 +134,5 @@ def startup() -> dict[str, float]:
     return {"cold_process_s": cold_wall, "cold_import_and_step_s": cold_in,
             "warm_process_s": sorted(w for w, _ in warm)[1],
             "warm_import_and_step_s": sorted(i for _, i in warm)[1],
-            "numba_floor_s": sorted(i for _, i in floor)[1]}
+            "numba_floor_s": sorted(i for _, i in floor)[1],
+            "numba_imports_scipy": scipy}
