@@ -24,7 +24,8 @@ EPS = 1e-6
 
 # (shape, axis): (N, C); (N, C, H, W); channels-last (N, H, W, C); then shapes that cut
 # the kernels' tiles every way: runs longer than a tile's piece (pieces of each run), 7×7
-# runs in two uneven channel chunks and two sample blocks, more channels than one chunk.
+# runs in two uneven channel chunks and two sample blocks, more channels than one chunk,
+# 10×10 runs in ten sample blocks, 40 channels in two uneven sample blocks.
 LAYOUTS = [
     ((16, 5), 1),
     ((4, 3, 5, 7), 1),
@@ -32,8 +33,11 @@ LAYOUTS = [
     ((2, 2, 17000), 1),
     ((20, 40, 7, 7), 1),
     ((40, 1100), 1),
+    ((400, 4, 10, 10), 1),
+    ((600, 40), 1),
 ]
-LAYOUT_IDS = ["NC", "NCHW", "NHWC", "NCL-long", "NCHW-tiles", "NC-wide"]
+LAYOUT_IDS = ["NC", "NCHW", "NHWC", "NCL-long", "NCHW-tiles", "NC-wide", "NCHW-streamed",
+              "NC-streamed"]
 
 
 @pytest.fixture(autouse=True)
@@ -431,8 +435,10 @@ def _run_all(shape, axis, threads):
 
 @pytest.mark.parametrize(("shape", "axis"), [((8, 16, 40, 40), 1), ((40, 48, 7, 7), 1),
                                              ((3, 2, 9000), 1), ((1024, 96), 1),
-                                             ((4, 20, 20, 64), -1)],
-                         ids=["NCHW", "NCHW-7x7", "NCL-long", "NC", "NHWC"])
+                                             ((4, 20, 20, 64), -1), ((2, 3, 40000), 1),
+                                             ((400, 4, 10, 10), 1)],
+                         ids=["NCHW", "NCHW-7x7", "NCL-long", "NC", "NHWC", "NCL-pieces",
+                              "NCHW-streamed"])
 def test_bit_identical_at_one_and_all_threads(shape, axis, monkeypatch):
     if numba.config.NUMBA_NUM_THREADS < 2:
         pytest.skip("needs at least two threads")
