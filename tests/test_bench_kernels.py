@@ -17,9 +17,12 @@ def test_roofline_kernels_read_and_write_every_array(k, parallel):
     st = tuple(rng.standard_normal(n).astype(np.float32) for _ in range(k))
     p0, st0 = p.copy(), tuple(s.copy() for s in st)
     roofline_kernel(k, parallel)(p, g, st)
-    expected_p = p0 + sum((s + g for s in st0), np.zeros(n, np.float32)) if k else p0 + g
-    for s, s0 in zip(st, st0, strict=True):
-        np.testing.assert_allclose(s, s0 + g, rtol=1e-6)
+    new = [s0 + g for s0 in st0]
+    added = {0: lambda: g, 1: lambda: g + new[0], 2: lambda: new[0] + new[1],
+             3: lambda: new[0] + (new[1] + new[2])}[k]()
+    expected_p = p0 + added
+    for s, expected in zip(st, new, strict=True):
+        np.testing.assert_allclose(s, expected, rtol=1e-6)
     np.testing.assert_allclose(p, expected_p, rtol=1e-5, atol=1e-5)
     assert bytes_moved(n, k, np.float32) == n * 4 * (3 + 2 * k)
 
@@ -43,6 +46,11 @@ def test_divider_kernels_do_the_traffic_and_one_root_and_division(k, parallel):
     finite = np.isfinite(expected_p) & (np.abs(expected_p) < 1e6)
     assert finite.mean() > 0.99
     np.testing.assert_allclose(p[finite], expected_p[finite], rtol=1e-4, atol=1e-4)
+
+
+def test_divider_floor_needs_a_state_array():
+    with pytest.raises(ValueError, match="state array"):
+        divider_kernel(0)
 
 
 @pytest.mark.parametrize("rule", sorted(numpy_ref.STEPS))

@@ -19,12 +19,16 @@ from functools import cache
 import numpy as np
 from numba import prange
 
-from .._jit import bind, cpu_jit
+from .._jit import bind, cpu_jit, device_function
 
 
 def _traffic0(p, g, st):
     for i in prange(p.size):
         p[i] = p[i] + g[i]
+
+
+def COMBINE(u, v):  # noqa: N802 - placeholder
+    raise NotImplementedError  # bound to _add (roofline) or _divide (divider floor)
 
 
 # State arrays are indexed through the tuple (st[0][i]); unpacking the tuple first
@@ -33,7 +37,7 @@ def _traffic1(p, g, st):
     for i in prange(p.size):
         x = st[0][i] + g[i]
         st[0][i] = x
-        p[i] = p[i] + x
+        p[i] = p[i] + COMBINE(g[i], x)
 
 
 def _traffic2(p, g, st):
@@ -42,7 +46,7 @@ def _traffic2(p, g, st):
         y = st[1][i] + g[i]
         st[0][i] = x
         st[1][i] = y
-        p[i] = p[i] + x + y
+        p[i] = p[i] + COMBINE(x, y)
 
 
 def _traffic3(p, g, st):
@@ -53,59 +57,38 @@ def _traffic3(p, g, st):
         st[0][i] = x
         st[1][i] = y
         st[2][i] = z
-        p[i] = p[i] + x + y + z
+        p[i] = p[i] + COMBINE(x, y + z)
+
+
+def _add(u, v):
+    return u + v
+
+
+def _divide(u, v):
+    """One square root and one division (|·| keeps the root real whatever v holds)."""
+    return u / math.sqrt(abs(v))
 
 
 _LOOPS = (_traffic0, _traffic1, _traffic2, _traffic3)
 
 
-# The same traffic plus one square root and one division per value (|·| keeps the root
-# real whatever the state holds).
-def _divide1(p, g, st):
-    for i in prange(p.size):
-        x = st[0][i] + g[i]
-        st[0][i] = x
-        p[i] = p[i] + g[i] / math.sqrt(abs(x))
-
-
-def _divide2(p, g, st):
-    for i in prange(p.size):
-        x = st[0][i] + g[i]
-        y = st[1][i] + g[i]
-        st[0][i] = x
-        st[1][i] = y
-        p[i] = p[i] + x / math.sqrt(abs(y))
-
-
-def _divide3(p, g, st):
-    for i in prange(p.size):
-        x = st[0][i] + g[i]
-        y = st[1][i] + g[i]
-        z = st[2][i] + g[i]
-        st[0][i] = x
-        st[1][i] = y
-        st[2][i] = z
-        p[i] = p[i] + x / math.sqrt(abs(y + z))
-
-
-_DIVIDE_LOOPS = (None, _divide1, _divide2, _divide3)
-
-
 @cache
 def roofline_kernel(n_state: int, parallel: bool = True):
     """The same-traffic kernel for a rule with ``n_state`` state arrays."""
-    loop = _LOOPS[n_state]
     mode = "parallel" if parallel else "serial"
-    return cpu_jit(bind(loop, f"roofline{n_state}_{mode}"), parallel=parallel)
+    loop = bind(_LOOPS[n_state], f"roofline{n_state}_{mode}", COMBINE=device_function(_add))
+    return cpu_jit(loop, parallel=parallel)
 
 
 @cache
 def divider_kernel(n_state: int, parallel: bool = True):
     """The same-traffic kernel with one square root and one division per value, for a rule
     with ``n_state`` (1 to 3) state arrays."""
-    loop = _DIVIDE_LOOPS[n_state]
+    if n_state < 1:
+        raise ValueError("the divider floor needs at least one state array")
     mode = "parallel" if parallel else "serial"
-    return cpu_jit(bind(loop, f"divider{n_state}_{mode}"), parallel=parallel)
+    loop = bind(_LOOPS[n_state], f"divider{n_state}_{mode}", COMBINE=device_function(_divide))
+    return cpu_jit(loop, parallel=parallel)
 
 
 def bytes_moved(n: int, n_state: int, dtype) -> int:
