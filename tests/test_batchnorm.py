@@ -25,7 +25,8 @@ EPS = 1e-6
 # (shape, axis): (N, C); (N, C, H, W); channels-last (N, H, W, C); then shapes that cut
 # the kernels' tiles every way: runs longer than a tile's piece (pieces of each run), 7×7
 # runs in two uneven channel chunks and two sample blocks, more channels than one chunk,
-# 10×10 runs in ten sample blocks, 40 channels in two uneven sample blocks.
+# 10×10 runs in three uneven blocks of whole samples, 40 channels in two uneven sample
+# blocks.
 LAYOUTS = [
     ((16, 5), 1),
     ((4, 3, 5, 7), 1),
@@ -34,7 +35,7 @@ LAYOUTS = [
     ((20, 40, 7, 7), 1),
     ((40, 1100), 1),
     ((400, 4, 10, 10), 1),
-    ((600, 40), 1),
+    ((2000, 40), 1),
 ]
 LAYOUT_IDS = ["NC", "NCHW", "NHWC", "NCL-long", "NCHW-tiles", "NC-wide", "NCHW-streamed",
               "NC-streamed"]
