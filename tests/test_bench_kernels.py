@@ -7,17 +7,20 @@ from fastopt.bench import numpy_ref
 from fastopt.bench.roofline import bytes_moved, divider_kernel, roofline_kernel
 
 
+def _step_arrays(n, k, seed):
+    """A yardstick's arrays (g, p, k states) and the states it must leave (each + g)."""
+    rng = np.random.default_rng(seed)
+    g, p, *st = (rng.standard_normal(n).astype(np.float32) for _ in range(2 + k))
+    return g, p, tuple(st), [s + g for s in st]
+
+
 @pytest.mark.parametrize("parallel", [False, True])
 @pytest.mark.parametrize("k", [0, 1, 2, 3])
 def test_roofline_kernels_read_and_write_every_array(k, parallel):
     n = 100_003
-    rng = np.random.default_rng(k)
-    g = rng.standard_normal(n).astype(np.float32)
-    p = rng.standard_normal(n).astype(np.float32)
-    st = tuple(rng.standard_normal(n).astype(np.float32) for _ in range(k))
-    p0, st0 = p.copy(), tuple(s.copy() for s in st)
+    g, p, st, new = _step_arrays(n, k, seed=k)
+    p0 = p.copy()
     roofline_kernel(k, parallel)(p, g, st)
-    new = [s0 + g for s0 in st0]
     added = {0: lambda: g, 1: lambda: g + new[0], 2: lambda: new[0] + new[1],
              3: lambda: new[0] + (new[1] + new[2])}[k]()
     expected_p = p0 + added
@@ -30,14 +33,9 @@ def test_roofline_kernels_read_and_write_every_array(k, parallel):
 @pytest.mark.parametrize("parallel", [False, True])
 @pytest.mark.parametrize("k", [1, 2, 3])
 def test_divider_kernels_do_the_traffic_and_one_root_and_division(k, parallel):
-    n = 50_001
-    rng = np.random.default_rng(10 + k)
-    g = rng.standard_normal(n).astype(np.float32)
-    p = rng.standard_normal(n).astype(np.float32)
-    st = tuple(rng.standard_normal(n).astype(np.float32) for _ in range(k))
-    p0, st0 = p.copy(), tuple(s.copy() for s in st)
+    g, p, st, new = _step_arrays(50_001, k, seed=10 + k)
+    p0 = p.copy()
     divider_kernel(k, parallel)(p, g, st)
-    new = [s0 + g for s0 in st0]
     for s, expected in zip(st, new, strict=True):
         np.testing.assert_allclose(s, expected, rtol=1e-6)
     num, den = (g, new[0]) if k == 1 else (new[0], new[1] if k == 2 else new[1] + new[2])
