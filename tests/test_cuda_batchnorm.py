@@ -32,12 +32,18 @@ def test_training_forward_backward_and_running_stats_match_cpu(shape, axis):
     np.testing.assert_allclose(host(yd), y, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(host(drm), rm, rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(host(drv), rv, rtol=1e-6, atol=1e-7)
+    _assert_backward_matches(dy, cache, cached, rtol=(1e-4, 1e-5), atol=1e-5)
+
+
+
+def _assert_backward_matches(dy, cache, cached, rtol, atol):
+    """The device backward (from ``cached``) against the CPU one (from ``cache``); ``rtol``
+    is (for dx, for dgamma and dbeta)."""
     dx, dg, db = bn.backward(dy, cache)
     dxd, dgd, dbd = bn.backward(to_device(dy), cached)
-    np.testing.assert_allclose(host(dxd), dx, rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(host(dgd), dg, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(host(dbd), db, rtol=1e-5, atol=1e-5)
-
+    np.testing.assert_allclose(host(dxd), dx, rtol=rtol[0], atol=atol)
+    np.testing.assert_allclose(host(dgd), dg, rtol=rtol[1], atol=atol)
+    np.testing.assert_allclose(host(dbd), db, rtol=rtol[1], atol=atol)
 
 def test_inference_and_cumulative_average_match_cpu():
     x, gamma, beta, dy, c = _data((5, 3, 2), 1, seed=3)
@@ -57,11 +63,7 @@ def test_inference_and_cumulative_average_match_cpu():
     yd, cached = bn.forward(to_device(x), to_device(gamma), to_device(beta), training=False,
                             running_mean=drm, running_var=drv)
     np.testing.assert_allclose(host(yd), y, rtol=1e-5, atol=1e-6)
-    dx, dg, db = bn.backward(dy, cache)
-    dxd, dgd, dbd = bn.backward(to_device(dy), cached)
-    np.testing.assert_allclose(host(dxd), dx, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(host(dgd), dg, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(host(dbd), db, rtol=1e-5, atol=1e-6)
+    _assert_backward_matches(dy, cache, cached, rtol=(1e-5, 1e-5), atol=1e-6)
 
 
 def test_bad_device_input_is_refused_and_running_stats_stay():

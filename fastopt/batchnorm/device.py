@@ -41,6 +41,16 @@ def _like(be, out: Any, x: Any, what: str) -> Any:
     return d
 
 
+def _output(be, out: Any, x: Any, what: str, overlap: str) -> Any:
+    """A buffer like x for a result: ``out`` checked (and not overlapping x), or a new one."""
+    if out is None:
+        return be.zeros(x.size, np.dtype(x.dtype)).reshape(x.shape)
+    out = _like(be, out, x, what)
+    if be.overlap(out, x):
+        raise ValueError(overlap)
+    return out
+
+
 def forward(x, gamma, beta, *, eps, training, running_mean, running_var, momentum, axis,
             out, num_batches_tracked):
     """The device forward; arguments already checked where they are not arrays."""
@@ -64,12 +74,7 @@ def forward(x, gamma, beta, *, eps, training, running_mean, running_var, momentu
         if be.overlap(running_mean, running_var):
             raise ValueError("running_mean and running_var share memory")
     _check_values_per_channel(shape, x.size // c, training)
-    if out is None:
-        out = be.zeros(x.size, dt).reshape(x.shape)
-    else:
-        out = _like(be, out, x, "out")
-        if be.overlap(out, x):
-            raise ValueError("out overlaps x (on the GPU, y needs its own buffer)")
+    out = _output(be, out, x, "out", "out overlaps x (on the GPU, y needs its own buffer)")
     # ---- checked: compute
     stream = be.current_stream(be.origin(x))
     if not affine:
@@ -106,12 +111,7 @@ def backward(dy, cache, out):
     if isinstance(out, tuple) and len(out) != 3:
         raise ValueError("out must be an array (dx) or a tuple (dx, dgamma, dbeta)")
     dx, dgamma, dbeta = out if isinstance(out, tuple) else (out, None, None)
-    if dx is None:
-        dx = be.zeros(x.size, dt).reshape(x.shape)
-    else:
-        dx = _like(be, dx, x, "out (dx)")
-        if be.overlap(dx, x):
-            raise ValueError("out (dx) overlaps the forward's x")
+    dx = _output(be, dx, x, "out (dx)", "out (dx) overlaps the forward's x")
     affine = cache.gamma is not None
     for buf, what in ((dgamma, "out (dgamma)"), (dbeta, "out (dbeta)")):
         if buf is not None and not affine:
