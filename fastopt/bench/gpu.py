@@ -64,17 +64,11 @@ def _torch_step(rule: str, n: int, dtype) -> tuple[Callable[[], None], str] | No
         return None
     if not torch.cuda.is_available():
         return None
-    from .torch_ref import optimizer_for  # the same torch counterparts as the CPU bench
+    from .torch_ref import step_for  # the same torch counterparts as the CPU bench
 
     p = torch.randn(n, device="cuda", dtype=getattr(torch, np.dtype(dtype).name))
     p.grad = torch.randn_like(p)
-    opt, label = optimizer_for(rule, p)
-
-    def step() -> None:
-        with torch.no_grad():
-            opt.step()
-
-    return step, label
+    return step_for(rule, p)
 
 
 def bench_rule(rule: str, n: int, dtype, repeats: int) -> dict[str, object]:

@@ -45,7 +45,15 @@ def make_step(rule: str, p: np.ndarray, g: np.ndarray) -> tuple[Callable[[], Non
 
     tp = torch.from_numpy(p)
     tp.grad = torch.from_numpy(g)
-    opt, label = optimizer_for(rule, tp)
+    return step_for(rule, tp)
+
+
+def step_for(rule: str, tensor) -> tuple[Callable[[], None], str]:
+    """A zero-argument step of torch's counterpart of ``rule`` over ``tensor`` (its
+    ``.grad`` set), on the CPU or a GPU, and its label."""
+    import torch
+
+    opt, label = optimizer_for(rule, tensor)
 
     def step() -> None:
         with torch.no_grad():
