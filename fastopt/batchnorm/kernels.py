@@ -323,7 +323,17 @@ def _affine_tile(t, x, C, S, mu, scale, shift, y):
     me = _columns_jit(mu, c0, c1, P)
     ae = _columns_jit(scale, c0, c1, P)
     ze = _columns_jit(shift, c0, c1, P)
-    for n in range(n0, n1):
+    step = U(C * S)
+    n = n0
+    while n + 2 <= n1:  # two samples per load of the constants
+        b0 = U((n * C + c0) * S + s0)
+        b1 = b0 + step
+        for j in range(W):
+            m, a, z = me[j], ae[j], ze[j]
+            y[b0 + j] = normalize(x[b0 + j], m, a, z)
+            y[b1 + j] = normalize(x[b1 + j], m, a, z)
+        n += 2
+    if n < n1:
         base = U((n * C + c0) * S + s0)
         for j in range(W):
             y[base + j] = normalize(x[base + j], me[j], ae[j], ze[j])
@@ -394,7 +404,17 @@ def _dx_tile(t, dy, x, C, S, mu, k1, k2, k3, dx):
     ae = _columns_jit(k1, c0, c1, P)
     ze = _columns_jit(k2, c0, c1, P)
     we = _columns_jit(k3, c0, c1, P)
-    for n in range(n0, n1):
+    step = U(C * S)
+    n = n0
+    while n + 2 <= n1:  # two samples per load of the constants, as in _affine_tile
+        b0 = U((n * C + c0) * S + s0)
+        b1 = b0 + step
+        for j in range(W):
+            m, a, z, w = me[j], ae[j], ze[j], we[j]
+            dx[b0 + j] = input_gradient(dy[b0 + j], x[b0 + j], m, a, z, w)
+            dx[b1 + j] = input_gradient(dy[b1 + j], x[b1 + j], m, a, z, w)
+        n += 2
+    if n < n1:
         base = U((n * C + c0) * S + s0)
         for j in range(W):
             dx[base + j] = input_gradient(dy[base + j], x[base + j], me[j], ae[j], ze[j],
