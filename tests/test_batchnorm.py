@@ -392,6 +392,25 @@ def test_state_dict_round_trip():
 # ---------------------------------------------------------------- buffers and threads
 
 
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize(("shape", "axis"), [((6, 5, 3), 1), ((6, 3, 5), -1)])
+def test_common_calls_and_the_detailed_checks_compute_the_same(shape, axis, training):
+    """forward skips its detailed checks for calls in the common form (plain floats and
+    arrays); NumPy scalars take the detailed path. Both must give the same bits."""
+    x, gamma, beta, _ = data(shape, axis, np.float32, seed=7)
+    c = shape[axis]
+    runs = []
+    for eps, m in ((1e-3, 0.2), (np.float64(1e-3), np.float64(0.2))):
+        rm, rv = np.full(c, 0.5, np.float32), np.full(c, 2.0, np.float32)
+        plain = bn._plain_call(x, gamma, beta, eps, training, m, rm, rv, axis, None, None)
+        assert (plain is not None) == (type(eps) is float)
+        y, _ = bn.forward(x, gamma, beta, eps=eps, training=training, running_mean=rm,
+                          running_var=rv, momentum=m, axis=axis)
+        runs.append((y, rm, rv))
+    for a, b in zip(*runs, strict=True):
+        assert np.array_equal(a, b)
+
+
 def test_out_buffers_are_reused():
     x, gamma, beta, dy = data((6, 3, 4, 4), 1, np.float32, seed=60)
     y_buf, dx_buf = np.empty_like(x), np.empty_like(x)
@@ -475,6 +494,14 @@ def _ro(a):
     return a
 
 
+def _overlapping(d, shift):
+    """x and out as views of one buffer, out ``shift`` values further on."""
+    n, shape = d["x"].size, d["x"].shape
+    buf = np.zeros(n + shift, np.float32)
+    buf[:n] = d["x"].ravel()
+    return {"x": buf[:n].reshape(shape), "out": buf[shift:].reshape(shape)}
+
+
 BAD_FORWARD = {
     "x not an array": (lambda d: {"x": d["x"].tolist()}, TypeError, "numpy.ndarray"),
     "x 1-D": (lambda d: {"x": d["x"].ravel()}, ValueError, "ndim 1"),
@@ -510,6 +537,16 @@ BAD_FORWARD = {
     "eps < 0": (lambda d: {"eps": -1.0}, ValueError, "eps"),
     "eval without running stats": (lambda d: {"training": False, "rm": None, "rv": None},
                                    ValueError, "needs running_mean"),
+    "running stats share memory": (lambda d: {"rv": d["rm"]}, ValueError, "share memory"),
+    "out partly over x": (lambda d: _overlapping(d, 3), ValueError, "overlaps x"),
+    "out partly over x, eval": (lambda d: {**_overlapping(d, 1), "training": False},
+                                ValueError, "overlaps x"),
+    "x a list, eval": (lambda d: {"training": False, "x": d["x"].tolist()}, TypeError,
+                       "numpy.ndarray"),
+    "eps NaN": (lambda d: {"eps": float("nan")}, ValueError, "eps"),
+    "training not a bool": (lambda d: {"training": 1}, ValueError, "training"),
+    "counter float": (lambda d: {"num_batches_tracked": np.zeros(1)}, ValueError,
+                      "num_batches_tracked"),
 }
 
 
@@ -517,11 +554,16 @@ BAD_FORWARD = {
 def test_bad_forward_input_is_refused_and_changes_nothing(case):
     change, exc, msg = BAD_FORWARD[case]
     d = _fresh()
-    kw = {"axis": 1, "eps": EPS, "momentum": 0.1, "training": True}
+    kw = {"axis": 1, "eps": EPS, "momentum": 0.1, "training": True,
+          "num_batches_tracked": None}
     d.update(change(d))
     kw.update({k: d.pop(k) for k in list(d) if k in kw})
     rm, rv, out = d["rm"], d["rv"], d["out"]
     before = [None if a is None else a.copy() for a in (rm, rv, out)]
+    # forward's fast test for common calls must send every bad call to the detailed checks
+    assert bn._plain_call(d["x"], d["gamma"], d["beta"], kw["eps"], kw["training"],
+                          kw["momentum"], rm, rv, kw["axis"], out,
+                          kw["num_batches_tracked"]) is None
     with pytest.raises(exc, match=msg):
         bn.forward(d["x"], d["gamma"], d["beta"], running_mean=rm, running_var=rv, out=out,
                    **kw)
@@ -546,6 +588,12 @@ BAD_BACKWARD = {
                     TypeError, "dbeta"),
     "out tuple of 2": (lambda d, c: ((d["dy"], c), {"out": (None, None)}), ValueError,
                        "tuple"),
+    "out partly over dy": (lambda d, c: (((o := _overlapping({"x": d["dy"]}, 2))["x"], c),
+                                         {"out": o["out"]}), ValueError, "partly overlaps dy"),
+    "dgamma is dbeta": (lambda d, c: ((d["dy"], c), {"out": (None, e := np.empty(3, np.float32),
+                                                             e)}), ValueError, "share memory"),
+    "dgamma read-only": (lambda d, c: ((d["dy"], c), {"out": (None, _ro(np.empty(3, np.float32)),
+                                                              None)}), ValueError, "read-only"),
 }
 
 
@@ -556,6 +604,8 @@ def test_bad_backward_input_is_refused(case):
     _, cache = bn.forward(d["x"], d["gamma"], d["beta"])
     args, kw = change(d, cache)
     x0 = d["x"].copy()
+    if isinstance(args[1], bn.BatchNormCache):  # backward's fast test sends it to the checks
+        assert bn._plain_backward(args[0], d["x"], args[1], kw.get("out")) is None
     with pytest.raises(exc, match=msg):
         bn.backward(*args, **kw)
     assert np.array_equal(d["x"], x0)
