@@ -254,6 +254,19 @@ def _stats_tile(t, x, C, S, psum, pm2):
     acc1 = np.zeros(W)
     acc2 = np.zeros(W)
     n = n0
+    while n + 4 <= n1:  # four samples per accumulator update: a quarter of its loads/stores
+        b0 = U((n * C + c0) * S + s0)
+        b1 = b0 + step
+        b2 = b1 + step
+        b3 = b2 + step
+        for j in range(W):
+            d0 = np.float64(x[b0 + j]) - k[j]
+            d1 = np.float64(x[b1 + j]) - k[j]
+            d2 = np.float64(x[b2 + j]) - k[j]
+            d3 = np.float64(x[b3 + j]) - k[j]
+            acc1[j] += (d0 + d1) + (d2 + d3)
+            acc2[j] += (d0 * d0 + d1 * d1) + (d2 * d2 + d3 * d3)
+        n += 4
     while n + 2 <= n1:  # two samples per accumulator update: half its loads and stores
         b0 = U((n * C + c0) * S + s0)
         b1 = b0 + step
@@ -349,7 +362,23 @@ def _dsums_tile(t, dy, x, C, S, mean, psd, psdx, write_dx, k1, dx):
     acc_b = np.zeros(W)
     m = _columns_jit(mean, c0, c1, P)
     n = n0
-    while n + 2 <= n1:  # two samples per accumulator update, as in _stats_tile
+    while n + 4 <= n1:  # four samples per accumulator update, as in _stats_tile
+        b0 = U((n * C + c0) * S + s0)
+        b1 = b0 + step
+        b2 = b1 + step
+        b3 = b2 + step
+        for j in range(W):
+            g0 = np.float64(dy[b0 + j])
+            g1 = np.float64(dy[b1 + j])
+            g2 = np.float64(dy[b2 + j])
+            g3 = np.float64(dy[b3 + j])
+            mj = m[j]
+            acc_a[j] += (g0 + g1) + (g2 + g3)
+            acc_b[j] += ((g0 * (np.float64(x[b0 + j]) - mj) + g1 * (np.float64(x[b1 + j]) - mj))
+                         + (g2 * (np.float64(x[b2 + j]) - mj)
+                            + g3 * (np.float64(x[b3 + j]) - mj)))
+        n += 4
+    while n + 2 <= n1:  # two samples per accumulator update
         b0 = U((n * C + c0) * S + s0)
         b1 = b0 + step
         for j in range(W):
