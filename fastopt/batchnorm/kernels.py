@@ -267,21 +267,13 @@ def _stats_tile(t, x, C, S, psum, pm2):
             acc1[j] += (d0 + d1) + (d2 + d3)
             acc2[j] += (d0 * d0 + d1 * d1) + (d2 * d2 + d3 * d3)
         n += 4
-    while n + 2 <= n1:  # two samples per accumulator update: half its loads and stores
-        b0 = U((n * C + c0) * S + s0)
-        b1 = b0 + step
-        for j in range(W):
-            d0 = np.float64(x[b0 + j]) - k[j]
-            d1 = np.float64(x[b1 + j]) - k[j]
-            acc1[j] += d0 + d1
-            acc2[j] += d0 * d0 + d1 * d1
-        n += 2
-    if n < n1:
+    while n < n1:  # the last 0-3 samples
         b0 = U((n * C + c0) * S + s0)
         for j in range(W):
             d0 = np.float64(x[b0 + j]) - k[j]
             acc1[j] += d0
             acc2[j] += d0 * d0
+        n += 1
     _fold_columns_jit(acc1, c0, c1, P, psum, q)
     _fold_columns_jit(acc2, c0, c1, P, pm2, q)
     cnt = np.float64((n1 - n0) * P)
@@ -378,21 +370,13 @@ def _dsums_tile(t, dy, x, C, S, mean, psd, psdx, write_dx, k1, dx):
                          + (g2 * (np.float64(x[b2 + j]) - mj)
                             + g3 * (np.float64(x[b3 + j]) - mj)))
         n += 4
-    while n + 2 <= n1:  # two samples per accumulator update
-        b0 = U((n * C + c0) * S + s0)
-        b1 = b0 + step
-        for j in range(W):
-            g0 = np.float64(dy[b0 + j])
-            g1 = np.float64(dy[b1 + j])
-            acc_a[j] += g0 + g1
-            acc_b[j] += g0 * (np.float64(x[b0 + j]) - m[j]) + g1 * (np.float64(x[b1 + j]) - m[j])
-        n += 2
-    if n < n1:
+    while n < n1:  # the last 0-3 samples
         b0 = U((n * C + c0) * S + s0)
         for j in range(W):
             g0 = np.float64(dy[b0 + j])
             acc_a[j] += g0
             acc_b[j] += g0 * (np.float64(x[b0 + j]) - m[j])
+        n += 1
     if write_dx:
         ke = _columns_jit(k1, c0, c1, P)
         for n in range(n0, n1):
