@@ -161,6 +161,14 @@ def bench_batchnorm(shapes=SHAPES, dtype=np.float32, repeats: int = 10,
     return [bench_shape(tuple(s), dtype, repeats, budget_s, with_torch) for s in shapes]
 
 
+#: Printed under the table: what makes the x NumPy and x torch columns swing.
+ALLOCATION_NOTE = (
+    "NumPy and torch allocate their outputs on every call (fastopt writes into out= "
+    "buffers); where those allocations page-fault, their times grow up to 5x from one "
+    "process to the next (torch's (64, 64, 56, 56) inference: 5.4 ms or 24-34 ms here)"
+)
+
+
 def format_table(rows: list[BatchNormRow]) -> str:
     head = (f"{'shape':<20}{'train ms':>10}{'x NumPy':>9}{'x torch':>9}"
             f"{'infer ms':>10}{'copy ms':>9}{'/copy':>7}{'torch inf ms':>14}")
@@ -185,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
           "medians of interleaved runs; x = times faster than; /copy = inference time over "
           "one read+write pass\n")
     print(format_table(rows))
+    print(f"\n{ALLOCATION_NOTE}")
     return 0
 
 

@@ -247,6 +247,7 @@ def main(sizes: list[int], rules: list[str], dtype: str, quick: bool, as_json: b
         print("\nBatchNorm float32: training forward+backward and inference forward "
               "(/copy: inference time over one read+write pass of x)")
         print(bn_bench.format_table(bn_rows))
+        print(f"  ({bn_bench.ALLOCATION_NOTE})")
     if start:
         print(f"\nstart-up (fresh process: import fastopt + first Adam step): "
               f"cold cache {start['cold_import_and_step_s']:.2f} s, "
