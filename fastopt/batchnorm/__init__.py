@@ -382,10 +382,10 @@ def _plain_call(x, gamma, beta, eps, training, momentum, running_mean, running_v
     training; ``out`` None or a C-contiguous writable array of x's shape and dtype apart
     from x; ``num_batches_tracked`` None or a writable one-element integer array.
 
-    Every check of :func:`forward` passes for such a call, so it skips them: this test
-    took 2 us where the checks took 6-9 us here, against a 3.8 us kernel at (2, 1024)
-    and 25-35 us at (256, 1024). Any other call, valid or not, goes through the detailed
-    checks (subclasses, NumPy scalars and GPU arrays included)."""
+    Every check of :func:`forward` passes for such a call, so it skips them: an inference
+    call at (2, 1024) took 6.6-6.9 us here instead of 9.3 us (the kernel alone: 2.7 us).
+    Any other call, valid or not, goes through the detailed checks (subclasses, NumPy
+    scalars and GPU arrays included)."""
     if not (type(x) is np.ndarray and type(training) is bool and type(eps) is float
             and 0.0 <= eps < _INF and type(axis) is int and (axis == 1 or axis == -1)):
         return None

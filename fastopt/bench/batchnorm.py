@@ -164,7 +164,7 @@ def bench_batchnorm(shapes=SHAPES, dtype=np.float32, repeats: int = 10,
 #: Printed under the table: what makes the x NumPy and x torch columns swing.
 ALLOCATION_NOTE = (
     "NumPy and torch allocate their outputs on every call (fastopt writes into out= "
-    "buffers); where those allocations page-fault, their times grow up to 5x from one "
+    "buffers); where those allocations page-fault, their times grow several-fold from one "
     "process to the next (torch's (64, 64, 56, 56) inference: 5.4 ms or 24-34 ms here)"
 )
 
