@@ -26,7 +26,9 @@ EPS = 1e-6
 # the kernels' tiles every way: runs longer than a tile's piece (pieces of each run), 7×7
 # runs in two uneven channel chunks and two sample blocks, more channels than one chunk,
 # 10×10 runs in three uneven blocks of whole samples, 40 channels in two uneven sample
-# blocks.
+# blocks. The last three take the grouped training passes (whole channel groups per task,
+# ``kernels.group_channels``): 19 groups of 11 channels with an uneven last one, 16
+# channels whose runs are cut into two pieces, channels-last in 17 groups.
 LAYOUTS = [
     ((16, 5), 1),
     ((4, 3, 5, 7), 1),
@@ -36,9 +38,28 @@ LAYOUTS = [
     ((40, 1100), 1),
     ((400, 4, 10, 10), 1),
     ((2000, 40), 1),
+    ((2, 200, 10, 10), 1),
+    ((2, 16, 4500), 1),
+    ((2, 3, 16400), -1),
 ]
 LAYOUT_IDS = ["NC", "NCHW", "NHWC", "NCL-long", "NCHW-tiles", "NC-wide", "NCHW-streamed",
-              "NC-streamed"]
+              "NC-streamed", "NCHW-groups", "NCL-groups-pieces", "NHWC-groups"]
+GROUPED = LAYOUT_IDS.index("NCHW-groups")
+
+
+def geometry(shape, axis):
+    """(N, C, S) as the kernels see the array."""
+    if axis == 1:
+        return shape[0], shape[1], int(np.prod(shape[2:], dtype=np.int64))
+    return int(np.prod(shape[:-1], dtype=np.int64)), shape[-1], 1
+
+
+def test_layouts_take_both_the_tiled_and_the_grouped_passes():
+    """So the reference checks below cover both training paths of the kernels."""
+    grouped = [bn_kernels.group_channels(*geometry(s, a)) for s, a in LAYOUTS]
+    assert all(g == 0 for g in grouped[:GROUPED])
+    assert all(g > 0 for g in grouped[GROUPED:])
+    assert bn_kernels.tiles(*geometry(*LAYOUTS[GROUPED + 1]))[5] == 2  # two pieces per run
 
 
 @pytest.fixture(autouse=True)
@@ -456,9 +477,11 @@ def _run_all(shape, axis, threads):
 @pytest.mark.parametrize(("shape", "axis"), [((8, 16, 40, 40), 1), ((40, 48, 7, 7), 1),
                                              ((3, 2, 9000), 1), ((1024, 96), 1),
                                              ((4, 20, 20, 64), -1), ((2, 3, 40000), 1),
-                                             ((400, 4, 10, 10), 1)],
-                         ids=["NCHW", "NCHW-7x7", "NCL-long", "NC", "NHWC", "NCL-pieces",
-                              "NCHW-streamed"])
+                                             ((400, 4, 10, 10), 1), ((2, 200, 10, 10), 1),
+                                             ((2, 16, 9000), 1)],
+                         ids=["NCHW-groups", "NCHW-7x7", "NCL-long", "NC", "NHWC",
+                              "NCL-pieces", "NCHW-streamed", "NCHW-uneven-groups",
+                              "NCL-groups-pieces"])
 def test_bit_identical_at_one_and_all_threads(shape, axis, monkeypatch):
     if numba.config.NUMBA_NUM_THREADS < 2:
         pytest.skip("needs at least two threads")
