@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import random
 import statistics
 import sys
 import time
@@ -77,13 +78,19 @@ def _interleaved_medians(fns: dict[str, Callable[[], None]], repeats: int,
                          budget_s: float, inner: int = 5) -> dict[str, float]:
     """Median ms of each callable over rounds that alternate between them, so drift hits
     all alike. In a round each callable gets an untimed call (its buffers back in cache,
-    other libraries' spinning threads settled), then ``inner`` timed calls."""
+    other libraries' spinning threads settled), then ``inner`` timed calls. The order is
+    shuffled (seeded) every round, so no callable always follows the same one: what ran
+    just before, e.g. torch with its OpenMP threads still spinning, slows the next
+    callable's first calls."""
     for f in fns.values():  # compile, fault pages in
         f()
     times: dict[str, list[float]] = {k: [] for k in fns}
+    items = list(fns.items())
+    order = random.Random(0)
     deadline = time.perf_counter() + budget_s
     for r in range(repeats):
-        for k, f in fns.items():
+        order.shuffle(items)
+        for k, f in items:
             f()
             for _ in range(inner):
                 t0 = time.perf_counter()
