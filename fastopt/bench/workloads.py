@@ -103,6 +103,10 @@ def _run_fresh(cache_dir: str | None, code: str) -> tuple[float, list[str]]:
     env = dict(os.environ)
     if cache_dir is not None:
         env["NUMBA_CACHE_DIR"] = cache_dir
+    # Python's own bytecode cache on, as in a user's environment: where the shell sets
+    # PYTHONDONTWRITEBYTECODE (these machines do), every fresh process would recompile
+    # fastopt's sources (40-60 ms here) and the warm figure would not be a warm start.
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     t0 = time.perf_counter()
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                          text=True, check=True, cwd=cache_dir)
