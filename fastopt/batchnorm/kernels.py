@@ -40,11 +40,12 @@ in tile order, so every statistic has the same bits at any thread count (and in 
 serial kernel).
 
 **Statistics** (forward): per tile and channel, the sum and the centred sum of squares
-``M2_q = Σ (x − x̄_q)²`` around the tile's own mean x̄_q, in two sweeps over the tile, the
-second from cache: one pass over memory, with the numerics of the two-pass algorithm. The
-combine uses the exact decomposition ``M2 = Σ_q [M2_q + n_q (x̄_q − μ)²]`` (Chan, Golub &
-LeVeque 1979), which has no ``Σx² − nμ²`` cancellation. All in float64; y and dx are
-computed in x's dtype from per-channel constants rounded once.
+``M2_q = Σ (x − x̄_q)²`` around the tile's own mean x̄_q, in one sweep over the tile with
+the values shifted by the channel's first value there (the shifted-data algorithm, see
+:func:`_stats_tile`). The combine uses the exact decomposition
+``M2 = Σ_q [M2_q + n_q (x̄_q − μ)²]`` (Chan, Golub & LeVeque 1979), which has no
+``Σx² − nμ²`` cancellation. All in float64; y and dx are computed in x's dtype from
+per-channel constants rounded once.
 
 **Compilation** is lazy: each kernel is compiled on first use, once as a parallel kernel
 and once as a serial one (for inputs below :data:`SERIAL_BELOW` elements, where a
