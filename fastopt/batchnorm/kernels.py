@@ -335,62 +335,30 @@ def _stats_tile(box, x, C, S, psum, pm2):
         rs[b + j] = sd + cnt * shifts[j]
 
 
-def _stats_combine(size, C, S, psum, pm2, mean, var):
-    """μ = Σ_q sum_q / n;  n σ² = Σ_q [M2_q + n_q (sum_q/n_q − μ)²], q in order."""
-    N = size // (C * S)
-    Q = psum.shape[0]
-    total = N * S
-    nc = U(C)  # uint64 indices: the loops over channels vectorise
-    for c in range(nc):
-        mean[c] = 0.0
-        var[c] = 0.0
-    for q in range(Q):
+def _stats_combine(psum, pm2, counts, total, c0, c1, mean, var):
+    """Channels c0..c1: μ = Σ_q sum_q / n;  n σ² = Σ_q [M2_q + n_q (sum_q/n_q − μ)²], q in
+    order (n_q = counts[q] values behind partial row q, n = total)."""
+    b = U(c0)
+    nc = U(c1 - c0)  # uint64 indices: the loops over channels vectorise
+    for j in range(nc):
+        mean[b + j] = 0.0
+        var[b + j] = 0.0
+    for q in range(psum.shape[0]):
         ps = psum[q]
-        for c in range(nc):
-            mean[c] += ps[c]
-    for c in range(nc):
-        mean[c] = mean[c] / total
-    for q in range(Q):
-        cnt = np.float64(_count_jit(q, N, C, S))
+        for j in range(nc):
+            mean[b + j] += ps[b + j]
+    for j in range(nc):
+        mean[b + j] = mean[b + j] / total
+    for q in range(psum.shape[0]):
+        cnt = counts[q]
         inv = 1.0 / cnt
         ps = psum[q]
         pq = pm2[q]
-        for c in range(nc):
-            d = ps[c] * inv - mean[c]
-            var[c] += pq[c] + cnt * d * d
-    for c in range(nc):
-        var[c] = var[c] / total
-
-
-def _group_stats(psum, pm2, N, S, P, c0, c1, stats):
-    """μ and σ² of channels c0..c1 from the partials of their pieces (rows 0, 1, ...; one
-    row when the runs are whole): the combine of :func:`_stats_combine`, per channel."""
-    npc = (S + P - 1) // P
-    total = N * S
-    for c in range(c0, c1):
-        sm = 0.0
-        for q in range(npc):
-            sm += psum[q, c]
-        mean = sm / total
-        m2 = 0.0
-        for q in range(npc):
-            cnt = np.float64(N * (min(S, q * P + P) - q * P))
-            d = psum[q, c] / cnt - mean
-            m2 += pm2[q, c] + cnt * d * d
-        stats[0, c] = mean
-        stats[1, c] = m2 / total
-
-
-def _group_sums(psd, psdx, c0, c1, sd, sdx):
-    """Σdy and Σdy·(x − μ) of channels c0..c1 from the partials of their pieces."""
-    for c in range(c0, c1):
-        a = 0.0
-        b = 0.0
-        for q in range(psd.shape[0]):
-            a += psd[q, c]
-            b += psdx[q, c]
-        sd[c] = a
-        sdx[c] = b
+        for j in range(nc):
+            d = ps[b + j] * inv - mean[b + j]
+            var[b + j] += pq[b + j] + cnt * d * d
+    for j in range(nc):
+        var[b + j] = var[b + j] / total
 
 
 def _affine_tile(box, x, C, S, mu, scale, shift, y):
@@ -467,18 +435,19 @@ def _dsums_tile(box, dy, x, C, S, mean, psd, psdx, write_dx, k1, dx):
     _fold_columns_jit(acc_b, c0, c1, P, psdx, q)
 
 
-def _dsums_combine(psd, psdx, sd, sdx):
-    Q, C = psd.shape
-    nc = U(C)  # uint64 indices: the loops vectorise
-    for c in range(nc):
-        sd[c] = 0.0
-        sdx[c] = 0.0
-    for q in range(Q):
+def _dsums_combine(psd, psdx, c0, c1, sd, sdx):
+    """Channels c0..c1: Σdy and Σdy·(x − μ) from the partial rows, in order."""
+    b = U(c0)
+    nc = U(c1 - c0)  # uint64 indices: the loops vectorise
+    for j in range(nc):
+        sd[b + j] = 0.0
+        sdx[b + j] = 0.0
+    for q in range(psd.shape[0]):
         pa = psd[q]
         pb = psdx[q]
-        for c in range(nc):
-            sd[c] += pa[c]
-            sdx[c] += pb[c]
+        for j in range(nc):
+            sd[b + j] += pa[b + j]
+            sdx[b + j] += pb[b + j]
 
 
 def _dx_tile(box, dy, x, C, S, mu, k1, k2, k3, dx):
@@ -516,8 +485,6 @@ def _dx_tile(box, dy, x, C, S, mu, k1, k2, k3, dx):
 
 _stats_tile_jit = device_function(_stats_tile)
 _stats_combine_jit = device_function(_stats_combine)
-_group_stats_jit = device_function(_group_stats)
-_group_sums_jit = device_function(_group_sums)
 _affine_tile_jit = compile_tree(_affine_tile, device_function)
 _dsums_tile_jit = device_function(_dsums_tile)
 _dsums_combine_jit = device_function(_dsums_combine)
@@ -589,13 +556,16 @@ def _forward(x, C, S, gamma, beta, eps, training, track, factor, rmean, rvar, st
         G, CC, P, nsb, ncc, npc = _tiles_jit(N, C, S)
         p1 = np.empty((npc, C))
         p2 = np.empty((npc, C))
+        counts = np.empty(npc)  # values behind each piece's partials
+        for q in range(npc):
+            counts[q] = np.float64(N * (min(S, q * P + P) - q * P))
         for k in prange(ncc):
             c0 = k * cc
             c1 = min(C, c0 + cc)
             for q in range(npc):
                 box = _group_tile_jit(q, N, c0, c1, S, P)
                 _stats_tile_jit(box, x, C, S, p1, p2)
-            _group_stats_jit(p1, p2, N, S, P, c0, c1, stats)
+            _stats_combine_jit(p1, p2, counts, N * S, c0, c1, stats[0], stats[1])
             _train_constants_jit(gamma[c0:c1], stats[0][c0:c1], stats[1][c0:c1], eps,
                                  stats[2][c0:c1], mu[c0:c1], scale[c0:c1])
             if track:
@@ -612,7 +582,10 @@ def _forward(x, C, S, gamma, beta, eps, training, track, factor, rmean, rvar, st
         p2 = _partials_jit(x.size, C, S)
         for t in prange(nt):
             _stats_tile_jit(_tile_jit(t, N, C, S), x, C, S, p1, p2)
-        _stats_combine_jit(x.size, C, S, p1, p2, stats[0], stats[1])
+        counts = np.empty(p1.shape[0])
+        for q in range(p1.shape[0]):
+            counts[q] = np.float64(_count_jit(q, N, C, S))
+        _stats_combine_jit(p1, p2, counts, N * S, 0, C, stats[0], stats[1])
         _train_constants_jit(gamma, stats[0], stats[1], eps, stats[2], mu, scale)
         if track:
             _running_update_jit(rmean, rvar, stats[0], stats[1], factor, x.size // C)
@@ -648,7 +621,7 @@ def _backward(dy, x, C, S, gamma, mean, inv_std, training, dgamma, dbeta, dx):
             for q in range(npc):
                 box = _group_tile_jit(q, N, c0, c1, S, P)
                 _dsums_tile_jit(box, dy, x, C, S, mean, p1, p2, write_dx, k1, dx)
-            _group_sums_jit(p1, p2, c0, c1, sd, sdx)
+            _dsums_combine_jit(p1, p2, c0, c1, sd, sdx)
             _backward_constants_jit(gamma[c0:c1], mean[c0:c1], inv_std[c0:c1], sd[c0:c1],
                                     sdx[c0:c1], N * S, mu[c0:c1], k1[c0:c1], k2[c0:c1],
                                     k3[c0:c1], dgamma[c0:c1], dbeta[c0:c1])
@@ -666,7 +639,7 @@ def _backward(dy, x, C, S, gamma, mean, inv_std, training, dgamma, dbeta, dx):
         _dsums_tile_jit(_tile_jit(t, N, C, S), dy, x, C, S, mean, p1, p2, write_dx, k1, dx)
     sd = np.empty(C)
     sdx = np.empty(C)
-    _dsums_combine_jit(p1, p2, sd, sdx)
+    _dsums_combine_jit(p1, p2, 0, C, sd, sdx)
     if training:
         mu = np.empty_like(dgamma)
         k2 = np.empty_like(dgamma)
