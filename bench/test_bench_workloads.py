@@ -43,7 +43,7 @@ IDS = ["x".join(map(str, s)) for s in bn_bench.SHAPES]
 
 
 @pytest.mark.parametrize("shape", bn_bench.SHAPES, ids=IDS)
-@pytest.mark.parametrize("impl", ["fastopt", "numpy", "torch"])
+@pytest.mark.parametrize("impl", ["fastopt", "numpy", "torch", "torch_out"])
 def test_batchnorm_train(benchmark, shape, impl):
     from fastopt import batchnorm
 
@@ -62,9 +62,12 @@ def test_batchnorm_train(benchmark, shape, impl):
         benchmark(step)
     elif impl == "numpy":
         benchmark(bn_bench.numpy_train_step, x, gamma, beta, dy, rm, rv)
-    else:
+    elif impl == "torch":
         pytest.importorskip("torch")
         benchmark(bn_bench._torch_fns(x, gamma, beta, dy)["train_torch"])
+    else:  # torch's kernels alone: out= buffers, no autograd
+        pytest.importorskip("torch")
+        benchmark(bn_bench.torch_out_train(x, gamma, beta, dy)[0])
 
 
 @pytest.mark.parametrize("shape", bn_bench.SHAPES, ids=IDS)

@@ -92,3 +92,50 @@ def test_bench_command_json(capsys):
     assert adam["pct_divider"] == 100 * adam["divider_ms"] / adam["fastopt_ms"]
     assert sgd["divider_ms"] is None and sgd["pct_divider"] is None  # SGD does not divide
     assert out["header"]["serial_below"] > 0
+
+
+def _bn_reference(x, gamma, beta, dy, eps):
+    """BatchNorm training forward and backward in float64, straight from the equations."""
+    x, dy = x.astype(np.float64), dy.astype(np.float64)
+    axes = (0,) + tuple(range(2, x.ndim))
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    n = x.size // x.shape[1]
+    mu = x.mean(axis=axes, keepdims=True)
+    inv = 1 / np.sqrt(((x - mu) ** 2).mean(axis=axes, keepdims=True) + eps)
+    xhat = (x - mu) * inv
+    y = gamma.reshape(shape) * xhat + beta.reshape(shape)
+    dbeta = dy.sum(axis=axes)
+    dgamma = (dy * xhat).sum(axis=axes)
+    dx = gamma.reshape(shape) * inv / n * (
+        n * dy - dbeta.reshape(shape) - xhat * dgamma.reshape(shape))
+    return y, dx, dgamma, dbeta
+
+
+@pytest.mark.parametrize("shape", [(6, 5, 4, 3), (40, 7)])
+def test_batchnorm_yardsticks_compute_batchnorm(shape):
+    """The NumPy step and torch's allocation-free kernels do the whole training step."""
+    from fastopt.bench import batchnorm as bn_bench
+
+    rng = np.random.default_rng(3)
+    x, dy = (rng.standard_normal(shape).astype(np.float32) for _ in range(2))
+    c = shape[1]
+    gamma = (1 + 0.1 * rng.standard_normal(c)).astype(np.float32)
+    beta = (0.1 * rng.standard_normal(c)).astype(np.float32)
+    want = _bn_reference(x, gamma, beta, dy, bn_bench.EPS)
+    got = [bn_bench.numpy_train_step(x, gamma, beta, dy, np.zeros(c, np.float32),
+                                     np.ones(c, np.float32))]
+    if _has_torch():
+        step, outs = bn_bench.torch_out_train(x, gamma, beta, dy)
+        step()
+        got.append([t.numpy() for t in outs])
+    for outputs in got:
+        for a, b in zip(outputs, want, strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def _has_torch() -> bool:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True

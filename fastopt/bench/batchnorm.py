@@ -3,7 +3,8 @@
 Training rows time forward + backward (float32, batch statistics, running statistics
 updated, all three gradients) for fastopt (with ``out=`` buffers, as a training loop runs
 it), a NumPy implementation as a careful user writes it, and torch's CPU BatchNorm
-(``torch.nn.functional.batch_norm`` and an autograd backward) at numba's thread count.
+(``torch.nn.functional.batch_norm`` and an autograd backward; and, as the strictest
+yardstick, its kernels alone: :func:`torch_out_train`) at numba's thread count.
 Inference rows time fastopt's eval forward against a copy kernel that reads x once and
 writes y once (the memory-traffic floor of any inference BatchNorm). All callables of a
 shape are timed in one interleaved run (:func:`fastopt.bench.run._interleaved_medians`),
@@ -44,6 +45,7 @@ class BatchNormRow:
     infer_fastopt_ms: float
     infer_copy_ms: float
     infer_torch_ms: float | None
+    train_torch_out_ms: float | None = None
 
     @property
     def train_x_numpy(self) -> float:
@@ -52,6 +54,14 @@ class BatchNormRow:
     @property
     def train_x_torch(self) -> float | None:
         return None if self.train_torch_ms is None else self.train_torch_ms / self.train_fastopt_ms
+
+    @property
+    def train_x_torch_out(self) -> float | None:
+        """Against torch's own BatchNorm kernels with preallocated outputs (no allocation,
+        no autograd): the strictest torch yardstick."""
+        if self.train_torch_out_ms is None:
+            return None
+        return self.train_torch_out_ms / self.train_fastopt_ms
 
     @property
     def infer_vs_copy(self) -> float:
@@ -114,7 +124,32 @@ def _torch_fns(x, gamma, beta, dy) -> dict[str, Callable[[], None]]:
         with torch.no_grad():
             F.batch_norm(tx, rm, rv, tw, tb, training=False, eps=EPS)
 
-    return {"train_torch": train, "infer_torch": infer}
+    train_out, _ = torch_out_train(x, gamma, beta, dy)
+    return {"train_torch": train, "infer_torch": infer, "train_torch_out": train_out}
+
+
+def torch_out_train(x, gamma, beta, dy) -> tuple[Callable[[], None], tuple]:
+    """torch's BatchNorm training forward + backward kernels without allocation or
+    autograd: aten's ``native_batch_norm`` and ``native_batch_norm_backward`` out=
+    variants writing into buffers made once (as fastopt's ``out=`` buffers are).
+    Returns the step and its outputs ``(y, dx, dgamma, dbeta)`` (torch tensors)."""
+    import torch
+
+    aten = torch.ops.aten
+    c = x.shape[1]
+    tx, tdy = torch.from_numpy(x), torch.from_numpy(dy)
+    w, b = torch.from_numpy(gamma.copy()), torch.from_numpy(beta.copy())
+    rm, rv = torch.zeros(c, dtype=tx.dtype), torch.ones(c, dtype=tx.dtype)
+    y, dx = torch.empty_like(tx), torch.empty_like(tx)
+    mean, invstd, dw, db = (torch.empty(c, dtype=tx.dtype) for _ in range(4))
+
+    def step() -> None:
+        aten.native_batch_norm.out(tx, w, b, rm, rv, True, 0.1, EPS, out=y,
+                                   save_mean=mean, save_invstd=invstd)
+        aten.native_batch_norm_backward.out(tdy, tx, w, rm, rv, mean, invstd, True, EPS,
+                                            [True, True, True], out0=dx, out1=dw, out2=db)
+
+    return step, (y, dx, dw, db)
 
 
 def bench_shape(shape: tuple[int, ...], dtype=np.float32, repeats: int = 10,
@@ -152,7 +187,7 @@ def bench_shape(shape: tuple[int, ...], dtype=np.float32, repeats: int = 10,
     med = _interleaved_medians(fns, repeats, budget_s, inner=inner)
     return BatchNormRow(tuple(shape), np.dtype(dtype).name, med["train_fastopt"],
                         med["train_numpy"], med.get("train_torch"), med["infer_fastopt"],
-                        med["infer_copy"], med.get("infer_torch"))
+                        med["infer_copy"], med.get("infer_torch"), med.get("train_torch_out"))
 
 
 def bench_batchnorm(shapes=SHAPES, dtype=np.float32, repeats: int = 10,
@@ -165,19 +200,22 @@ def bench_batchnorm(shapes=SHAPES, dtype=np.float32, repeats: int = 10,
 ALLOCATION_NOTE = (
     "NumPy and torch allocate their outputs on every call (fastopt writes into out= "
     "buffers); where those allocations page-fault, their times grow several-fold from one "
-    "process to the next (torch's (64, 64, 56, 56) inference: 5.4 ms or 24-34 ms here)"
+    "process to the next (torch's (64, 64, 56, 56) inference: 5.4 ms or 24-34 ms here). "
+    "x t.out times torch's own kernels (aten native_batch_norm and its backward, out= "
+    "variants) on buffers made once: no allocation, no autograd"
 )
 
 
 def format_table(rows: list[BatchNormRow]) -> str:
-    head = (f"{'shape':<20}{'train ms':>10}{'x NumPy':>9}{'x torch':>9}"
+    head = (f"{'shape':<20}{'train ms':>10}{'x NumPy':>9}{'x torch':>9}{'x t.out':>9}"
             f"{'infer ms':>10}{'copy ms':>9}{'/copy':>7}{'torch inf ms':>14}")
     lines = [head, "-" * len(head)]
     for r in rows:
         xt = f"{r.train_x_torch:>9.2f}" if r.train_x_torch else f"{'-':>9}"
+        xo = f"{r.train_x_torch_out:>9.2f}" if r.train_x_torch_out else f"{'-':>9}"
         ti = f"{r.infer_torch_ms:>14.3f}" if r.infer_torch_ms else f"{'-':>14}"
         lines.append(f"{str(r.shape):<20}{r.train_fastopt_ms:>10.3f}{r.train_x_numpy:>9.1f}{xt}"
-                     f"{r.infer_fastopt_ms:>10.3f}{r.infer_copy_ms:>9.3f}"
+                     f"{xo}{r.infer_fastopt_ms:>10.3f}{r.infer_copy_ms:>9.3f}"
                      f"{r.infer_vs_copy:>7.2f}{ti}")
     return "\n".join(lines)
 

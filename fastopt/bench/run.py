@@ -225,6 +225,7 @@ def main(sizes: list[int], rules: list[str], dtype: str, quick: bool, as_json: b
              "x_torch": r.x_torch} for r in rows], "resnet50_adam_ms": resnet_ms,
             "batchnorm": None if bn_rows is None else [
                 {**asdict(r), "train_x_numpy": r.train_x_numpy, "train_x_torch": r.train_x_torch,
+                 "train_x_torch_out": r.train_x_torch_out,
                  "infer_vs_copy": r.infer_vs_copy} for r in bn_rows],
             "startup": start}, indent=1))
         return 0
