@@ -558,7 +558,8 @@ def _forward(x, C, S, gamma, beta, eps, training, track, factor, rmean, rvar, st
         p2 = np.empty((npc, C))
         counts = np.empty(npc)  # values behind each piece's partials
         for q in range(npc):
-            counts[q] = np.float64(N * (min(S, q * P + P) - q * P))
+            box = _group_tile_jit(q, N, 0, 1, S, P)
+            counts[q] = np.float64(N * (box[6] - box[5]))
         for k in prange(ncc):
             c0 = k * cc
             c1 = min(C, c0 + cc)
