@@ -95,10 +95,12 @@ MAX_PIECE = 4096
 #: 1.51-1.58x/2.18-2.35x; (128, 256, 14, 14) 1.29-1.41x/1.79-1.89x instead of
 #: 1.50-1.75x/2.33-2.66x; (128, 64, 56, 56), 1.6 MB groups, 1.15-1.20x/1.63-1.68x instead
 #: of 1.74-1.97x/2.71-2.81x. With 12.8 MB groups ((1024, 16, 56, 56), more than the cache
-#: holds) neither path was faster. Fixed numbers, never the thread count, so a shape
-#: always takes the same path (same bits at any thread count).
+#: holds) neither path was faster. Even 8 groups beat the tiled passes here:
+#: (64, 8, 112, 112) 1.30-1.35x/1.97x instead of 1.60-1.69x/2.30-2.45x (4 groups did too,
+#: on two threads; 8 keeps a bigger machine's threads busy). Fixed numbers, never the
+#: thread count, so a shape always takes the same path (same bits at any thread count).
 GROUP_MAX_VALUES = 1 << 20
-GROUP_MIN_TASKS = 16
+GROUP_MIN_TASKS = 8
 
 #: float64 accumulators of a column fold (see ``_acc_sum``).
 LANES = 64
