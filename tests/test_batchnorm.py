@@ -15,6 +15,15 @@ import sys
 import numba
 import numpy as np
 import pytest
+from reference import (
+    bshape,
+    red_axes,
+    ref_backward,
+    ref_backward_eval,
+    ref_forward,
+    ref_running,
+    ref_stats,
+)
 
 import fastopt
 from fastopt import batchnorm as bn
@@ -72,72 +81,6 @@ def one_kernel_per_dtype(monkeypatch):
         return lambda *args: bn_kernels.kernel(name, args[0].dtype == np.float32)(*args)
 
     monkeypatch.setattr(bn_kernels, "get", get)
-
-
-# -------------------------------------------------------------------- NumPy reference
-
-
-def red_axes(ndim: int, axis: int) -> tuple[int, ...]:
-    """Every axis but the channel axis."""
-    ch = axis % ndim
-    return tuple(a for a in range(ndim) if a != ch)
-
-
-def bshape(ndim: int, axis: int, c: int) -> tuple[int, ...]:
-    s = [1] * ndim
-    s[axis % ndim] = c
-    return tuple(s)
-
-
-def ref_stats(x, axis):
-    x64 = x.astype(np.float64)
-    ax = red_axes(x.ndim, axis)
-    mu = x64.mean(axis=ax)
-    var = ((x64 - mu.reshape(bshape(x.ndim, axis, mu.size))) ** 2).mean(axis=ax)
-    return mu, var
-
-
-def ref_forward(x, gamma, beta, axis, eps=EPS, mean=None, var=None):
-    """y = γ (x − μ)/√(σ² + ε) + β, batch statistics unless mean/var are given."""
-    if mean is None:
-        mean, var = ref_stats(x, axis)
-    b = bshape(x.ndim, axis, mean.size)
-    xhat = (x.astype(np.float64) - mean.reshape(b)) / np.sqrt(var.reshape(b) + eps)
-    return gamma.astype(np.float64).reshape(b) * xhat + beta.astype(np.float64).reshape(b)
-
-
-def ref_backward(dy, x, gamma, axis, eps=EPS):
-    """Training: dβ = Σdy, dγ = Σdy·x̂, dx = (γ·inv/n)(n·dy − dβ − x̂·dγ)."""
-    ax = red_axes(x.ndim, axis)
-    mean, var = ref_stats(x, axis)
-    b = bshape(x.ndim, axis, mean.size)
-    n = x.size // mean.size
-    inv = 1.0 / np.sqrt(var + eps)
-    d = dy.astype(np.float64)
-    xhat = (x.astype(np.float64) - mean.reshape(b)) * inv.reshape(b)
-    dbeta = d.sum(axis=ax)
-    dgamma = (d * xhat).sum(axis=ax)
-    dx = (gamma.astype(np.float64) * inv / n).reshape(b) * (
-        n * d - dbeta.reshape(b) - xhat * dgamma.reshape(b)
-    )
-    return dx, dgamma, dbeta
-
-
-def ref_backward_eval(dy, x, gamma, axis, rmean, rvar, eps=EPS):
-    """Inference: dx = dy·γ·inv with the running statistics as constants."""
-    ax = red_axes(x.ndim, axis)
-    b = bshape(x.ndim, axis, rmean.size)
-    inv = 1.0 / np.sqrt(rvar.astype(np.float64) + eps)
-    d = dy.astype(np.float64)
-    xhat = (x.astype(np.float64) - rmean.reshape(b)) * inv.reshape(b)
-    return (d * (gamma * inv).reshape(b), (d * xhat).sum(axis=ax), d.sum(axis=ax))
-
-
-def ref_running(rmean, rvar, x, axis, m):
-    """torch's update: r ← (1 − m) r + m·stat, with the unbiased batch variance."""
-    mu, var = ref_stats(x, axis)
-    n = x.size // mu.size
-    return (1 - m) * rmean + m * mu, (1 - m) * rvar + m * var * n / (n - 1)
 
 
 # -------------------------------------------------------------------------- helpers

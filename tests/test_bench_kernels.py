@@ -2,8 +2,9 @@
 
 import numpy as np
 import pytest
+from reference import ref_backward, ref_forward
 
-from fastopt.bench import numpy_ref
+from fastopt.bench import numpy_ref, torch_ref
 from fastopt.bench.roofline import bytes_moved, divider_kernel, roofline_kernel
 
 
@@ -94,23 +95,6 @@ def test_bench_command_json(capsys):
     assert out["header"]["serial_below"] > 0
 
 
-def _bn_reference(x, gamma, beta, dy, eps):
-    """BatchNorm training forward and backward in float64, straight from the equations."""
-    x, dy = x.astype(np.float64), dy.astype(np.float64)
-    axes = (0,) + tuple(range(2, x.ndim))
-    shape = (1, -1) + (1,) * (x.ndim - 2)
-    n = x.size // x.shape[1]
-    mu = x.mean(axis=axes, keepdims=True)
-    inv = 1 / np.sqrt(((x - mu) ** 2).mean(axis=axes, keepdims=True) + eps)
-    xhat = (x - mu) * inv
-    y = gamma.reshape(shape) * xhat + beta.reshape(shape)
-    dbeta = dy.sum(axis=axes)
-    dgamma = (dy * xhat).sum(axis=axes)
-    dx = gamma.reshape(shape) * inv / n * (
-        n * dy - dbeta.reshape(shape) - xhat * dgamma.reshape(shape))
-    return y, dx, dgamma, dbeta
-
-
 @pytest.mark.parametrize("shape", [(6, 5, 4, 3), (40, 7)])
 def test_batchnorm_yardsticks_compute_batchnorm(shape):
     """The NumPy step and torch's allocation-free kernels do the whole training step."""
@@ -121,10 +105,11 @@ def test_batchnorm_yardsticks_compute_batchnorm(shape):
     c = shape[1]
     gamma = (1 + 0.1 * rng.standard_normal(c)).astype(np.float32)
     beta = (0.1 * rng.standard_normal(c)).astype(np.float32)
-    want = _bn_reference(x, gamma, beta, dy, bn_bench.EPS)
+    want = (ref_forward(x, gamma, beta, 1, eps=bn_bench.EPS),
+            *ref_backward(dy, x, gamma, 1, eps=bn_bench.EPS))
     got = [bn_bench.numpy_train_step(x, gamma, beta, dy, np.zeros(c, np.float32),
                                      np.ones(c, np.float32))]
-    if _has_torch():
+    if torch_ref.available():
         step, outs = bn_bench.torch_out_train(x, gamma, beta, dy)
         step()
         got.append([t.numpy() for t in outs])
@@ -132,10 +117,3 @@ def test_batchnorm_yardsticks_compute_batchnorm(shape):
         for a, b in zip(outputs, want, strict=True):
             np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
-
-def _has_torch() -> bool:
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        return False
-    return True
