@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--no-batchnorm", action="store_true", help="skip the BatchNorm rows")
     bench.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
                        help="cuda: the rules on the GPU against its copy bandwidth and "
-                            "torch's CUDA optimizers (default sizes 1e8)")
+                            "torch's CUDA optimizers and BatchNorm (default sizes 1e8)")
     demo = sub.add_parser("demo", help="train a BatchNorm MLP on the shipped digits with "
                                        "every rule; print a table and write a figure")
     demo.add_argument("--rules", nargs="+", default=None, help="subset of rules")
@@ -69,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
 
         sizes = args.sizes if "--sizes" in (argv or sys.argv) else [1e8]
         return gpu.main([int(s) for s in sizes], args.rules or ["Adam", "SGD", "Momentum"],
-                        args.dtype, args.quick, args.json)
+                        args.dtype, args.quick, args.json, not args.no_resnet,
+                        not args.no_batchnorm)
     return run.main([int(s) for s in args.sizes], rules, args.dtype, args.quick, args.json,
                     not args.no_torch, not args.no_threshold, not args.no_resnet,
                     not args.no_startup, not args.no_batchnorm)

@@ -105,7 +105,7 @@ class FlatParams:
             dtype = kinds.pop() if len(kinds) == 1 and kinds <= set(FLOAT_DTYPES) else np.float32
         flat = cls({k: a.shape for k, a in arrays.items()}, dtype=dtype, device=device)
         for k, a in arrays.items():
-            flat.params[k][...] = a
+            flat[k] = a  # a device view takes no [...] assignment on a GPU: __setitem__
         return flat
 
     def _slot(self, name: str) -> tuple[int, tuple[int, ...]]:

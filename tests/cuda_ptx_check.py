@@ -62,6 +62,15 @@ def compile_one(name, fn, args, out):
     out[name] = facts(ptx)
 
 
+def _none_probe(a, b):
+    if b is None:
+        a[0] = 1.0
+
+
+def u64_params(ptx: str) -> int:
+    return len(re.findall(r"\.param \.u64 ", ptx))
+
+
 def main() -> None:
     out: dict = {}
     for dtype in (np.float32, np.float64):
@@ -86,7 +95,13 @@ def main() -> None:
                     (parts, 4, parts, 1.0, np.ones(1, dtype)), out)
         for kname, fn, args in cuda_kernels.ptx_cases(dtype):
             compile_one(f"{kname}_{dt.__name__}", fn, args, out)
-    json.dump(out, sys.stdout)
+    # fastopt.drivers.cuda.kernel launches a None argument as one null 64-bit parameter:
+    # a none argument must compile to exactly what an int64 one does.
+    a32 = np.zeros(8, np.float32)
+    none_ptx, _ = cuda.compile_ptx(_none_probe, signature((a32, None)), cc=(9, 0))
+    int_ptx, _ = cuda.compile_ptx(_none_probe, signature((a32, 0)), cc=(9, 0))
+    params = {"none": u64_params(none_ptx), "int64": u64_params(int_ptx)}
+    json.dump({"kernels": out, "params": params}, sys.stdout)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ MISSING_TOOLKIT = ("libnvvm", "NVVM", "nvrtc", "DynamicLibNotFound", "CUDA_HOME"
 
 
 @pytest.fixture(scope="module")
-def ptx_facts():
+def ptx_report():
     env = {**os.environ, "NUMBA_ENABLE_CUDASIM": "0"}
     script = Path(__file__).with_name("cuda_ptx_check.py")
     run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
@@ -28,6 +28,17 @@ def ptx_facts():
                         "pip install 'numba-cuda[cu13]'")
         pytest.fail(f"compiling the CUDA kernels failed:\n{run.stderr[-4000:]}")
     return json.loads(run.stdout)
+
+
+@pytest.fixture(scope="module")
+def ptx_facts(ptx_report):
+    return ptx_report["kernels"]
+
+
+def test_a_none_argument_is_one_64_bit_parameter(ptx_report):
+    # drivers.cuda.kernel launches None as a null pointer, which is right only while
+    # numba-cuda compiles a none argument to one 64-bit kernel parameter, as an int64.
+    assert ptx_report["params"]["none"] == ptx_report["params"]["int64"]
 
 
 def test_every_kernel_compiles(ptx_facts):

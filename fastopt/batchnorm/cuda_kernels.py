@@ -19,7 +19,7 @@ import numpy as np
 from numba import cuda
 
 from .._jit import bind, compile_tree
-from ..drivers.cuda import MAX_BLOCKS, TPB, _block_sum, _device
+from ..drivers.cuda import MAX_BLOCKS, TPB, _block_sum, _device, kernel
 from .equations import backward_coefficients, input_gradient, inv_std, normalize, running_moments
 
 #: Values of one channel per statistics block (one float64 partial each).
@@ -160,7 +160,7 @@ def kernels() -> dict[str, Callable]:
     fns = {"moments": _moments_kernel, "forward_channels": _forward_channels,
            "backward_channels": _backward_channels, "normalize": _normalize_kernel,
            "dx": _dx_kernel}
-    return {name: cuda.jit(bind(fn, **shared)) for name, fn in fns.items()}
+    return {name: kernel(bind(fn, **shared)) for name, fn in fns.items()}
 
 
 def chunks(n: int) -> int:

@@ -1,13 +1,19 @@
-"""``python -m fastopt bench --device cuda``: the rules on a GPU, against the device's copy
-bandwidth and torch's fused CUDA Adam, measured in the same run.
+"""``python -m fastopt bench --device cuda``: the rules, the ResNet-50 step and BatchNorm on
+a GPU, against the device's copy bandwidth and torch's CUDA kernels, measured in the same
+run.
 
-Each case is timed with CUDA events around single steps (the median of ``repeats``, after
-warm-up steps that also compile). The yardstick is the device-to-device copy bandwidth
-(``cuMemcpyDtoD`` of a 512 MB buffer; read + write bytes over time): an optimizer step
-that moves ``B`` bytes per element at that bandwidth is the best the memory allows, so
-``% copy BW = B·n / t / copy bandwidth``. torch: ``torch.optim.Adam(fused=True)`` (or the
-rule's torch counterpart, foreach where torch has no fused kernel) on CUDA tensors of the
-same size, when torch with CUDA is installed.
+Each callable is timed with CUDA events around single calls (its own library's events on
+the default stream), interleaved round by round with the others of its group, after
+warm-up calls that also compile; the tables give medians. The times include the host's
+launch work, as a training loop sees it when it waits for the step: for small arrays that
+is the whole cost.
+
+The yardstick is the device-to-device copy bandwidth (``cuMemcpyDtoD`` of a 512 MB
+buffer; read + write bytes over time): an optimizer step that moves ``B`` bytes per
+element at that bandwidth is the best the memory allows, so ``% copy BW = B·n / t / copy
+bandwidth``. torch: ``torch.optim.Adam(fused=True)`` (or the rule's torch counterpart,
+foreach where torch has no fused kernel) on CUDA tensors of the same size; its BatchNorm
+(cuDNN) with an autograd backward; when torch with CUDA is installed.
 """
 
 from __future__ import annotations
@@ -22,6 +28,13 @@ import numpy as np
 from .._progress import progress
 from .run import RULES
 
+#: A timed callable and the library whose CUDA events time it ("numba" or "torch").
+Timed = tuple[Callable[[], object], str]
+
+#: BatchNorm cases (float32): the CPU bench's three shapes, and the first channels-last.
+BN_CASES: tuple[tuple[tuple[int, ...], int], ...] = (
+    ((64, 64, 56, 56), 1), ((128, 256, 14, 14), 1), ((256, 1024), 1), ((64, 56, 56, 64), -1))
+
 
 def traffic(rule: str, itemsize: int) -> int:
     """Bytes per element per step: read p, g and each state array, write p and the state."""
@@ -29,22 +42,40 @@ def traffic(rule: str, itemsize: int) -> int:
     return itemsize * (2 + k + 1 + k)
 
 
-def _time_events(fn: Callable[[], None], repeats: int, warmup: int = 3) -> float:
-    """Median milliseconds of ``fn`` between two CUDA events (default stream)."""
+def _events(lib: str):
+    if lib == "torch":
+        import torch
+
+        return (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
     from numba import cuda
 
-    for _ in range(warmup):
-        fn()
+    return cuda.event(), cuda.event()
+
+
+def _sync_all() -> None:
+    from numba import cuda
+
     cuda.synchronize()
-    times = []
+
+
+def interleaved_medians(fns: dict[str, Timed], repeats: int, warmup: int = 3
+                        ) -> dict[str, float]:
+    """Median milliseconds of each callable between two CUDA events, the callables taking
+    turns round by round (so clock and temperature drift hit all of them alike)."""
+    for fn, _ in fns.values():
+        for _ in range(warmup):
+            fn()
+    _sync_all()
+    times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
-        start, stop = cuda.event(), cuda.event()
-        start.record()
-        fn()
-        stop.record()
-        stop.synchronize()
-        times.append(start.elapsed_time(stop))
-    return statistics.median(times)
+        for name, (fn, lib) in fns.items():
+            start, stop = _events(lib)
+            start.record()
+            fn()
+            stop.record()
+            stop.synchronize()
+            times[name].append(start.elapsed_time(stop))
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def copy_bandwidth(nbytes: int = 1 << 29, repeats: int = 20) -> float:
@@ -53,22 +84,16 @@ def copy_bandwidth(nbytes: int = 1 << 29, repeats: int = 20) -> float:
 
     src = cuda.device_array(nbytes // 4, np.float32)
     dst = cuda.device_array(nbytes // 4, np.float32)
-    ms = _time_events(lambda: dst.copy_to_device(src), repeats)
-    return 2 * nbytes / (ms * 1e-3) / 1e9
+    ms = interleaved_medians({"copy": (lambda: dst.copy_to_device(src), "numba")}, repeats)
+    return 2 * nbytes / (ms["copy"] * 1e-3) / 1e9
 
 
-def _torch_step(rule: str, n: int, dtype) -> tuple[Callable[[], None], str] | None:
+def _torch_cuda():
     try:
         import torch
     except ImportError:
         return None
-    if not torch.cuda.is_available():
-        return None
-    from .torch_ref import step_for  # the same torch counterparts as the CPU bench
-
-    p = torch.randn(n, device="cuda", dtype=getattr(torch, np.dtype(dtype).name))
-    p.grad = torch.randn_like(p)
-    return step_for(rule, p)
+    return torch if torch.cuda.is_available() else None
 
 
 def bench_rule(rule: str, n: int, dtype, repeats: int) -> dict[str, object]:
@@ -78,34 +103,134 @@ def bench_rule(rule: str, n: int, dtype, repeats: int) -> dict[str, object]:
     p = cuda.to_device(rng.standard_normal(n).astype(dtype))
     g = cuda.to_device(rng.standard_normal(n).astype(dtype))
     opt = RULES[rule][0](p)
-    ms = _time_events(lambda: opt.step(g), repeats)
+    fns: dict[str, Timed] = {"fastopt": (lambda: opt.step(g), "numba")}
+    torch = _torch_cuda()
+    label = None
+    if torch is not None:
+        from .torch_ref import step_for  # the same torch counterparts as the CPU bench
+
+        tp = torch.randn(n, device="cuda", dtype=getattr(torch, np.dtype(dtype).name))
+        tp.grad = torch.randn_like(tp)
+        step, label = step_for(rule, tp)
+        fns["torch"] = (step, "torch")
+    med = interleaved_medians(fns, repeats)
+    ms = med["fastopt"]
     nbytes = traffic(rule, np.dtype(dtype).itemsize) * n
     row: dict[str, object] = {"rule": rule, "n": n, "dtype": np.dtype(dtype).name,
                               "fastopt_ms": ms, "gbps": nbytes / (ms * 1e-3) / 1e9}
-    torch_case = _torch_step(rule, n, dtype)
-    if torch_case is not None:
-        import torch
-
-        step, label = torch_case
-        for _ in range(3):
-            step()
-        torch.cuda.synchronize()
-        times = []
-        for _ in range(repeats):
-            start = torch.cuda.Event(enable_timing=True)
-            stop = torch.cuda.Event(enable_timing=True)
-            start.record()
-            step()
-            stop.record()
-            stop.synchronize()
-            times.append(start.elapsed_time(stop))
-        row["torch_ms"] = statistics.median(times)
-        row["torch"] = label
-        row["x_torch"] = row["torch_ms"] / ms
+    if "torch" in med:
+        row.update(torch_ms=med["torch"], torch=label, x_torch=med["torch"] / ms)
     return row
 
 
-def main(sizes: list[int], rules: list[str], dtype: str, quick: bool, as_json: bool) -> int:
+def bench_resnet(repeats: int, shapes: list[tuple[str, tuple[int, ...]]] | None = None
+                 ) -> dict[str, float]:
+    """Adam over the 161 ResNet-50 arrays (or ``shapes``) on the GPU: a list of device
+    arrays and one FlatParams (fastopt), and torch's fused and foreach Adam on the same
+    list (ms; ``values``: the element count)."""
+    from numba import cuda
+
+    from .. import optim
+    from ..flat import FlatParams
+    from .workloads import resnet50_shapes
+
+    shapes = resnet50_shapes() if shapes is None else shapes
+    rng = np.random.default_rng(0)
+    host_grads = [(rng.standard_normal(s) * 1e-2).astype(np.float32) for _, s in shapes]
+    params = [cuda.to_device(np.ones(s, np.float32)) for _, s in shapes]
+    grads = [cuda.to_device(g) for g in host_grads]
+    opt_list = optim.Adam(params)
+    flat = FlatParams({name: s for name, s in shapes}, device="cuda")
+    flat.data.copy_to_device(np.ones(flat.data.size, np.float32))
+    for (name, _), g in zip(shapes, host_grads, strict=True):
+        flat.grads[name].copy_to_device(g)
+    opt_flat = optim.Adam(flat)
+    fns: dict[str, Timed] = {
+        f"fastopt list of {len(shapes)}": (lambda: opt_list.step(grads), "numba"),
+        "fastopt FlatParams": (opt_flat.step, "numba"),
+    }
+    torch = _torch_cuda()
+    if torch is not None:
+        for kind in ("fused", "foreach"):
+            tensors = []
+            for (_, s), g in zip(shapes, host_grads, strict=True):
+                t = torch.ones(s, device="cuda")
+                t.grad = torch.from_numpy(g).cuda()
+                tensors.append(t)
+            topt = torch.optim.Adam(tensors, lr=1e-3, **{kind: True})
+
+            def step(topt=topt) -> None:
+                with torch.no_grad():
+                    topt.step()
+
+            fns[f"torch {kind} list"] = (step, "torch")
+    out = interleaved_medians(fns, repeats)
+    out["values"] = float(sum(int(np.prod(s)) for _, s in shapes))
+    return out
+
+
+def bench_batchnorm_shape(shape: tuple[int, ...], repeats: int, axis: int = 1
+                          ) -> dict[str, object]:
+    """BatchNorm float32 on the GPU: training forward + backward (``out=`` buffers, running
+    statistics updated) and inference forward for fastopt; torch's cuDNN BatchNorm with an
+    autograd backward (channels-last memory format for ``axis=-1``); and a device-to-device
+    copy of x (inference's traffic floor)."""
+    from numba import cuda
+
+    from .. import batchnorm
+
+    rng = np.random.default_rng(0)
+    c = shape[axis]
+    xh = rng.standard_normal(shape, dtype=np.float32) * 2.0 + 1.0
+    dyh = rng.standard_normal(shape, dtype=np.float32)
+    gh = (1.0 + 0.1 * rng.standard_normal(c)).astype(np.float32)
+    bh = (0.1 * rng.standard_normal(c)).astype(np.float32)
+    x, dy, gamma, beta = (cuda.to_device(a) for a in (xh, dyh, gh, bh))
+    rm, rv = cuda.to_device(np.zeros(c, np.float32)), cuda.to_device(np.ones(c, np.float32))
+    y, dx = cuda.device_array_like(x), cuda.device_array_like(x)
+    dg, db = cuda.device_array(c, np.float32), cuda.device_array(c, np.float32)
+
+    def train() -> None:
+        _, cache_ = batchnorm.forward(x, gamma, beta, running_mean=rm, running_var=rv, out=y,
+                                    axis=axis)
+        batchnorm.backward(dy, cache_, out=(dx, dg, db))
+
+    def infer() -> None:
+        batchnorm.forward(x, gamma, beta, training=False, running_mean=rm, running_var=rv,
+                          out=y, axis=axis)
+
+    fns: dict[str, Timed] = {"train_fastopt": (train, "numba"),
+                             "infer_fastopt": (infer, "numba"),
+                             "copy": (lambda: y.copy_to_device(x), "numba")}
+    torch = _torch_cuda()
+    if torch is not None:
+        F = torch.nn.functional
+        def nchw(a):  # channels-last data as torch's NCHW view of it (no copy)
+            t = torch.from_numpy(a).cuda()
+            return t if axis == 1 else t.movedim(-1, 1)
+
+        tx = nchw(xh).requires_grad_()
+        tw = torch.from_numpy(gh).cuda().requires_grad_()
+        tb = torch.from_numpy(bh).cuda().requires_grad_()
+        tdy = nchw(dyh)
+        trm, trv = torch.zeros(c, device="cuda"), torch.ones(c, device="cuda")
+
+        def ttrain() -> None:
+            out = F.batch_norm(tx, trm, trv, tw, tb, training=True, momentum=0.1,
+                               eps=batchnorm.EPS)
+            torch.autograd.grad(out, (tx, tw, tb), tdy)
+
+        def tinfer() -> None:
+            with torch.no_grad():
+                F.batch_norm(tx, trm, trv, tw, tb, training=False, eps=batchnorm.EPS)
+
+        fns.update(train_torch=(ttrain, "torch"), infer_torch=(tinfer, "torch"))
+    med = interleaved_medians(fns, repeats)
+    return {"shape": list(shape), "axis": axis, **med}
+
+
+def main(sizes: list[int], rules: list[str], dtype: str, quick: bool, as_json: bool,
+         resnet: bool = True, batchnorm: bool = True) -> int:
     try:
         from numba import cuda
     except ImportError:
@@ -122,27 +247,81 @@ def main(sizes: list[int], rules: list[str], dtype: str, quick: bool, as_json: b
         return 2
     repeats = 5 if quick else 30
     device = cuda.get_current_device()
-    header = {"gpu": device.name.decode() if isinstance(device.name, bytes) else device.name,
-              "compute_capability": device.compute_capability}
-    cases = [(r, n) for n in sizes for r in rules]
-    rows = []
-    header["copy_gbps"] = copy_bandwidth(repeats=repeats)
-    for rule, n in progress(cases, "bench cuda"):
-        row = bench_rule(rule, n, np.dtype(dtype).type, repeats)
-        row["pct_copy_bw"] = 100.0 * row["gbps"] / header["copy_gbps"]
-        rows.append(row)
-    if as_json:
-        print(json.dumps({"header": header, "rows": rows}, indent=1))
-        return 0
+    name = device.name.decode() if isinstance(device.name, bytes) else device.name
+    header: dict[str, object] = {"gpu": name, "compute_capability": device.compute_capability,
+                                 "copy_gbps": copy_bandwidth(repeats=repeats)}
+    cases: list[tuple] = [("rule", r, n) for n in sizes for r in rules]
+    if resnet:
+        cases.append(("resnet",))
+    if batchnorm:
+        cases += [("batchnorm", *case) for case in BN_CASES]
+    report: dict[str, object] = {"header": header, "rows": [], "resnet": None,
+                                 "batchnorm": []}
+    errors: list[str] = []
+    for case in progress(cases, "bench cuda"):
+        try:
+            if case[0] == "rule":
+                row = bench_rule(case[1], case[2], np.dtype(dtype).type, repeats)
+                row["pct_copy_bw"] = 100.0 * row["gbps"] / header["copy_gbps"]
+                report["rows"].append(row)
+            elif case[0] == "resnet":
+                report["resnet"] = bench_resnet(repeats)
+            else:
+                report["batchnorm"].append(bench_batchnorm_shape(case[1], repeats, case[2]))
+        except Exception as exc:  # noqa: BLE001 - reported, and the other cases still run
+            errors.append(f"{case}: {type(exc).__name__}: {exc}")
+    report["errors"] = errors
+    print(json.dumps(report, indent=1) if as_json else format_report(report))
+    return 1 if errors else 0
+
+
+def _opt(value: float | None, spec: str, width: int) -> str:
+    return f"{'-' if value is None else format(value, spec):>{width}}"
+
+
+def format_report(report: dict) -> str:
+    """The tables of :func:`main` (from its JSON form)."""
+    header = report["header"]
+    copy_gbps = header["copy_gbps"]
     sm = "".join(map(str, header["compute_capability"]))
-    print(f"fastopt bench --device cuda: {header['gpu']} (sm_{sm}), device-to-device copy "
-          f"{header['copy_gbps']:.0f} GB/s")
-    print("medians of CUDA-event timings; % copy BW = step bytes / time / copy bandwidth; "
-          "x torch > 1 means fastopt is faster")
-    print(f"{'rule':<10}{'n':>10}  {'dtype':<8}{'fastopt ms':>11}{'GB/s':>8}{'% copy BW':>11}"
-          f"{'x torch':>9}  torch")
-    for r in rows:
+    lines = [f"fastopt bench --device cuda: {header['gpu']} (sm_{sm}), device-to-device copy "
+             f"{copy_gbps:.0f} GB/s",
+             "medians of CUDA-event timings, callables interleaved; % copy BW = step bytes / "
+             "time / copy bandwidth; x torch > 1 means fastopt is faster", "",
+             f"{'rule':<10}{'n':>10}  {'dtype':<8}{'fastopt ms':>11}{'GB/s':>8}"
+             f"{'% copy BW':>11}{'x torch':>9}  torch"]
+    for r in report["rows"]:
         xt = f"{r['x_torch']:.2f}" if "x_torch" in r else "-"
-        print(f"{r['rule']:<10}{r['n']:>10.0e}  {r['dtype']:<8}{r['fastopt_ms']:>11.3f}"
-              f"{r['gbps']:>8.0f}{r['pct_copy_bw']:>10.0f}%{xt:>9}  {r.get('torch', '-')}")
-    return 0
+        lines.append(f"{r['rule']:<10}{r['n']:>10.0e}  {r['dtype']:<8}{r['fastopt_ms']:>11.3f}"
+                     f"{r['gbps']:>8.0f}{r['pct_copy_bw']:>10.0f}%{xt:>9}  "
+                     f"{r.get('torch', '-')}")
+    res = report.get("resnet")
+    if res:
+        floor = 28 * res["values"] / (copy_gbps * 1e9) * 1e3
+        lines += ["", f"ResNet-50 Adam step (161 arrays, {res['values'] / 1e6:.1f}M values; "
+                      f"copy-bandwidth floor {floor:.3f} ms)"]
+        for label, ms in res.items():
+            if label != "values":
+                lines.append(f"  {label:<22}{ms:>9.3f} ms  {100 * floor / ms:>5.0f}% of floor")
+    if report.get("batchnorm"):
+        lines += ["", "BatchNorm float32 (train = forward + backward; /copy = inference over "
+                      "a device copy of x)",
+                  f"{'shape':<26}{'train ms':>10}{'torch ms':>10}{'x torch':>9}{'infer ms':>10}"
+                  f"{'torch ms':>10}{'x torch':>9}{'copy ms':>9}{'/copy':>7}"]
+        for b in report["batchnorm"]:
+            f = b["train_fastopt"]
+            i = b["infer_fastopt"]
+            tt, ti = b.get("train_torch"), b.get("infer_torch")
+            label = str(tuple(b["shape"])) + (" C-last" if b["axis"] != 1 else "")
+            lines.append(
+                f"{label:<26}{f:>10.3f}{_opt(tt, '.3f', 10)}"
+                f"{_opt(tt and tt / f, '.2f', 9)}{i:>10.3f}{_opt(ti, '.3f', 10)}"
+                f"{_opt(ti and ti / i, '.2f', 9)}{b['copy']:>9.3f}{i / b['copy']:>7.2f}")
+    if report.get("errors"):
+        lines += ["", "FAILED cases:"] + [f"  {e}" for e in report["errors"]]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # python -m fastopt.bench.gpu REPORT.json: print its tables
+    with open(sys.argv[1]) as fh:
+        print(format_report(json.load(fh)))

@@ -24,7 +24,7 @@ from functools import cache
 from typing import Any
 
 import numpy as np
-from numba import config, cuda
+from numba import config, cuda, types
 
 from .._checks import FLOAT_DTYPES
 from .._jit import bind, compile_tree
@@ -46,6 +46,24 @@ MAX_BLOCKS = 2 if SIMULATOR else 1 << 20
 
 def _device(fn: Callable) -> Callable:
     return cuda.jit(device=True)(fn)
+
+
+class _NullForNone:
+    """Lets a launch pass ``None``. The kernels take optional arrays as ``None`` (typed as
+    ``none``; the ``is None`` branch not taken is compiled out), but numba-cuda's launcher
+    has no rule for a ``none`` argument (``NotImplementedError: (none, None)`` on a GPU;
+    the simulator never packs arguments). Its data model is an opaque pointer, one 64-bit
+    kernel parameter, so pass a null pointer: numba-cuda's ``extensions`` hook."""
+
+    def prepare_args(self, ty, val, stream=None, retr=None):
+        if isinstance(ty, types.NoneType):
+            return types.CPointer(types.uint8), 0
+        return ty, val
+
+
+def kernel(fn: Callable) -> Callable:
+    """``cuda.jit(fn)`` as a kernel whose launches may pass ``None`` arguments."""
+    return cuda.jit(fn) if SIMULATOR else cuda.jit(fn, extensions=[_NullForNone()])
 
 
 # --------------------------------------------------------------------------- kernels
@@ -131,15 +149,15 @@ def step_kernel(rule: Callable) -> Callable:
         f"cuda_step_{rule.__name__}",
         ELEMENT=compile_tree(transformed(rule), _device),
     )
-    return cuda.jit(fn)
+    return kernel(fn)
 
 
 @cache
 def _reduction_kernels() -> tuple[Callable, Callable]:
     block_sum = _device(_block_sum)
-    sumsq = cuda.jit(bind(_sumsq_kernel, BLOCK_SUM=block_sum))
-    finalize = cuda.jit(bind(_finalize_kernel, BLOCK_SUM=block_sum,
-                             CLIP_SCALE=_device(clip_scale)))
+    sumsq = kernel(bind(_sumsq_kernel, BLOCK_SUM=block_sum))
+    finalize = kernel(bind(_finalize_kernel, BLOCK_SUM=block_sum,
+                           CLIP_SCALE=_device(clip_scale)))
     return sumsq, finalize
 
 
@@ -280,7 +298,7 @@ def _fill_kernel(a, value):
 
 @cache
 def _filler() -> Callable:
-    return cuda.jit(_fill_kernel)
+    return kernel(_fill_kernel)
 
 
 def fill(a: Any, value: float, stream: Any = None) -> None:
