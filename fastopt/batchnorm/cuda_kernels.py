@@ -19,7 +19,7 @@ import numpy as np
 from numba import cuda
 
 from .._jit import bind, compile_tree
-from ..drivers.cuda import MAX_BLOCKS, TPB, _block_sum, _device, kernel
+from ..drivers.cuda import MAX_BLOCKS, TPB, _block_sum, _device, kernel, launcher
 from .equations import backward_coefficients, input_gradient, inv_std, normalize, running_moments
 
 #: Values of one channel per statistics block (one float64 partial each).
@@ -195,12 +195,12 @@ def forward(x, C, S, gamma, beta, eps, training, track, factor, rmean, rvar, sta
     n = x.size // C
     part1, part2, mu, scale, _, _ = _workspace(C, n, x.dtype, stream)
     if training:
-        k["moments"][(chunks(n), C), TPB, stream](x, None, stats[0], C, S, part1, part2)
-    k["forward_channels"][_grid(C), TPB, stream](
+        launcher(k["moments"], (chunks(n), C), stream)(x, None, stats[0], C, S, part1, part2)
+    launcher(k["forward_channels"], _grid(C), stream)(
         x, C, S, part1, part2, gamma, eps, training, track, factor, rmean, rvar, stats, mu,
         scale,
     )
-    k["normalize"][_grid(x.size), TPB, stream](x, C, S, mu, scale, beta, y)
+    launcher(k["normalize"], _grid(x.size), stream)(x, C, S, mu, scale, beta, y)
 
 
 def backward(dy, x, C, S, gamma, mean, inv, training, dgamma, dbeta, dx, stream) -> None:
@@ -208,11 +208,11 @@ def backward(dy, x, C, S, gamma, mean, inv, training, dgamma, dbeta, dx, stream)
     k = kernels()
     n = x.size // C
     part1, part2, mu, k1, k2, k3 = _workspace(C, n, x.dtype, stream)
-    k["moments"][(chunks(n), C), TPB, stream](dy, x, mean, C, S, part1, part2)
-    k["backward_channels"][_grid(C), TPB, stream](
+    launcher(k["moments"], (chunks(n), C), stream)(dy, x, mean, C, S, part1, part2)
+    launcher(k["backward_channels"], _grid(C), stream)(
         part1, part2, float(n), gamma, mean, inv, training, mu, k1, k2, k3, dgamma, dbeta
     )
-    k["dx"][_grid(x.size), TPB, stream](dy, x, C, S, mu, k1, k2, k3, dx)
+    launcher(k["dx"], _grid(x.size), stream)(dy, x, C, S, mu, k1, k2, k3, dx)
 
 
 def ptx_cases(dtype) -> list[tuple[str, Callable, tuple]]:

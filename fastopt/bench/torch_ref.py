@@ -36,6 +36,8 @@ def optimizer_for(rule: str, tp) -> tuple[object, str]:
         "AMSGrad": (torch.optim.Adam, {"lr": 1e-3, "amsgrad": True, **fused}),
     }
     cls, kw = table[rule]
+    if tp.is_cuda and cls is torch.optim.Adagrad:  # torch has no fused CUDA Adagrad
+        kw = {**kw, "fused": None, **foreach}
     return cls([tp], **kw), ("fused" if kw.get("fused") else "foreach")
 
 

@@ -19,6 +19,8 @@ use only.
 from __future__ import annotations
 
 import math
+import threading
+import warnings
 from collections.abc import Callable, Sequence
 from functools import cache
 from typing import Any
@@ -56,14 +58,39 @@ class _NullForNone:
     kernel parameter, so pass a null pointer: numba-cuda's ``extensions`` hook."""
 
     def prepare_args(self, ty, val, stream=None, retr=None):
-        if isinstance(ty, types.NoneType):
-            return types.CPointer(types.uint8), 0
-        return ty, val
+        # Called for every argument of every launch (tuples' items too): the cheap test.
+        return (_NULL_TYPE, 0) if val is None else (ty, val)
+
+
+_NULL_TYPE = types.CPointer(types.uint8)
 
 
 def kernel(fn: Callable) -> Callable:
     """``cuda.jit(fn)`` as a kernel whose launches may pass ``None`` arguments."""
     return cuda.jit(fn) if SIMULATOR else cuda.jit(fn, extensions=[_NullForNone()])
+
+
+_launchers: dict[tuple, Any] = {}
+
+
+def launcher(kern: Any, grid: int | tuple[int, int], stream: Any) -> Any:
+    """``kern[grid, TPB, stream]``, made once per (kernel, grid, stream, thread) and kept:
+    making it costs a launch-configuration object per call, and numba-cuda warns about
+    grids under 128 blocks, which the one-block reductions and small arrays use on
+    purpose (the warning would reach the user once per process). The simulator's
+    ``kern[...]`` sets the configuration on the kernel itself and returns it, so there
+    nothing is kept."""
+    if SIMULATOR:
+        return kern[grid, TPB, stream]
+    key = (kern, grid, stream, threading.get_ident())
+    launch = _launchers.get(key)
+    if launch is None:
+        if len(_launchers) >= 4096:  # many sizes, streams or threads: start over
+            _launchers.clear()
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Grid size")
+            launch = _launchers[key] = kern[grid, TPB, stream]
+    return launch
 
 
 # --------------------------------------------------------------------------- kernels
@@ -176,7 +203,7 @@ def _grid(n: int) -> int:
 def step(rule, p, g, state, consts, scale, wd, decay, noise, stream=None, dscale=None) -> None:
     """One fused step of ``rule`` over 1-D device arrays (scalars as in the CPU driver)."""
     stream = 0 if stream is None else stream
-    step_kernel(rule)[_grid(p.size), TPB, stream](
+    launcher(step_kernel(rule), _grid(p.size), stream)(
         p, g, state, consts, scale, dscale, wd, decay, noise
     )
 
@@ -201,9 +228,9 @@ def sum_of_squares_async(
     for x in arrays:
         if x.size:
             nb = blocks(x.size)
-            sumsq[nb, TPB, stream](x, partials, first)
+            launcher(sumsq, nb, stream)(x, partials, first)
             first += nb
-    finalize[1, TPB, stream](partials, first, out, float(max_norm), dscale)
+    launcher(finalize, 1, stream)(partials, first, out, float(max_norm), dscale)
 
 
 def global_sum_of_squares(arrays: Sequence[Any], workspace: Any = None, stream: Any = None
@@ -304,7 +331,12 @@ def _filler() -> Callable:
 def fill(a: Any, value: float, stream: Any = None) -> None:
     """Set every element of the 1-D device array ``a`` to ``value``, on the device."""
     if a.size:
-        _filler()[_grid(a.size), TPB, stream or 0](a, np.dtype(a.dtype).type(value))
+        launcher(_filler(), _grid(a.size), stream or 0)(a, np.dtype(a.dtype).type(value))
+
+
+def empty(n: int, dtype: Any) -> Any:
+    """A new device array of ``n`` elements, not initialised."""
+    return cuda.device_array(n, dtype)
 
 
 def zeros(n: int, dtype: Any, value: float = 0.0) -> Any:
