@@ -250,6 +250,27 @@ def test_missing_numba_cuda_says_what_to_install(monkeypatch):
         drivers.cuda_driver()
 
 
+def test_numpy_without_row_stack_says_what_to_install(monkeypatch):
+    # numba-cuda 0.30 overloads np.row_stack, gone in numpy 2.5: its first compile fails
+    # deep inside numba-cuda. The GPU path says why and what to install instead.
+    import importlib
+
+    from fastopt.drivers import cuda as driver
+
+    real_import = importlib.import_module
+
+    def numba_cuda_import(name):
+        if name == "numba.cuda.np.arrayobj":
+            raise AttributeError("module 'numpy' has no attribute 'row_stack'")
+        return real_import(name)
+
+    monkeypatch.setattr(driver, "SIMULATOR", False)
+    monkeypatch.delattr(np, "row_stack", raising=False)
+    monkeypatch.setattr(importlib, "import_module", numba_cuda_import)
+    with pytest.raises(ImportError, match=r"numpy<2\.5"):
+        driver.check_numpy_support()
+
+
 def test_gpu_bench_traffic_and_case_runner():
     from fastopt.bench import gpu
 

@@ -51,7 +51,13 @@ def cuda_driver() -> ModuleType:
         )
     from . import cuda
 
+    if not _checked:
+        cuda.check_numpy_support()
+        _checked.append(True)
     return cuda
+
+
+_checked: list[bool] = []  # cuda.check_numpy_support() passed once
 
 
 def backend_of(arrays: Iterable[Any], what: str = "arrays") -> ModuleType:

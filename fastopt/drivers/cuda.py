@@ -18,6 +18,7 @@ use only.
 
 from __future__ import annotations
 
+import importlib
 import math
 import threading
 import warnings
@@ -44,6 +45,29 @@ TPB = 32 if SIMULATOR else 256
 BLOCK = 4096
 #: Grid size cap; larger arrays are covered by the grid-stride loop.
 MAX_BLOCKS = 2 if SIMULATOR else 1 << 20
+
+
+def check_numpy_support() -> None:
+    """An ImportError that says what to do where numba-cuda cannot compile with this NumPy.
+
+    numba-cuda 0.30 (the newest release in November 2026) registers an overload of
+    ``np.row_stack``, which NumPy 2.5 removed; there its first kernel compilation fails
+    with ``AttributeError: module 'numpy' has no attribute 'row_stack'`` from deep inside
+    numba-cuda (seen on an H200 machine with numpy 2.5.2). Checked once, when the GPU
+    path is first used, and only where NumPy lacks ``row_stack``."""
+    if SIMULATOR or hasattr(np, "row_stack"):
+        return
+    try:
+        importlib.import_module("numba.cuda.np.arrayobj")  # where the overload is made
+    except AttributeError as exc:
+        if "row_stack" not in str(exc):
+            raise
+        version = getattr(importlib.import_module("numba_cuda"), "__version__", "?")
+        raise ImportError(
+            f"numba-cuda {version} cannot compile kernels with numpy {np.__version__} (it "
+            "uses np.row_stack, which numpy 2.5 removed): install 'numpy<2.5', or a "
+            "numba-cuda release that supports this numpy"
+        ) from exc
 
 
 def _device(fn: Callable) -> Callable:
