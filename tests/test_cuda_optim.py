@@ -267,6 +267,7 @@ def test_numpy_without_row_stack_says_what_to_install(monkeypatch):
     monkeypatch.setattr(driver, "SIMULATOR", False)
     monkeypatch.delattr(np, "row_stack", raising=False)
     monkeypatch.setattr(importlib, "import_module", numba_cuda_import)
+    driver.check_numpy_support.cache_clear()
     with pytest.raises(ImportError, match=r"numpy<2\.5"):
         driver.check_numpy_support()
 

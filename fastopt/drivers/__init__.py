@@ -51,13 +51,8 @@ def cuda_driver() -> ModuleType:
         )
     from . import cuda
 
-    if not _checked:
-        cuda.check_numpy_support()
-        _checked.append(True)
+    cuda.check_numpy_support()  # once: it keeps its result
     return cuda
-
-
-_checked: list[bool] = []  # cuda.check_numpy_support() passed once
 
 
 def backend_of(arrays: Iterable[Any], what: str = "arrays") -> ModuleType:

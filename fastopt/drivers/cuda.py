@@ -47,14 +47,15 @@ BLOCK = 4096
 MAX_BLOCKS = 2 if SIMULATOR else 1 << 20
 
 
+@cache
 def check_numpy_support() -> None:
     """An ImportError that says what to do where numba-cuda cannot compile with this NumPy.
 
     numba-cuda 0.30 (the newest release in November 2026) registers an overload of
     ``np.row_stack``, which NumPy 2.5 removed; there its first kernel compilation fails
     with ``AttributeError: module 'numpy' has no attribute 'row_stack'`` from deep inside
-    numba-cuda (seen on an H200 machine with numpy 2.5.2). Checked once, when the GPU
-    path is first used, and only where NumPy lacks ``row_stack``."""
+    numba-cuda (seen on an H200 machine with numpy 2.5.2). Checked when the GPU path is
+    first used (a pass is cached), and only where NumPy lacks ``row_stack``."""
     if SIMULATOR or hasattr(np, "row_stack"):
         return
     try:
