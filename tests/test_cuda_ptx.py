@@ -65,3 +65,35 @@ def test_float32_steps_do_no_float64_arithmetic(ptx_facts):
             assert facts["f64_ops"] <= 2, name
     assert ptx_facts["bn_normalize_float32"]["f64_ops"] == 0
     assert ptx_facts["bn_dx_float32"]["f64_ops"] == 0
+
+
+def test_every_kernel_is_made_by_drivers_cuda_kernel():
+    # A kernel made with a bare cuda.jit fails its first launch that passes None on a GPU
+    # (numba-cuda's launcher has no rule for it), and the simulator, where CI runs the
+    # kernels, accepts it: only drivers.cuda.kernel (and _device, for device functions)
+    # may call cuda.jit.
+    import ast
+
+    import fastopt
+
+    class Sites(ast.NodeVisitor):
+        def __init__(self, path):
+            self.path, self.stack, self.found = path, ["<module>"], set()
+
+        def visit_FunctionDef(self, node):  # noqa: N802 - ast.NodeVisitor's naming
+            self.stack.append(node.name)
+            self.generic_visit(node)
+            self.stack.pop()
+
+        def visit_Attribute(self, node):  # noqa: N802
+            if node.attr == "jit" and isinstance(node.value, ast.Name) and node.value.id == "cuda":
+                self.found.add((self.path, self.stack[-1]))
+            self.generic_visit(node)
+
+    root = Path(fastopt.__file__).parent
+    found = set()
+    for path in root.rglob("*.py"):
+        sites = Sites(path.relative_to(root).as_posix())
+        sites.visit(ast.parse(path.read_text()))
+        found |= sites.found
+    assert found == {("drivers/cuda.py", "kernel"), ("drivers/cuda.py", "_device")}
