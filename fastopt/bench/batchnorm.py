@@ -107,14 +107,25 @@ def numpy_train_step(x, gamma, beta, dy, running_mean, running_var, momentum=0.1
 def _torch_fns(x, gamma, beta, dy) -> dict[str, Callable[[], None]]:
     import torch
 
-    F = torch.nn.functional
     torch.set_num_threads(numba.get_num_threads())
-    c = x.shape[1]
     tx = torch.from_numpy(x).requires_grad_()
     tw = torch.from_numpy(gamma.copy()).requires_grad_()
     tb = torch.from_numpy(beta.copy()).requires_grad_()
-    tdy = torch.from_numpy(dy)
-    rm, rv = torch.zeros(c, dtype=tx.dtype), torch.ones(c, dtype=tx.dtype)
+    train, infer = torch_steps(tx, tw, tb, torch.from_numpy(dy))
+    train_out, _ = torch_out_train(x, gamma, beta, dy)
+    return {"train_torch": train, "infer_torch": infer, "train_torch_out": train_out}
+
+
+def torch_steps(tx, tw, tb, tdy) -> tuple[Callable[[], None], Callable[[], None]]:
+    """torch's BatchNorm on tensors of any device (``tx``, ``tw``, ``tb`` requiring grad):
+    a training step (``F.batch_norm``, running statistics updated, and an autograd
+    backward of ``tdy``) and an inference forward."""
+    import torch
+
+    F = torch.nn.functional
+    c = tx.shape[1]
+    rm = torch.zeros(c, dtype=tx.dtype, device=tx.device)
+    rv = torch.ones(c, dtype=tx.dtype, device=tx.device)
 
     def train() -> None:
         y = F.batch_norm(tx, rm, rv, tw, tb, training=True, momentum=0.1, eps=EPS)
@@ -124,8 +135,7 @@ def _torch_fns(x, gamma, beta, dy) -> dict[str, Callable[[], None]]:
         with torch.no_grad():
             F.batch_norm(tx, rm, rv, tw, tb, training=False, eps=EPS)
 
-    train_out, _ = torch_out_train(x, gamma, beta, dy)
-    return {"train_torch": train, "infer_torch": infer, "train_torch_out": train_out}
+    return train, infer
 
 
 def torch_out_train(x, gamma, beta, dy) -> tuple[Callable[[], None], tuple]:

@@ -28,6 +28,7 @@ from collections.abc import Callable
 import numpy as np
 
 from .._progress import progress
+from .roofline import bytes_moved
 from .run import RULES
 
 #: Back-to-back calls between two events (see the module docstring).
@@ -43,8 +44,7 @@ BN_CASES: tuple[tuple[tuple[int, ...], int], ...] = (
 
 def traffic(rule: str, itemsize: int) -> int:
     """Bytes per element per step: read p, g and each state array, write p and the state."""
-    k = RULES[rule][1]
-    return itemsize * (2 + k + 1 + k)
+    return bytes_moved(1, RULES[rule][1], np.dtype(f"f{itemsize}"))
 
 
 def _events(lib: str):
@@ -138,7 +138,7 @@ def bench_resnet(repeats: int, shapes: list[tuple[str, tuple[int, ...]]] | None 
 
     from .. import optim
     from ..flat import FlatParams
-    from .workloads import resnet50_shapes
+    from .workloads import resnet50_shapes, torch_adam
 
     shapes = resnet50_shapes() if shapes is None else shapes
     rng = np.random.default_rng(0)
@@ -157,19 +157,9 @@ def bench_resnet(repeats: int, shapes: list[tuple[str, tuple[int, ...]]] | None 
     }
     torch = _torch_cuda()
     if torch is not None:
+        ones = [np.ones(s, np.float32) for _, s in shapes]
         for kind in ("fused", "foreach"):
-            tensors = []
-            for (_, s), g in zip(shapes, host_grads, strict=True):
-                t = torch.ones(s, device="cuda")
-                t.grad = torch.from_numpy(g).cuda()
-                tensors.append(t)
-            topt = torch.optim.Adam(tensors, lr=1e-3, **{kind: True})
-
-            def step(topt=topt) -> None:
-                with torch.no_grad():
-                    topt.step()
-
-            fns[f"torch {kind} list"] = (step, "torch")
+            fns[f"torch {kind} list"] = (torch_adam(ones, host_grads, kind, "cuda"), "torch")
     out = interleaved_medians(fns, repeats)
     out["values"] = float(sum(int(np.prod(s)) for _, s in shapes))
     return out
@@ -209,26 +199,15 @@ def bench_batchnorm_shape(shape: tuple[int, ...], repeats: int, axis: int = 1
                              "infer_fastopt": (infer, "numba")}
     torch = _torch_cuda()
     if torch is not None:
-        F = torch.nn.functional
+        from .batchnorm import torch_steps
+
         def nchw(a):  # channels-last data as torch's NCHW view of it (no copy)
             t = torch.from_numpy(a).cuda()
             return t if axis == 1 else t.movedim(-1, 1)
 
-        tx = nchw(xh).requires_grad_()
-        tw = torch.from_numpy(gh).cuda().requires_grad_()
-        tb = torch.from_numpy(bh).cuda().requires_grad_()
-        tdy = nchw(dyh)
-        trm, trv = torch.zeros(c, device="cuda"), torch.ones(c, device="cuda")
-
-        def ttrain() -> None:
-            out = F.batch_norm(tx, trm, trv, tw, tb, training=True, momentum=0.1,
-                               eps=batchnorm.EPS)
-            torch.autograd.grad(out, (tx, tw, tb), tdy)
-
-        def tinfer() -> None:
-            with torch.no_grad():
-                F.batch_norm(tx, trm, trv, tw, tb, training=False, eps=batchnorm.EPS)
-
+        ttrain, tinfer = torch_steps(nchw(xh).requires_grad_(),
+                                     torch.from_numpy(gh).cuda().requires_grad_(),
+                                     torch.from_numpy(bh).cuda().requires_grad_(), nchw(dyh))
         fns.update(train_torch=(ttrain, "torch"), infer_torch=(tinfer, "torch"))
     med = interleaved_medians(fns, repeats)
     return {"shape": list(shape), "axis": axis, "nbytes": xh.nbytes, **med}

@@ -55,18 +55,21 @@ def resnet50_candidates(with_torch: bool = True) -> dict[str, Callable[[], None]
     }
     if with_torch and torch_ref.available():
         for kind in ("fused", "foreach"):
-            out[f"torch {kind} list"] = _torch_adam([np.ones(s, np.float32) for _, s in shapes],
+            out[f"torch {kind} list"] = torch_adam([np.ones(s, np.float32) for _, s in shapes],
                                                     grads, kind)
     return out
 
 
-def _torch_adam(params: list[np.ndarray], grads: list[np.ndarray], kind: str):
+def torch_adam(params: list[np.ndarray], grads: list[np.ndarray], kind: str,
+               device: str = "cpu"):
+    """A step of torch's ``kind`` ("fused" or "foreach") Adam over ``params`` with
+    ``grads``: views of the arrays on the CPU, copies on another device."""
     import torch
 
     tensors = []
     for p, g in zip(params, grads, strict=True):
-        t = torch.from_numpy(p)
-        t.grad = torch.from_numpy(g)
+        t = torch.from_numpy(p).to(device)
+        t.grad = torch.from_numpy(g).to(device)
         tensors.append(t)
     opt = torch.optim.Adam(tensors, lr=1e-3, **{kind: True})
 
