@@ -156,11 +156,13 @@ def launch(
     be: Any, rule: Callable, ps: list, gs: list, sts: list, offsets: list,
     consts: tuple[float, ...], step: int, lr: float, weight_decay: float,
     decoupled_weight_decay: bool, maximize: bool, grad_scale: float, dscale: Any,
-    noise: GradientNoise | None, stream: Any,
+    noise: GradientNoise | None, stream: Any, table: Any = None,
 ) -> None:
     """Run ``rule`` on validated arrays of driver ``be``: the step's scalars once, then one
     kernel per array (``ps[j]``, ``gs[j]``, state tuple ``sts[j]``, noise position
-    ``offsets[j]``). The functional calls and ``Optimizer.step`` both end here."""
+    ``offsets[j]``), or, on a GPU with several arrays, one kernel over all of them through
+    ``table`` (a ``be.ArrayTable`` of ``ps, sts, offsets``; made here when not given). The
+    functional calls and ``Optimizer.step`` both end here."""
     # The step's constants, once, as Python floats: the kernel converts them to the
     # parameters' dtype (one rounding, as np.float32(c) would do here).
     # A scale or decay of exactly 1 is passed as None: the kernel then skips the multiply.
@@ -179,8 +181,14 @@ def launch(
         k0, k1 = (int(k) for k in noise.key)
         t_prime = step - 1
         sigma = noise.std(step - 1)
+    if len(ps) > 1 and hasattr(be, "step_table"):  # a GPU: one launch for all arrays
+        if table is None:
+            table = be.ArrayTable(ps, sts, offsets)
+        nz = (sigma, 0, t_prime, k0, k1) if noisy else None
+        be.step_table(rule, table, gs, h, scale, wd, decay, nz, stream, dscale)
+        return
     for pj, gj, sj, off in zip(ps, gs, sts, offsets, strict=True):
-        if len(pj.shape) != 1:
+        if len(pj.shape) != 1 or len(gj.shape) != 1:
             pj, gj, sj = be.flat_view(pj), be.flat_view(gj), tuple(map(be.flat_view, sj))
         nz = (sigma, int(off), t_prime, k0, k1) if noisy else None
         be.step(rule, pj, gj, sj, h, scale, wd, decay, nz, stream, dscale)

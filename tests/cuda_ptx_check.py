@@ -71,6 +71,49 @@ def u64_params(ptx: str) -> int:
     return len(re.findall(r"\.param \.u64 ", ptx))
 
 
+def packing_check() -> dict:
+    """drivers.cuda_launch.pack against numba-cuda's own packing (``_Kernel._prepare_args``
+    with fastopt's None extension) for the kinds of arguments fastopt's kernels take, on
+    device arrays made without a GPU: {case: [same parameters, packed at all]}."""
+    import ctypes
+
+    from numba.cuda.cudadrv.devicearray import DeviceNDArray
+    from numba.cuda.dispatcher import _Kernel
+
+    from fastopt.drivers import cuda_launch
+
+    def fake(shape, dtype, addr, strides=None):
+        dt = np.dtype(dtype)
+        strides = strides or tuple(int(s) for s in np.empty(shape, dt).strides)
+        memory = types.SimpleNamespace(device_ctypes_pointer=ctypes.c_void_p(addr))
+        return DeviceNDArray(shape, strides, dt, gpu_data=memory)
+
+    class Numba:  # the parts of a compiled kernel that _prepare_args uses
+        extensions = [driver._NullForNone()]
+        _prepare_args = _Kernel._prepare_args
+
+    a, b = fake((10,), np.float32, 1 << 20), fake((3, 5), np.float64, 1 << 21)
+    cases = {
+        "step": (a, a, (a, a), (0.5, 1.25, -3.0), None, None, 0.1, None, None),
+        "step_all": (a, a, (a,), (0.5,), 2.0, fake((1,), np.float32, 64), 0.1, 0.9,
+                     (0.1, 0, 7, 2**32 - 1, 5)),
+        "table": (b, 3, (5, 6), a, (0.5,), None, None, None, None, None),
+        "batchnorm": (b, None, b, 5, 7, True, False, 1e-5),
+        "non_contiguous": (fake((3, 5), np.float32, 4096, (40, 8)),),
+        "numpy_scalar": (a, np.float32(1.0)),
+    }
+    report = {}
+    for name, args in cases.items():
+        packed: list = []
+        key = cuda_launch.pack(args, packed)
+        reference: list = []
+        for v in args:
+            Numba()._prepare_args(typeof(v), v, 0, [], reference)
+        same = cuda_launch.canonical(reference) == cuda_launch.canonical(packed)
+        report[name] = [same, key is not None]
+    return report
+
+
 def main() -> None:
     out: dict = {}
     for dtype in (np.float32, np.float64):
@@ -81,12 +124,17 @@ def main() -> None:
             st = tuple(np.zeros(8, dtype) for _ in range(nstate))
             h = tuple(float(c) for c in consts)  # as the functional layer passes them
             noise = (0.1, 0, 0, 1, 2)
+            table_fn = driver.table_step_kernel(rule).py_func
+            table = np.zeros((3, driver.STATE_ADDR + nstate), np.int64)
+            cols = tuple(range(driver.STATE_ADDR, driver.STATE_ADDR + nstate))
             for opts, (dscale, wd, nz) in {
                 "plain": (None, None, None),
                 "all": (np.ones(1, dtype), 0.1, noise),
             }.items():
                 compile_one(f"step_{rname}_{opts}_{dt.__name__}", fn,
                             (a, a, st, h, 1.0, dscale, wd, 1.0, nz), out)
+                compile_one(f"tablestep_{rname}_{opts}_{dt.__name__}", table_fn,
+                            (table, 5, cols, a, h, 1.0, dscale, wd, 1.0, nz), out)
         compile_one(f"fill_{dt.__name__}", driver._fill_kernel, (a, dt(0)), out)
         sumsq, finalize = driver._reduction_kernels()
         parts = np.zeros(4, np.float64)
@@ -101,7 +149,7 @@ def main() -> None:
     none_ptx, _ = cuda.compile_ptx(_none_probe, signature((a32, None)), cc=(9, 0))
     int_ptx, _ = cuda.compile_ptx(_none_probe, signature((a32, 0)), cc=(9, 0))
     params = {"none": u64_params(none_ptx), "int64": u64_params(int_ptx)}
-    json.dump({"kernels": out, "params": params}, sys.stdout)
+    json.dump({"kernels": out, "params": params, "packing": packing_check()}, sys.stdout)
 
 
 if __name__ == "__main__":

@@ -89,3 +89,33 @@ def test_batchnorm_on_torch_tensors_matches_torch():
     ref = torch.nn.functional.batch_norm(x, None, None, gamma, beta, training=True, eps=1e-5)
     torch.cuda.synchronize()
     np.testing.assert_allclose(y.copy_to_host(), ref.cpu().numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_a_list_of_torch_tensors_steps_in_one_launch():
+    # A list of tensors goes through the address table, the gradients checked through
+    # torch's own attributes; a bad one is still refused with check_grad's message.
+    torch = _torch_cuda()
+    rng = np.random.default_rng(2)
+    shapes = [(300,), (0,), (17, 9), (4, 3, 3, 3)]
+    p0 = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+    grads = [[rng.standard_normal(s).astype(np.float32) for s in shapes] for _ in range(3)]
+    cp = [p.copy() for p in p0]
+    cpu = fastopt.Adam(cp, lr=1e-2, weight_decay=0.1)
+    tp = [torch.from_numpy(p).cuda() for p in p0]
+    dev = fastopt.Adam(tp, lr=1e-2, weight_decay=0.1)
+    for gs in grads:
+        cpu.step(gs)
+        dev.step([torch.from_numpy(g).cuda() for g in gs])
+    torch.cuda.synchronize()
+    for c, t in zip(cp, tp, strict=True):
+        np.testing.assert_allclose(t.cpu().numpy(), c, rtol=1e-5, atol=1e-6)
+    before = [t.clone() for t in tp]
+    bad = [torch.from_numpy(g).cuda() for g in grads[0]]
+    bad[2] = torch.zeros(9, 17, device="cuda").t()  # the right shape, not contiguous
+    with pytest.raises(ValueError, match="contiguous"):
+        dev.step(bad)
+    bad[2] = torch.zeros(17, 9, device="cuda", dtype=torch.float64)
+    with pytest.raises(ValueError, match="dtype"):
+        dev.step(bad)
+    for b, t in zip(before, tp, strict=True):
+        assert torch.equal(b, t)

@@ -104,6 +104,60 @@ def test_skip_nonfinite_skips_on_the_device_like_the_cpu():
         np.testing.assert_allclose(host(d), c, rtol=RTOL, atol=ATOL)
 
 
+@pytest.mark.parametrize("name", ["Adam", "AMSGrad", "Nesterov"])
+def test_a_list_steps_in_one_launch_with_the_single_array_results(name, monkeypatch):
+    # Sizes around the chunk size (and an empty array) put chunk and array boundaries
+    # everywhere; the simulator's grid of 2 blocks makes each block step several chunks.
+    from fastopt.drivers import cuda as driver
+
+    c = driver.CHUNK
+    shapes = [(c - 1,), (0,), (1,), (c,), (3, c // 3 + 1), (2 * c + 5,), (7,)]
+    params, grads = _problem(5, shapes=shapes, steps=3)
+    cls = getattr(fastopt, name)
+    listed = [to_device(p) for p in params]
+    alone = [to_device(p) for p in params]
+    opt = cls(listed, lr=0.01, weight_decay=0.1)
+    singles = [cls(p, lr=0.01, weight_decay=0.1) for p in alone]
+    calls = {"table": 0, "single": 0}
+    for kind, fn in (("table", "step_table"), ("single", "step")):
+        original = getattr(driver, fn)
+
+        def counted(*args, _kind=kind, _original=original, **kw):
+            calls[_kind] += 1
+            return _original(*args, **kw)
+
+        monkeypatch.setattr(driver, fn, counted)
+    gs_dev = [to_device(g) for g in grads[0]]
+    for step, gs in enumerate(grads):
+        if step == 2:  # new gradient arrays: the table must follow their addresses
+            gs_dev = [to_device(g) for g in gs]
+        else:  # the same arrays, new contents
+            for d, g in zip(gs_dev, gs, strict=True):
+                d.copy_to_device(g)
+        opt.step(gs_dev)
+        for single, g in zip(singles, gs, strict=True):
+            if g.size:
+                single.step(to_device(g))
+    assert calls["table"] == 3  # one launch per step for the whole list
+    assert calls["single"] == sum(1 for s in shapes if np.prod(s)) * 3
+    for a, b in zip(listed, alone, strict=True):
+        np.testing.assert_array_equal(host(a), host(b))
+
+
+def test_functional_lists_on_the_device_match_the_cpu():
+    params, grads = _problem(6, shapes=[(40,), (3, 3), (65,)], steps=2)
+    cp, dp = [p.copy() for p in params], [to_device(p) for p in params]
+    cm = [np.zeros_like(p) for p in params]
+    dm = [to_device(np.zeros_like(p)) for p in params]
+    noise = fastopt.GradientNoise(0.05, seed=4)
+    for t, gs in enumerate(grads, start=1):
+        F.momentum(cp, gs, cm, t, 0.1, noise=noise, noise_offset=[0, 100, 200])
+        F.momentum(dp, [to_device(g) for g in gs], dm, t, 0.1, noise=noise,
+                   noise_offset=[0, 100, 200])
+    for c, d in zip(cp + cm, dp + dm, strict=True):
+        np.testing.assert_allclose(host(d), c, rtol=RTOL, atol=ATOL)
+
+
 def test_groups_and_schedules():
     params, grads = _problem(9, steps=3)
     sched = fastopt.schedules.InverseTime(0.1, 0.5)

@@ -41,6 +41,17 @@ def test_a_none_argument_is_one_64_bit_parameter(ptx_report):
     assert ptx_report["params"]["none"] == ptx_report["params"]["int64"]
 
 
+def test_direct_launches_pack_what_numba_cuda_packs(ptx_report):
+    # drivers.cuda_launch launches with its own parameter list after checking it once per
+    # argument key against numba-cuda's; here that packing is compared without a GPU for
+    # every kind of argument fastopt's kernels take, and what it must not pack is refused.
+    packing = ptx_report["packing"]
+    for case in ("step", "step_all", "table", "batchnorm"):
+        assert packing[case] == [True, True], case
+    assert packing["non_contiguous"][1] is False  # left to numba-cuda
+    assert packing["numpy_scalar"][1] is False
+
+
 def test_every_kernel_compiles(ptx_facts):
     names = set(ptx_facts)
     for rule in ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "rmsprop_centered",
@@ -48,6 +59,7 @@ def test_every_kernel_compiles(ptx_facts):
         for opts in ("plain", "all"):
             for dt in ("float32", "float64"):
                 assert f"step_{rule}_{opts}_{dt}" in names
+                assert f"tablestep_{rule}_{opts}_{dt}" in names  # the multi-array step
     for kernel in ("sumsq", "finalize", "fill", "bn_moments_stats", "bn_moments_grads",
                    "bn_forward_channels", "bn_backward_channels", "bn_normalize", "bn_dx"):
         assert f"{kernel}_float32" in names and f"{kernel}_float64" in names
@@ -59,9 +71,9 @@ def test_float32_steps_do_no_float64_arithmetic(ptx_facts):
     # rules are written to avoid it. The noisy variants keep libdevice's cosf argument
     # reduction, which uses a float64 multiply on its slow path.
     for name, facts in ptx_facts.items():
-        if name.startswith("step_") and name.endswith("_plain_float32"):
+        if name.startswith(("step_", "tablestep_")) and name.endswith("_plain_float32"):
             assert facts["f64_ops"] == 0, name
-        if name.startswith("step_") and name.endswith("_all_float32"):
+        if name.startswith(("step_", "tablestep_")) and name.endswith("_all_float32"):
             assert facts["f64_ops"] <= 2, name
     assert ptx_facts["bn_normalize_float32"]["f64_ops"] == 0
     assert ptx_facts["bn_dx_float32"]["f64_ops"] == 0

@@ -33,9 +33,12 @@ from .._checks import FLOAT_DTYPES
 from .._jit import bind, compile_tree
 from ..rules.transforms import clip_scale, norm_scale, transformed
 from ._state import as_dtype_of, gather, noise_args, scatter
+from .cuda_pointers import gather_at, load_at, row, scatter_at, store_at
 
 #: True when Numba's CUDA simulator stands in for a GPU (``NUMBA_ENABLE_CUDASIM=1``).
 SIMULATOR: bool = bool(config.ENABLE_CUDASIM)
+if not SIMULATOR:
+    from .cuda_launch import FastLaunch
 
 #: Threads per block of every kernel (the simulator runs each thread as a Python thread:
 #: there, small blocks and few of them keep the tests fast, and exercise the grid-stride
@@ -102,9 +105,10 @@ def launcher(kern: Any, grid: int | tuple[int, int], stream: Any) -> Any:
     """``kern[grid, TPB, stream]``, made once per (kernel, grid, stream, thread) and kept:
     making it costs a launch-configuration object per call, and numba-cuda warns about
     grids under 128 blocks, which the one-block reductions and small arrays use on
-    purpose (the warning would reach the user once per process). The simulator's
-    ``kern[...]`` sets the configuration on the kernel itself and returns it, so there
-    nothing is kept."""
+    purpose (the warning would reach the user once per process). On a GPU it launches
+    through :class:`~fastopt.drivers.cuda_launch.FastLaunch`. The simulator's ``kern[...]``
+    sets the configuration on the kernel itself and returns it, so there nothing is
+    kept."""
     if SIMULATOR:
         return kern[grid, TPB, stream]
     key = (kern, grid, stream, threading.get_ident())
@@ -113,8 +117,8 @@ def launcher(kern: Any, grid: int | tuple[int, int], stream: Any) -> Any:
         if len(_launchers) >= 4096:  # many sizes, streams or threads: start over
             _launchers.clear()
         with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Grid size")
-            launch = _launchers[key] = kern[grid, TPB, stream]
+            warnings.filterwarnings("ignore", message=r".*Grid size")  # after ANSI bold
+            launch = _launchers[key] = FastLaunch(kern[grid, TPB, stream], kern)
     return launch
 
 
@@ -123,14 +127,21 @@ def ELEMENT(p, g, s, h, scale, wd, decay, noise, index):  # noqa: N802 - placeho
     raise NotImplementedError  # bound to a compiled rules.transformed(rule) per kernel
 
 
-def _step_kernel(p, g, st, h, scale, dscale, wd, decay, noise):
-    h_ = as_dtype_of(h, p)
+def _scalars(p, h, scale, dscale, wd, decay, noise):
+    """The step's scalars in ``p``'s dtype, the device clip factor ``dscale`` applied."""
     scale_ = as_dtype_of(scale, p)
     if dscale is not None:  # the clip factor, computed on the device
         scale_ = scale_ * dscale[0]
-    wd_ = as_dtype_of(wd, p)
-    decay_ = as_dtype_of(decay, p)
-    noise_ = noise_args(noise, p)
+    return (as_dtype_of(h, p), scale_, as_dtype_of(wd, p), as_dtype_of(decay, p),
+            noise_args(noise, p))
+
+
+def SCALARS(p, h, scale, dscale, wd, decay, noise):  # noqa: N802 - placeholder
+    raise NotImplementedError  # bound to the compiled _scalars
+
+
+def _step_kernel(p, g, st, h, scale, dscale, wd, decay, noise):
+    h_, scale_, wd_, decay_, noise_ = SCALARS(p, h, scale, dscale, wd, decay, noise)
     i = cuda.grid(1)
     stride = cuda.gridsize(1)
     n = p.size
@@ -140,6 +151,48 @@ def _step_kernel(p, g, st, h, scale, dscale, wd, decay, noise):
         p[i] = pi
         scatter(st, i, s)
         i += stride
+
+
+#: Columns of a multi-array step's table (one int64 row per array): its element count,
+#: its noise offset, its first chunk, then the addresses of p, g and its state arrays.
+SIZE, OFFSET, FIRST, P_ADDR, G_ADDR, STATE_ADDR = 0, 1, 2, 3, 4, 5
+#: Elements per chunk of a multi-array step; each block steps one chunk at a time.
+CHUNK = TPB * (2 if SIMULATOR else 16)
+
+
+def _table_step_kernel(table, nchunks, cols, proto, h, scale, dscale, wd, decay, noise):
+    """The step over every array of ``table`` (see :class:`ArrayTable`) in one launch:
+    block ``b`` steps chunks ``b, b + gridDim, ...``; a chunk is ``CHUNK`` consecutive
+    elements of one array, found by a binary search over the arrays' first chunks. The
+    element function, its inputs and its noise counters are those of ``_step_kernel``."""
+    h_, scale_, wd_, decay_, noise_ = SCALARS(proto, h, scale, dscale, wd, decay, noise)
+    t = cuda.threadIdx.x
+    c = cuda.blockIdx.x
+    while c < nchunks:
+        lo = 0
+        hi = table.shape[0] - 1
+        while lo < hi:  # the last array whose first chunk is <= c
+            mid = (lo + hi + 1) // 2
+            if table[mid, FIRST] <= c:
+                lo = mid
+            else:
+                hi = mid - 1
+        n = table[lo, SIZE]
+        first = (c - table[lo, FIRST]) * CHUNK
+        stop = min(first + CHUNK, n)
+        pa = table[lo, P_ADDR]
+        ga = table[lo, G_ADDR]
+        st = row(table, lo, cols)
+        offset = table[lo, OFFSET]
+        i = first + t
+        while i < stop:
+            pi, s = ELEMENT(load_at(pa, i, proto), load_at(ga, i, proto),
+                            gather_at(st, i, proto), h_, scale_, wd_, decay_, noise_,
+                            np.uint64(offset + i))
+            store_at(pa, i, pi)
+            scatter_at(st, i, s)
+            i += TPB
+        c += cuda.gridDim.x
 
 
 def _block_sum(t, acc, bad):
@@ -196,12 +249,21 @@ def _finalize_kernel(partials, n, out, max_norm, dscale):
 
 @cache
 def step_kernel(rule: Callable) -> Callable:
-    fn = bind(
-        _step_kernel,
-        f"cuda_step_{rule.__name__}",
-        ELEMENT=compile_tree(transformed(rule), _device),
-    )
-    return kernel(fn)
+    return kernel(bind(_step_kernel, f"cuda_step_{rule.__name__}",
+                       ELEMENT=compile_tree(transformed(rule), _device),
+                       SCALARS=_scalars_device()))
+
+
+@cache
+def table_step_kernel(rule: Callable) -> Callable:
+    return kernel(bind(_table_step_kernel, f"cuda_table_step_{rule.__name__}",
+                       ELEMENT=compile_tree(transformed(rule), _device),
+                       SCALARS=_scalars_device()))
+
+
+@cache
+def _scalars_device() -> Callable:
+    return _device(_scalars)
 
 
 @cache
@@ -233,6 +295,63 @@ def step(rule, p, g, state, consts, scale, wd, decay, noise, stream=None, dscale
     )
 
 
+class ArrayTable:
+    """The arrays of a multi-array step (``ps[j]``, its state arrays ``sts[j]``, its noise
+    position ``offsets[j]``) as an int64 device table, one row per non-empty array (columns
+    ``SIZE, OFFSET, FIRST, P_ADDR, G_ADDR`` and the state addresses). Made once per list of
+    arrays; :meth:`set_grads` writes the gradients' addresses, uploading the table only
+    when they changed. The table keeps the arrays it points into alive."""
+
+    def __init__(self, ps: Sequence[Any], sts: Sequence[tuple], offsets: Sequence[int]
+                 ) -> None:
+        keep = [j for j, p in enumerate(ps) if p.size]
+        nstate = len(sts[0]) if sts else 0
+        self.arrays = (list(ps), list(sts))
+        self.rows = keep
+        self.host = np.zeros((max(1, len(keep)), STATE_ADDR + nstate), np.int64)
+        first = 0
+        for r, j in enumerate(keep):
+            n = ps[j].size
+            self.host[r, :G_ADDR] = (n, offsets[j], first, address(ps[j]))
+            self.host[r, STATE_ADDR:] = [address(s) for s in sts[j]]
+            first += -(-n // CHUNK)
+        self.nchunks = first
+        self.cols = tuple(range(STATE_ADDR, STATE_ADDR + nstate))
+        self.proto = ps[0]
+        self.device = cuda.to_device(self.host)
+        self._grads: list[int] | None = None
+        self._stream: Any = None
+
+    def set_grads(self, gs: Sequence[Any], stream: Any) -> None:
+        """Point the table at the gradients ``gs`` (one per array, as ``ps``: device
+        arrays, or their addresses from :func:`grad_address`)."""
+        addrs = [g if type(g) is int else address(g) for g in (gs[j] for j in self.rows)]
+        if addrs == self._grads:
+            return
+        if self._stream is not None and stream is not self._stream:
+            cuda.synchronize()  # a step queued on the other stream may still read it
+        self.host[: len(addrs), G_ADDR] = addrs
+        # From pageable memory: staged before this returns, applied in stream order, so
+        # a step still queued reads the old addresses.
+        self.device.copy_to_device(self.host, stream=stream)
+        self._grads = addrs
+        self._stream = stream
+
+
+def step_table(rule, table: ArrayTable, gs, consts, scale, wd, decay, noise, stream=None,
+               dscale=None) -> None:
+    """One fused step of ``rule`` over every array of ``table``, in one launch; ``noise``
+    as in :func:`step` with its offset 0 (each array's offset is in the table)."""
+    if not table.nchunks:
+        return
+    stream = 0 if stream is None else stream
+    table.set_grads(gs, stream)
+    launcher(table_step_kernel(rule), max(1, min(table.nchunks, MAX_BLOCKS)), stream)(
+        table.device, table.nchunks, table.cols, table.proto, consts, scale, dscale, wd,
+        decay, noise
+    )
+
+
 def blocks(n: int) -> int:
     """Number of reduction blocks (partials) for ``n`` elements."""
     return -(-n // BLOCK)
@@ -242,8 +361,9 @@ def sum_of_squares_async(
     arrays: Sequence[Any], partials: Any, out: Any, max_norm: float = 0.0,
     dscale: Any = None, stream: Any = None,
 ) -> None:
-    """Queue ``out[0] = Σ x²`` over all ``arrays`` (float64; NaN if any is NaN/Inf) and,
-    with ``dscale``, ``dscale[0]`` = the clip factor for ``max_norm``. No synchronisation.
+    """Queue ``out[0] = Σ x²`` over all ``arrays`` (contiguous; float64; NaN if any is
+    NaN/Inf) and, with ``dscale``, ``dscale[0]`` = the clip factor for ``max_norm``. No
+    synchronisation.
 
     ``partials``: a float64 device workspace of at least ``Σ blocks(x.size)`` elements.
     """
@@ -253,7 +373,7 @@ def sum_of_squares_async(
     for x in arrays:
         if x.size:
             nb = blocks(x.size)
-            launcher(sumsq, nb, stream)(x, partials, first)
+            launcher(sumsq, nb, stream)(flat_view(x), partials, first)
             first += nb
     launcher(finalize, 1, stream)(partials, first, out, float(max_norm), dscale)
 
@@ -302,6 +422,12 @@ def as_device_array(a: Any, what: str) -> Any:
     return cuda.as_cuda_array(a, sync=False)
 
 
+def all_numba_arrays(arrays: Sequence[Any]) -> bool:
+    """True when every item is a Numba device array (the cheap test)."""
+    numba_array = cuda.devicearray.is_cuda_ndarray
+    return all(numba_array(a) for a in arrays)
+
+
 def check_param(a: Any, what: str) -> Any:
     """A float32/float64 C-contiguous device array (a Numba view of ``a``)."""
     d = as_device_array(a, what)
@@ -324,11 +450,32 @@ def check_grad(g: Any, p: Any, what: str) -> Any:
     return d
 
 
+def address(a: Any) -> int:
+    """The device address of a Numba device array's first element."""
+    if SIMULATOR:
+        return a._ary.__array_interface__["data"][0]
+    return a.device_ctypes_pointer.value or 0
+
+
+def grad_address(g: Any, p: Any, what: str) -> int:
+    """The device address of gradient ``g`` of parameter ``p``, with :func:`check_grad`'s
+    checks. A torch CUDA tensor is checked through its own attributes, without the Numba
+    view (about 1 µs instead of about 30; a list of 161 gradients is stepped every step);
+    anything else, or a tensor that fails a check, goes through :func:`check_grad`, which
+    says what is wrong."""
+    t = type(g)
+    if t.__name__ == "Tensor" and t.__module__ == "torch" and g.is_cuda \
+            and not g.requires_grad and g.is_contiguous() \
+            and tuple(g.shape) == tuple(p.shape) and str(g.dtype)[6:] == p.dtype.name:
+        return g.data_ptr()
+    return address(check_grad(g, p, what))
+
+
 def span(a: Any) -> tuple[int, int]:
     """``(first byte address, byte count)`` of a contiguous device array."""
     cai = _interface(a)
-    address = cai["data"][0] if cai is not None else a._ary.__array_interface__["data"][0]
-    return address, a.size * np.dtype(a.dtype).itemsize
+    first = cai["data"][0] if cai is not None else a._ary.__array_interface__["data"][0]
+    return first, a.size * np.dtype(a.dtype).itemsize
 
 
 def overlap(a: Any, b: Any) -> bool:

@@ -273,6 +273,15 @@ class Optimizer:
                 self._rule(group), ids, len(ids) == len(self._segments),
                 [seg.p for seg in segs], [seg.state for seg in segs], [seg.lo for seg in segs],
             ))
+        # On a GPU, a group of several arrays steps in one launch through a table of
+        # their addresses, made once here.
+        self._tables = [
+            self._be.ArrayTable(ps, sts, offs)
+            if len(ps) > 1 and hasattr(self._be, "ArrayTable") else None
+            for _, _, _, ps, sts, offs in self._group_arrays
+        ]
+        self._tables_only = all(t is not None or not ids for t, (_, ids, *_) in
+                                zip(self._tables, self._group_arrays, strict=True))
         self._segment_params = [seg.param for seg in self._segments]
         self._flat_grads = [seg.grad for seg in self._segments]  # FlatParams: flat.grad
         self._workspace = self._be.NormWorkspace([s.p.size for s in self._segments],
@@ -321,14 +330,26 @@ class Optimizer:
                     check_grad_array(g, p, f"grads[{j}]")  # says what is wrong
             return [g if g.ndim == 1 else g.reshape(-1)
                     for g in [grads[j] for j in self._segment_params]]
-        if backend_of(grads, "gradients") is not self._be:
+        if self._tables_only and self.clip_norm is None and not self.skip_nonfinite:
+            # Every group steps through an address table and nothing else reads the
+            # gradients: their addresses, checked. Any problem: the full checks below.
+            try:
+                addrs = [self._be.grad_address(g, p, f"grads[{j}]")
+                         for j, (g, p) in enumerate(zip(grads, self._params, strict=True))]
+                return [addrs[j] for j in self._segment_params]
+            except (TypeError, ValueError):
+                pass
+        # GPU arrays (any shape: the kernels see them through 1-D views or addresses).
+        # Numba device arrays skip the host/device probe, a few µs per array.
+        if not self._be.all_numba_arrays(grads) and backend_of(grads, "gradients") is not \
+                self._be:
             raise ValueError(
                 "the gradients and the parameters must be on the same device (both NumPy "
                 "arrays, or both GPU arrays)"
             )
         checked = [self._be.check_grad(g, p, f"grads[{j}]")
                    for j, (g, p) in enumerate(zip(grads, self._params, strict=True))]
-        return [self._be.flat_view(checked[j]) for j in self._segment_params]
+        return [checked[j] for j in self._segment_params]
 
     def step(self, grads: Any = None) -> None:
         """Take one step in place. ``grads`` mirrors the params (an array, or a list in the
@@ -359,7 +380,7 @@ class Optimizer:
             launch(self._be, rule, ps, gs if every else [gs[i] for i in seg_ids], states,
                    offsets, consts, t, lr, group["weight_decay"],
                    group["decoupled_weight_decay"], group["maximize"], scale, dscale,
-                   self.grad_noise, stream)
+                   self.grad_noise, stream, self._tables[k])
         self._group_state = new_group_state
         self.step_count = t
 
