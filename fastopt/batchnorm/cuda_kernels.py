@@ -19,7 +19,7 @@ import numpy as np
 from numba import cuda
 
 from .._jit import bind, compile_tree
-from ..drivers.cuda import MAX_BLOCKS, TPB, _block_sum, _device, kernel, launcher
+from ..drivers.cuda import TPB, _block_sum, _device, grid, kernel, launcher
 from .equations import backward_coefficients, input_gradient, inv_std, normalize, running_moments
 
 #: Values of one channel per statistics block (one float64 partial each).
@@ -167,10 +167,6 @@ def chunks(n: int) -> int:
     return -(-n // CHUNK)
 
 
-def _grid(n: int) -> int:
-    return max(1, min(-(-n // TPB), MAX_BLOCKS))
-
-
 _workspaces: dict[tuple, tuple] = {}
 
 
@@ -196,11 +192,11 @@ def forward(x, C, S, gamma, beta, eps, training, track, factor, rmean, rvar, sta
     part1, part2, mu, scale, _, _ = _workspace(C, n, x.dtype, stream)
     if training:
         launcher(k["moments"], (chunks(n), C), stream)(x, None, stats[0], C, S, part1, part2)
-    launcher(k["forward_channels"], _grid(C), stream)(
+    launcher(k["forward_channels"], grid(C), stream)(
         x, C, S, part1, part2, gamma, eps, training, track, factor, rmean, rvar, stats, mu,
         scale,
     )
-    launcher(k["normalize"], _grid(x.size), stream)(x, C, S, mu, scale, beta, y)
+    launcher(k["normalize"], grid(x.size), stream)(x, C, S, mu, scale, beta, y)
 
 
 def backward(dy, x, C, S, gamma, mean, inv, training, dgamma, dbeta, dx, stream) -> None:
@@ -209,10 +205,10 @@ def backward(dy, x, C, S, gamma, mean, inv, training, dgamma, dbeta, dx, stream)
     n = x.size // C
     part1, part2, mu, k1, k2, k3 = _workspace(C, n, x.dtype, stream)
     launcher(k["moments"], (chunks(n), C), stream)(dy, x, mean, C, S, part1, part2)
-    launcher(k["backward_channels"], _grid(C), stream)(
+    launcher(k["backward_channels"], grid(C), stream)(
         part1, part2, float(n), gamma, mean, inv, training, mu, k1, k2, k3, dgamma, dbeta
     )
-    launcher(k["dx"], _grid(x.size), stream)(dy, x, C, S, mu, k1, k2, k3, dx)
+    launcher(k["dx"], grid(x.size), stream)(dy, x, C, S, mu, k1, k2, k3, dx)
 
 
 def ptx_cases(dtype) -> list[tuple[str, Callable, tuple]]:

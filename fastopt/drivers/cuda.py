@@ -46,8 +46,11 @@ if not SIMULATOR:
 TPB = 32 if SIMULATOR else 256
 #: Elements per float64 partial of the sum-of-squares reduction.
 BLOCK = 4096
-#: Grid size cap; larger arrays are covered by the grid-stride loop.
-MAX_BLOCKS = 2 if SIMULATOR else 1 << 20
+#: Blocks per multiprocessor of a grid-stride launch over a large array. Measured on an
+#: H200 (132 SMs, numba-cuda 0.30.4), 5e7 float32 elements, one launch: SGD 0.176 ms with
+#: 32 x 132 blocks of 256 threads against 0.233 ms with one thread per element, Adam 0.495
+#: against 0.560 ms (8 x 132 blocks: 0.176 and 0.537 ms).
+BLOCKS_PER_SM = 32
 
 
 @cache
@@ -283,14 +286,25 @@ def CLIP_SCALE(norm, max_norm):  # noqa: N802 - placeholder, bound to compiled c
     raise NotImplementedError
 
 
-def _grid(n: int) -> int:
-    return max(1, min(-(-n // TPB), MAX_BLOCKS))
+@cache
+def max_blocks() -> int:
+    """Grid size cap of the grid-stride kernels: ``BLOCKS_PER_SM`` per multiprocessor of
+    the first GPU used (2 in the simulator, to exercise the grid-stride loops)."""
+    if SIMULATOR:
+        return 2
+    return BLOCKS_PER_SM * cuda.get_current_device().MULTIPROCESSOR_COUNT
+
+
+def grid(n: int) -> int:
+    """Blocks of ``TPB`` threads for ``n`` elements, one element per thread up to
+    :func:`max_blocks` blocks, a grid-stride loop beyond."""
+    return max(1, min(-(-n // TPB), max_blocks()))
 
 
 def step(rule, p, g, state, consts, scale, wd, decay, noise, stream=None, dscale=None) -> None:
     """One fused step of ``rule`` over 1-D device arrays (scalars as in the CPU driver)."""
     stream = 0 if stream is None else stream
-    launcher(step_kernel(rule), _grid(p.size), stream)(
+    launcher(step_kernel(rule), grid(p.size), stream)(
         p, g, state, consts, scale, dscale, wd, decay, noise
     )
 
@@ -346,7 +360,7 @@ def step_table(rule, table: ArrayTable, gs, consts, scale, wd, decay, noise, str
         return
     stream = 0 if stream is None else stream
     table.set_grads(gs, stream)
-    launcher(table_step_kernel(rule), max(1, min(table.nchunks, MAX_BLOCKS)), stream)(
+    launcher(table_step_kernel(rule), max(1, min(table.nchunks, max_blocks())), stream)(
         table.device, table.nchunks, table.cols, table.proto, consts, scale, dscale, wd,
         decay, noise
     )
@@ -457,6 +471,9 @@ def address(a: Any) -> int:
     return a.device_ctypes_pointer.value or 0
 
 
+_TORCH_DTYPES = {np.dtype(np.float32): "torch.float32", np.dtype(np.float64): "torch.float64"}
+
+
 def grad_address(g: Any, p: Any, what: str) -> int:
     """The device address of gradient ``g`` of parameter ``p``, with :func:`check_grad`'s
     checks. A torch CUDA tensor is checked through its own attributes, without the Numba
@@ -466,7 +483,7 @@ def grad_address(g: Any, p: Any, what: str) -> int:
     t = type(g)
     if t.__name__ == "Tensor" and t.__module__ == "torch" and g.is_cuda \
             and not g.requires_grad and g.is_contiguous() \
-            and tuple(g.shape) == tuple(p.shape) and str(g.dtype)[6:] == p.dtype.name:
+            and tuple(g.shape) == tuple(p.shape) and str(g.dtype) == _TORCH_DTYPES.get(p.dtype):
         return g.data_ptr()
     return address(check_grad(g, p, what))
 
@@ -503,7 +520,7 @@ def _filler() -> Callable:
 def fill(a: Any, value: float, stream: Any = None) -> None:
     """Set every element of the 1-D device array ``a`` to ``value``, on the device."""
     if a.size:
-        launcher(_filler(), _grid(a.size), stream or 0)(a, np.dtype(a.dtype).type(value))
+        launcher(_filler(), grid(a.size), stream or 0)(a, np.dtype(a.dtype).type(value))
 
 
 def empty(n: int, dtype: Any) -> Any:
