@@ -151,9 +151,3 @@ class FastLaunch:
             self.configured(*args)
         else:
             core_launch(self.stream, self.config, kernel, *packed)
-
-    def is_fast(self, *args: Any) -> bool:
-        """Whether a launch with ``args`` takes the direct path (after a first launch)."""
-        key = pack(args, [])
-        return self.config is not None and key is not None and \
-            self.kernels.get(key) is not None
