@@ -114,6 +114,56 @@ def packing_check() -> dict:
     return report
 
 
+def fast_launch_check() -> list:
+    """The paths drivers.cuda_launch.FastLaunch takes over a scripted sequence of launches,
+    with numba-cuda's launch, the check and cuda.core's launch replaced by recorders and
+    the current CUDA context set by the script: [(launch, path), ...]."""
+    import ctypes
+
+    from numba.cuda.cudadrv.devicearray import DeviceNDArray
+
+    from fastopt.drivers import cuda_launch
+
+    memory = types.SimpleNamespace(device_ctypes_pointer=ctypes.c_void_p(4096))
+    a = DeviceNDArray((10,), (4,), np.dtype(np.float32), gpu_data=memory)
+    path: list = []
+    state = {"context": 7, "check": "kernel"}
+
+    class Configured:  # the parts of numba-cuda's launch configuration FastLaunch reads
+        griddim, blockdim, sharedmem, stream = (1, 1, 1), (256, 1, 1), 0, "stream"
+
+        def __call__(self, *args):
+            path.append("numba")
+
+    cuda_launch.current_context = lambda: state["context"]
+    cuda_launch.checked_kernel = lambda disp, args, packed: (
+        path.append("check") or (state["check"] and (state["context"], state["check"])))
+    cuda_launch.core_launch = lambda stream, config, kernel, *params: path.append(
+        ("direct", kernel, len(params)))
+    launch = cuda_launch.FastLaunch(Configured(), "dispatcher")
+    script = [
+        ("first", (a, 1.0, None)), ("again", (a, 2.0, None)),
+        ("new key", (a, 1.0, a)), ("new key again", (a, 3.0, a)),
+        ("unpackable", (a, np.float32(1.0))),
+        ("other device", (a, 1.0, None)), ("other device again", (a, 1.0, None)),
+        ("no context", (a, 1.0, None)),
+    ]
+    out = []
+    for name, args in script:
+        state["context"] = {"other device": 9, "other device again": 9,
+                            "no context": 0}.get(name, 7)
+        path.clear()
+        launch(*args)
+        out.append([name, [p if isinstance(p, str) else list(p) for p in path]])
+    state["check"] = None  # a failed check: numba-cuda's path for that key, every time
+    state["context"] = 11
+    for name in ("failed check", "failed check again"):
+        path.clear()
+        launch(a, 1.0, None)
+        out.append([name, list(path)])
+    return out
+
+
 def main() -> None:
     out: dict = {}
     for dtype in (np.float32, np.float64):
@@ -149,7 +199,8 @@ def main() -> None:
     none_ptx, _ = cuda.compile_ptx(_none_probe, signature((a32, None)), cc=(9, 0))
     int_ptx, _ = cuda.compile_ptx(_none_probe, signature((a32, 0)), cc=(9, 0))
     params = {"none": u64_params(none_ptx), "int64": u64_params(int_ptx)}
-    json.dump({"kernels": out, "params": params, "packing": packing_check()}, sys.stdout)
+    json.dump({"kernels": out, "params": params, "packing": packing_check(),
+               "fast_launch": fast_launch_check()}, sys.stdout)
 
 
 if __name__ == "__main__":

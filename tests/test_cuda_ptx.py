@@ -52,6 +52,21 @@ def test_direct_launches_pack_what_numba_cuda_packs(ptx_report):
     assert packing["numpy_scalar"][1] is False
 
 
+def test_direct_launches_go_through_numba_cuda_until_checked(ptx_report):
+    # Per (CUDA context, argument key): numba-cuda launches first and the packing is
+    # checked; then launches are direct, with that context's kernel. Unpackable
+    # arguments, no current context or a failed check: numba-cuda's path every time.
+    direct = lambda ctx, n: [["direct", [ctx, "kernel"], n]]  # noqa: E731
+    assert ptx_report["fast_launch"] == [
+        ["first", ["numba", "check"]], ["again", direct(7, 9)],
+        ["new key", ["numba", "check"]], ["new key again", direct(7, 15)],
+        ["unpackable", ["numba"]],
+        ["other device", ["numba", "check"]], ["other device again", direct(9, 9)],
+        ["no context", ["numba"]],
+        ["failed check", ["numba", "check"]], ["failed check again", ["numba"]],
+    ]
+
+
 def test_every_kernel_compiles(ptx_facts):
     names = set(ptx_facts)
     for rule in ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "rmsprop_centered",

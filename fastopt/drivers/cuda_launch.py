@@ -16,6 +16,9 @@ a non-contiguous array, a foreign object), a failed check or an internal numba-c
 has moved takes numba-cuda's own path. ``FASTOPT_CUDA_LAUNCH=numba`` turns the fast path
 off.
 
+The key includes the thread's current CUDA context (a compiled kernel is loaded once per
+device), so a process that steps arrays on two GPUs launches each device's own kernel.
+
 What is packed, as numba-cuda's data model lays out kernel parameters: an array is
 ``meminfo, parent, size, itemsize, data, *shape, *strides`` (pointer-sized integers); a
 Python float is a double, an int a 64-bit integer, a bool one byte, ``None`` a null pointer
@@ -29,6 +32,7 @@ import struct
 from typing import Any
 
 from numba.cuda.cudadrv.devicearray import DeviceNDArray
+from numba.cuda.cudadrv.driver import driver as cuda_driver_api
 
 try:  # the names numba-cuda's own launcher uses, so the versions always match
     from numba.cuda.dispatcher import LaunchConfig
@@ -143,11 +147,23 @@ class FastLaunch:
             return
         packed: list = []
         key = pack(args, packed)
-        kernel = self.kernels.get(key, _UNSET) if key is not None else None
+        # A compiled kernel is loaded per device (CUDA context): the current one is part
+        # of the key, as numba-cuda looks its kernel up per device on every launch.
+        context = current_context() if key is not None else 0
+        kernel = self.kernels.get((context, key), _UNSET) if context else None
         if kernel is _UNSET:  # first launch with this key: numba-cuda's path, then check
             self.configured(*args)
-            self.kernels[key] = checked_kernel(self.dispatcher, args, packed)
+            self.kernels[(context, key)] = checked_kernel(self.dispatcher, args, packed)
         elif kernel is None:
             self.configured(*args)
         else:
             core_launch(self.stream, self.config, kernel, *packed)
+
+
+def current_context() -> int:
+    """The calling thread's current CUDA context handle (0: none, or the query failed),
+    read as numba-cuda reads it before each of its launches."""
+    try:
+        return int(cuda_driver_api.cuCtxGetCurrent())
+    except Exception:  # noqa: BLE001 - numba-cuda's own path then
+        return 0
