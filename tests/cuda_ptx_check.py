@@ -164,6 +164,34 @@ def fast_launch_check() -> list:
     return out
 
 
+def grad_address_check() -> dict:
+    """drivers.cuda.grad_address on Numba device arrays made without a GPU: the address of
+    a gradient laid out as its parameter, check_grad's message for any other."""
+    import ctypes
+
+    from numba.cuda.cudadrv.devicearray import DeviceNDArray
+
+    def fake(shape, dtype, addr, strides=None):
+        dt = np.dtype(dtype)
+        strides = strides or tuple(int(s) for s in np.empty(shape, dt).strides)
+        memory = types.SimpleNamespace(device_ctypes_pointer=ctypes.c_void_p(addr))
+        return DeviceNDArray(shape, strides, dt, gpu_data=memory)
+
+    p = fake((6, 3, 7), np.float32, 1 << 20)
+    report = {"good": driver.grad_address(fake((6, 3, 7), np.float32, 1 << 22), p, "g")}
+    for name, bad in {
+        "shape": fake((6, 3, 8), np.float32, 64),
+        "dtype": fake((6, 3, 7), np.float64, 64),
+        "strides": fake((6, 3, 7), np.float32, 64, (4, 24, 72)),
+    }.items():
+        try:
+            driver.grad_address(bad, p, "grads[3]")
+            report[name] = "accepted"
+        except (TypeError, ValueError) as exc:
+            report[name] = str(exc)
+    return report
+
+
 def main() -> None:
     out: dict = {}
     for dtype in (np.float32, np.float64):
@@ -200,7 +228,8 @@ def main() -> None:
     int_ptx, _ = cuda.compile_ptx(_none_probe, signature((a32, 0)), cc=(9, 0))
     params = {"none": u64_params(none_ptx), "int64": u64_params(int_ptx)}
     json.dump({"kernels": out, "params": params, "packing": packing_check(),
-               "fast_launch": fast_launch_check()}, sys.stdout)
+               "fast_launch": fast_launch_check(), "grad_address": grad_address_check()},
+              sys.stdout)
 
 
 if __name__ == "__main__":

@@ -67,6 +67,14 @@ def test_direct_launches_go_through_numba_cuda_until_checked(ptx_report):
     ]
 
 
+def test_gradient_addresses_are_checked_as_check_grad_checks(ptx_report):
+    report = ptx_report["grad_address"]
+    assert report["good"] == 1 << 22
+    assert "has shape (6, 3, 8)" in report["shape"]
+    assert "has dtype float64" in report["dtype"]
+    assert "not C-contiguous" in report["strides"]
+
+
 def test_every_kernel_compiles(ptx_facts):
     names = set(ptx_facts)
     for rule in ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "rmsprop_centered",

@@ -38,7 +38,11 @@ from .cuda_pointers import gather_at, load_at, row, scatter_at, store_at
 #: True when Numba's CUDA simulator stands in for a GPU (``NUMBA_ENABLE_CUDASIM=1``).
 SIMULATOR: bool = bool(config.ENABLE_CUDASIM)
 if not SIMULATOR:
+    from numba.cuda.cudadrv.devicearray import DeviceNDArray as _DEVICE_ARRAY
+
     from .cuda_launch import FastLaunch
+else:
+    _DEVICE_ARRAY = None
 
 #: Threads per block of every kernel (the simulator runs each thread as a Python thread:
 #: there, small blocks and few of them keep the tests fast, and exercise the grid-stride
@@ -476,11 +480,14 @@ _TORCH_DTYPES = {np.dtype(np.float32): "torch.float32", np.dtype(np.float64): "t
 
 def grad_address(g: Any, p: Any, what: str) -> int:
     """The device address of gradient ``g`` of parameter ``p``, with :func:`check_grad`'s
-    checks. A torch CUDA tensor is checked through its own attributes, without the Numba
-    view (about 1 µs instead of about 30; a list of 161 gradients is stepped every step);
-    anything else, or a tensor that fails a check, goes through :func:`check_grad`, which
-    says what is wrong."""
+    checks. A Numba device array laid out as ``p`` and a torch CUDA tensor are checked
+    through their own attributes (a torch tensor without a Numba view: about 1 µs instead
+    of about 30; a list of 161 gradients is checked every step); anything else, or an
+    array that fails a check, goes through :func:`check_grad`, which says what is wrong."""
     t = type(g)
+    if t is _DEVICE_ARRAY and g.shape == p.shape and g.dtype == p.dtype \
+            and g.strides == p.strides:  # laid out as the (C-contiguous) parameter
+        return g.device_ctypes_pointer.value or 0
     if t.__name__ == "Tensor" and t.__module__ == "torch" and g.is_cuda \
             and not g.requires_grad and g.is_contiguous() \
             and tuple(g.shape) == tuple(p.shape) and str(g.dtype) == _TORCH_DTYPES.get(p.dtype):
