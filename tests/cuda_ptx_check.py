@@ -214,9 +214,11 @@ def main() -> None:
                 compile_one(f"tablestep_{rname}_{opts}_{dt.__name__}", table_fn,
                             (table, 5, cols, a, h, 1.0, dscale, wd, 1.0, nz), out)
         compile_one(f"fill_{dt.__name__}", driver._fill_kernel, (a, dt(0)), out)
-        sumsq, finalize = driver._reduction_kernels()
+        sumsq, table_sumsq, finalize = driver._reduction_kernels()
         parts = np.zeros(4, np.float64)
         compile_one(f"sumsq_{dt.__name__}", sumsq.py_func, (a, parts, 0), out)
+        compile_one(f"tablesumsq_{dt.__name__}", table_sumsq.py_func,
+                    (np.zeros((3, driver.STATE_ADDR), np.int64), 5, a, parts, 0), out)
         compile_one(f"finalize_{dt.__name__}", finalize.py_func,
                     (parts, 4, parts, 1.0, np.ones(1, dtype)), out)
         for kname, fn, args in cuda_kernels.ptx_cases(dtype):

@@ -104,6 +104,49 @@ def test_skip_nonfinite_skips_on_the_device_like_the_cpu():
         np.testing.assert_allclose(host(d), c, rtol=RTOL, atol=ATOL)
 
 
+def test_clipping_and_skipping_lists_reduce_through_the_tables(monkeypatch):
+    # Two groups of several arrays: the global norm is taken through both groups' address
+    # tables (one reduction launch each, none per array), clipped like the CPU, and a NaN
+    # in the second group skips the whole step.
+    from fastopt.drivers import cuda as driver
+
+    c = driver.CHUNK
+    shapes = [(c + 3,), (5, 7), (2 * c,), (1,), (c - 1,), (3, 3)]
+    params, grads = _problem(8, shapes=shapes, steps=3)
+    grads = [[g * 3.0 for g in gs] for gs in grads]  # norms well above clip_norm
+    grads[1][4][7] = np.inf
+
+    def groups(ps):
+        return [{"params": ps[:3]}, {"params": ps[3:], "lr": 0.02}]
+
+    cp, dp = [p.copy() for p in params], [to_device(p) for p in params]
+    opts = {"lr": 0.05, "clip_norm": 1.0, "skip_nonfinite": True}
+    cpu, dev = fastopt.Adam(groups(cp), **opts), fastopt.Adam(groups(dp), **opts)
+    calls = {"per_array": 0, "tables": 0}
+    per_array, tables = driver.sum_of_squares_async, driver.table_sum_of_squares_async
+    monkeypatch.setattr(driver, "sum_of_squares_async", lambda *a, **k: (
+        calls.__setitem__("per_array", calls["per_array"] + 1), per_array(*a, **k))[1])
+    monkeypatch.setattr(driver, "table_sum_of_squares_async", lambda *a, **k: (
+        calls.__setitem__("tables", calls["tables"] + 1), tables(*a, **k))[1])
+    for gs in grads:
+        cpu.step(gs)
+        dev.step([to_device(g) for g in gs])
+    assert calls == {"per_array": 0, "tables": 3}
+    assert dev.skipped_steps == cpu.skipped_steps == 1
+    for a, b in zip(cp, dp, strict=True):
+        np.testing.assert_allclose(host(b), a, rtol=RTOL, atol=ATOL)
+    # clip_norm alone: the factor stays on the device, and it is the global one.
+    cp, dp = [p.copy() for p in params], [to_device(p) for p in params]
+    cpu = fastopt.SGD(groups(cp), lr=0.1, clip_norm=1.0)
+    dev = fastopt.SGD(groups(dp), lr=0.1, clip_norm=1.0)
+    cpu.step(grads[0])
+    dev.step([to_device(g) for g in grads[0]])
+    for a, b in zip(cp, dp, strict=True):
+        np.testing.assert_allclose(host(b), a, rtol=RTOL, atol=ATOL)
+    norm = math.sqrt(sum(float(np.sum(g.astype(np.float64) ** 2)) for g in grads[0]))
+    assert host(dev._workspace.scale)[0] == pytest.approx(1.0 / norm, rel=1e-5)
+
+
 @pytest.mark.parametrize("name", ["Adam", "AMSGrad", "Nesterov"])
 def test_a_list_steps_in_one_launch_with_the_single_array_results(name, monkeypatch):
     # Sizes around the chunk size (and an empty array) put chunk and array boundaries

@@ -83,8 +83,9 @@ def test_every_kernel_compiles(ptx_facts):
             for dt in ("float32", "float64"):
                 assert f"step_{rule}_{opts}_{dt}" in names
                 assert f"tablestep_{rule}_{opts}_{dt}" in names  # the multi-array step
-    for kernel in ("sumsq", "finalize", "fill", "bn_moments_stats", "bn_moments_grads",
-                   "bn_forward_channels", "bn_backward_channels", "bn_normalize", "bn_dx"):
+    for kernel in ("sumsq", "tablesumsq", "finalize", "fill", "bn_moments_stats",
+                   "bn_moments_grads", "bn_forward_channels", "bn_backward_channels",
+                   "bn_normalize", "bn_dx"):
         assert f"{kernel}_float32" in names and f"{kernel}_float64" in names
     assert all(f["calls"] == 0 for f in ptx_facts.values()), "a device function not inlined"
 

@@ -207,8 +207,10 @@ class NormWorkspace:
         self.partials = np.empty(max((blocks(n) for n in sizes), default=1), np.float64)
 
 
-def clip_or_skip(grads, workspace: NormWorkspace, clip_norm, skip_nonfinite, stream):
-    """``(skip, scale, None)`` from the gradients' global sum of squares."""
+def clip_or_skip(grads, workspace: NormWorkspace, clip_norm, skip_nonfinite, stream,
+                 tables=None):
+    """``(skip, scale, None)`` from the gradients' global sum of squares (``stream`` and
+    ``tables`` exist for the CUDA driver's signature)."""
     total = 0.0
     for g in grads:
         total += sum_of_squares(g, workspace.partials)

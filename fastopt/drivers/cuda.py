@@ -167,6 +167,25 @@ SIZE, OFFSET, FIRST, P_ADDR, G_ADDR, STATE_ADDR = 0, 1, 2, 3, 4, 5
 CHUNK = TPB * (2 if SIMULATOR else 16)
 
 
+def _chunk_of(table, c):
+    """``(row, first, stop)``: chunk ``c`` is elements ``first:stop`` of table row
+    ``row``, the last row whose first chunk is at most c (a binary search)."""
+    lo = 0
+    hi = table.shape[0] - 1
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if table[mid, FIRST] <= c:
+            lo = mid
+        else:
+            hi = mid - 1
+    first = (c - table[lo, FIRST]) * CHUNK
+    return lo, first, min(first + CHUNK, table[lo, SIZE])
+
+
+def CHUNK_OF(table, c):  # noqa: N802 - placeholder, bound to the compiled _chunk_of
+    raise NotImplementedError
+
+
 def _table_step_kernel(table, nchunks, cols, proto, h, scale, dscale, wd, decay, noise):
     """The step over every array of ``table`` (see :class:`ArrayTable`) in one launch:
     block ``b`` steps chunks ``b, b + gridDim, ...``; a chunk is ``CHUNK`` consecutive
@@ -176,21 +195,11 @@ def _table_step_kernel(table, nchunks, cols, proto, h, scale, dscale, wd, decay,
     t = cuda.threadIdx.x
     c = cuda.blockIdx.x
     while c < nchunks:
-        lo = 0
-        hi = table.shape[0] - 1
-        while lo < hi:  # the last array whose first chunk is <= c
-            mid = (lo + hi + 1) // 2
-            if table[mid, FIRST] <= c:
-                lo = mid
-            else:
-                hi = mid - 1
-        n = table[lo, SIZE]
-        first = (c - table[lo, FIRST]) * CHUNK
-        stop = min(first + CHUNK, n)
-        pa = table[lo, P_ADDR]
-        ga = table[lo, G_ADDR]
-        st = row(table, lo, cols)
-        offset = table[lo, OFFSET]
+        j, first, stop = CHUNK_OF(table, c)
+        pa = table[j, P_ADDR]
+        ga = table[j, G_ADDR]
+        st = row(table, j, cols)
+        offset = table[j, OFFSET]
         i = first + t
         while i < stop:
             pi, s = ELEMENT(load_at(pa, i, proto), load_at(ga, i, proto),
@@ -239,6 +248,30 @@ def _sumsq_kernel(x, partials, first):
         partials[first + b] = math.nan if flag else total
 
 
+def _table_sumsq_kernel(table, nchunks, proto, partials, first):
+    """``partials[first + c] = Σ g²`` over chunk ``c`` of the gradients in ``table`` (NaN
+    if it holds a NaN/Inf): the reduction of :func:`_sumsq_kernel` for a list of arrays
+    in one launch, with the table's chunks as blocks."""
+    t = cuda.threadIdx.x
+    c = cuda.blockIdx.x
+    while c < nchunks:
+        j, lo, hi = CHUNK_OF(table, c)
+        ga = table[j, G_ADDR]
+        acc = 0.0
+        bad = 0
+        i = lo + t
+        while i < hi:
+            v = np.float64(load_at(ga, i, proto))
+            if not math.isfinite(v):
+                bad = 1
+            acc += v * v
+            i += TPB
+        total, flag = BLOCK_SUM(t, acc, bad)
+        if t == 0:
+            partials[first + c] = math.nan if flag else total
+        c += cuda.gridDim.x
+
+
 def _finalize_kernel(partials, n, out, max_norm, dscale):
     """``out[0] = Σ partials[:n]`` in a fixed order; ``dscale[0]`` = the clip factor."""
     t = cuda.threadIdx.x
@@ -258,28 +291,30 @@ def _finalize_kernel(partials, n, out, max_norm, dscale):
 def step_kernel(rule: Callable) -> Callable:
     return kernel(bind(_step_kernel, f"cuda_step_{rule.__name__}",
                        ELEMENT=compile_tree(transformed(rule), _device),
-                       SCALARS=_scalars_device()))
+                       SCALARS=_device_functions()["SCALARS"]))
 
 
 @cache
 def table_step_kernel(rule: Callable) -> Callable:
     return kernel(bind(_table_step_kernel, f"cuda_table_step_{rule.__name__}",
                        ELEMENT=compile_tree(transformed(rule), _device),
-                       SCALARS=_scalars_device()))
+                       **_device_functions()))
 
 
 @cache
-def _scalars_device() -> Callable:
-    return _device(_scalars)
+def _device_functions() -> dict[str, Callable]:
+    return {"SCALARS": _device(_scalars), "CHUNK_OF": _device(_chunk_of)}
 
 
 @cache
-def _reduction_kernels() -> tuple[Callable, Callable]:
+def _reduction_kernels() -> tuple[Callable, Callable, Callable]:
     block_sum = _device(_block_sum)
     sumsq = kernel(bind(_sumsq_kernel, BLOCK_SUM=block_sum))
+    table_sumsq = kernel(bind(_table_sumsq_kernel, BLOCK_SUM=block_sum,
+                              CHUNK_OF=_device_functions()["CHUNK_OF"]))
     finalize = kernel(bind(_finalize_kernel, BLOCK_SUM=block_sum,
                            CLIP_SCALE=_device(clip_scale)))
-    return sumsq, finalize
+    return sumsq, table_sumsq, finalize
 
 
 def BLOCK_SUM(t, acc, bad):  # noqa: N802 - placeholder, bound to the compiled _block_sum
@@ -386,13 +421,32 @@ def sum_of_squares_async(
     ``partials``: a float64 device workspace of at least ``Σ blocks(x.size)`` elements.
     """
     stream = 0 if stream is None else stream
-    sumsq, finalize = _reduction_kernels()
+    sumsq, _, finalize = _reduction_kernels()
     first = 0
     for x in arrays:
         if x.size:
             nb = blocks(x.size)
             launcher(sumsq, nb, stream)(flat_view(x), partials, first)
             first += nb
+    launcher(finalize, 1, stream)(partials, first, out, float(max_norm), dscale)
+
+
+def table_sum_of_squares_async(
+    tables: Sequence[ArrayTable], partials: Any, out: Any, max_norm: float = 0.0,
+    dscale: Any = None, stream: Any = None,
+) -> None:
+    """:func:`sum_of_squares_async` over the gradients the ``tables`` point at (set by
+    :meth:`ArrayTable.set_grads`): one launch per table, one partial per chunk.
+
+    ``partials``: at least ``Σ table.nchunks`` elements."""
+    stream = 0 if stream is None else stream
+    _, table_sumsq, finalize = _reduction_kernels()
+    first = 0
+    for table in tables:
+        if table.nchunks:
+            launcher(table_sumsq, min(table.nchunks, max_blocks()), stream)(
+                table.device, table.nchunks, table.proto, partials, first)
+            first += table.nchunks
     launcher(finalize, 1, stream)(partials, first, out, float(max_norm), dscale)
 
 
@@ -589,21 +643,32 @@ def current_stream(kind: str) -> Any:
 
 # --------------------------------------------------------------------------- optimizer
 class NormWorkspace:
-    """Device buffers for the optimizer's clip/skip reduction, allocated once."""
+    """Device buffers for the optimizer's clip/skip reduction, allocated once (partials
+    for one per block of each array, or one per table chunk, whichever is more)."""
 
     def __init__(self, sizes: Sequence[int], dtype: Any) -> None:
-        self.partials = cuda.device_array(max(1, sum(blocks(n) for n in sizes)), np.float64)
+        n = max(sum(blocks(k) for k in sizes), sum(-(-k // CHUNK) for k in sizes), 1)
+        self.partials = cuda.device_array(n, np.float64)
         self.total = cuda.device_array(1, np.float64)
         self.scale = cuda.device_array(1, dtype)
 
 
-def clip_or_skip(grads, workspace: NormWorkspace, clip_norm, skip_nonfinite, stream):
+def clip_or_skip(grads, workspace: NormWorkspace, clip_norm, skip_nonfinite, stream,
+                 tables=None):
     """``(skip, scale, dscale)``: with ``skip_nonfinite`` one 8-byte read tells whether to
     skip (and gives the clip factor on the host); with clipping alone nothing is read back
-    and the factor stays on the device."""
+    and the factor stays on the device. ``tables``: ``(table, grads)`` per group, when the
+    groups step through :class:`ArrayTable` (``grads`` may be addresses): the reduction
+    then reads the gradients through the tables, one launch per group."""
     dscale = workspace.scale if (clip_norm is not None and not skip_nonfinite) else None
-    sum_of_squares_async(grads, workspace.partials, workspace.total,
-                         clip_norm or 0.0, dscale, stream)
+    if tables is not None:
+        for table, gs in tables:
+            table.set_grads(gs, 0 if stream is None else stream)
+        table_sum_of_squares_async([t for t, _ in tables], workspace.partials,
+                                   workspace.total, clip_norm or 0.0, dscale, stream)
+    else:
+        sum_of_squares_async(grads, workspace.partials, workspace.total,
+                             clip_norm or 0.0, dscale, stream)
     if not skip_nonfinite:
         return False, 1.0, dscale
     host = workspace.total.copy_to_host(stream=stream or 0)

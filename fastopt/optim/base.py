@@ -330,9 +330,9 @@ class Optimizer:
                     check_grad_array(g, p, f"grads[{j}]")  # says what is wrong
             return [g if g.ndim == 1 else g.reshape(-1)
                     for g in [grads[j] for j in self._segment_params]]
-        if self._tables_only and self.clip_norm is None and not self.skip_nonfinite:
-            # Every group steps through an address table and nothing else reads the
-            # gradients: their addresses, checked. Any problem: the full checks below.
+        if self._tables_only:
+            # Every group steps (and clips) through an address table: the gradients'
+            # addresses, checked. Any problem: the full checks below, which say what.
             try:
                 addrs = [self._be.grad_address(g, p, f"grads[{j}]")
                          for j, (g, p) in enumerate(zip(grads, self._params, strict=True))]
@@ -362,8 +362,13 @@ class Optimizer:
         stream = None if self._be is cpu else self._be.current_stream(self._origin)
         scale, dscale = 1.0, None
         if self.clip_norm is not None or self.skip_nonfinite:
+            tables = None
+            if self._tables_only:  # one reduction launch per group, through its table
+                tables = [(table, gs if every else [gs[i] for i in seg_ids])
+                          for table, (_, seg_ids, every, *_) in
+                          zip(self._tables, self._group_arrays, strict=True) if seg_ids]
             skip, scale, dscale = self._be.clip_or_skip(
-                gs, self._workspace, self.clip_norm, self.skip_nonfinite, stream
+                gs, self._workspace, self.clip_norm, self.skip_nonfinite, stream, tables
             )
             if skip:
                 self.skipped_steps += 1
