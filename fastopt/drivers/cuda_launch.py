@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import os
 import struct
+import weakref
 from typing import Any
 
 from numba.cuda.cudadrv.devicearray import DeviceNDArray
@@ -45,6 +46,32 @@ ENABLED: bool = os.environ.get("FASTOPT_CUDA_LAUNCH", "fast") != "numba" and cor
 
 _FLOAT, _INT, _BOOL = "f", "i", "b"
 
+#: Packed parameters and key per device array, by ``id``: (weak reference, parameters,
+#: key). The parameters, optimizer state and workspaces are the same objects every step,
+#: and packing an array costs about 2 µs of Python; a dead array's entry never matches.
+_arrays: dict[int, tuple] = {}
+
+
+def _pack_array(a: Any) -> tuple | None:
+    """``(parameters, key)`` of a device array, or None where it is not exactly
+    C-contiguous (numba-cuda would not type it "C")."""
+    entry = _arrays.get(id(a))
+    if entry is not None and entry[0]() is a:
+        return entry[1]
+    shape, strides = a.shape, a.strides
+    itemsize = a.dtype.itemsize
+    expected = itemsize
+    for k in range(len(shape) - 1, -1, -1):
+        if strides[k] != expected:
+            return None
+        expected *= shape[k]
+    packed = ((0, 0, a.size, itemsize, a.device_ctypes_pointer.value or 0, *shape,
+               *strides), (a.dtype, len(shape)))
+    if len(_arrays) >= 4096:  # dead entries pile up when new arrays come every step
+        _arrays.clear()
+    _arrays[id(a)] = (weakref.ref(a), packed)
+    return packed
+
 
 def pack(args: tuple, out: list) -> tuple | None:
     """Append the kernel parameters of ``args`` to ``out``; return their key, or None
@@ -53,17 +80,11 @@ def pack(args: tuple, out: list) -> tuple | None:
     for a in args:
         t = type(a)
         if t is DeviceNDArray:
-            shape, strides = a.shape, a.strides
-            itemsize = a.dtype.itemsize
-            expected = itemsize  # exactly C-contiguous strides: numba-cuda types it "C"
-            for k in range(len(shape) - 1, -1, -1):
-                if strides[k] != expected:
-                    return None
-                expected *= shape[k]
-            out += (0, 0, a.size, itemsize, a.device_ctypes_pointer.value or 0)
-            out += shape
-            out += strides
-            key.append((a.dtype, len(shape)))
+            packed = _pack_array(a)
+            if packed is None:
+                return None
+            out += packed[0]
+            key.append(packed[1])
         elif t is float:
             out.append(a)
             key.append(_FLOAT)
