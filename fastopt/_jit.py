@@ -17,6 +17,9 @@ to an uncached kernel instead of failing (``numba-rules.md``).
 from __future__ import annotations
 
 import hashlib
+import sys
+import threading
+import time
 import types
 import warnings
 from collections.abc import Callable
@@ -96,3 +99,41 @@ def cpu_jit(fn: Callable, *, parallel: bool = False, cache: bool = True) -> Call
 def device_function(fn: Callable) -> Callable:
     """Compile a plain element-wise helper for the CPU (inlined by LLVM into the loops)."""
     return njit(**CPU_OPTIONS)(fn)
+
+
+#: Seconds a kernel's first call may take before fastopt says it is compiling.
+COMPILE_NOTICE_AFTER = 2.0
+
+
+def announce_compile(dispatcher: Any, what: str) -> Callable:
+    """``dispatcher`` as is once it holds a compiled or cached version; before that, a
+    wrapper that calls it and, if the call is still running after
+    :data:`COMPILE_NOTICE_AFTER` seconds (compiling, not loading from the disk cache),
+    says on stderr what is being compiled, and how long it took when done."""
+    if dispatcher.overloads:
+        return dispatcher
+
+    def first_call(*args: Any) -> Any:
+        start = time.perf_counter()
+        said: list[bool] = []
+
+        def notice() -> None:
+            said.append(True)
+            sys.stderr.write(f"fastopt: compiling {what}, once (Numba keeps it in its disk "
+                             "cache for later runs)...\n")
+            sys.stderr.flush()
+
+        timer = threading.Timer(COMPILE_NOTICE_AFTER, notice)
+        timer.daemon = True
+        timer.start()
+        try:
+            return dispatcher(*args)
+        finally:
+            timer.cancel()
+            if said:
+                sys.stderr.write(f"fastopt: {what} compiled in "
+                                 f"{time.perf_counter() - start:.1f} s\n")
+                sys.stderr.flush()
+
+    return first_call
+

@@ -52,3 +52,30 @@ def test_source_tag_changes_with_the_source(tmp_path, monkeypatch):
     before = _jit.source_tag(tagpkg)
     (pkg / "rule.py").write_text("A = 2\n")
     assert _jit.source_tag(tagpkg) != before
+
+
+class _SlowFirstCall:
+    """Stands in for a Numba dispatcher whose first call compiles."""
+
+    def __init__(self, seconds):
+        self.seconds, self.overloads = seconds, {}
+
+    def __call__(self, x):
+        import time
+
+        time.sleep(self.seconds)
+        self.overloads["sig"] = "compiled"
+        return x + 1
+
+
+def test_a_long_first_compile_is_announced_and_a_quick_one_is_not(monkeypatch, capsys):
+    monkeypatch.setattr(_jit, "COMPILE_NOTICE_AFTER", 0.05)
+    slow = _SlowFirstCall(0.4)
+    assert _jit.announce_compile(slow, "the test kernel")(1) == 2
+    err = capsys.readouterr().err
+    assert "fastopt: compiling the test kernel" in err
+    assert "fastopt: the test kernel compiled in 0." in err
+    assert _jit.announce_compile(slow, "the test kernel") is slow  # compiled: as is
+    quick = _SlowFirstCall(0.0)
+    assert _jit.announce_compile(quick, "the quick kernel")(1) == 2
+    assert capsys.readouterr().err == ""

@@ -60,7 +60,7 @@ from functools import cache
 import numpy as np
 from numba import prange
 
-from .._jit import bind, compile_tree, cpu_jit, device_function, source_tag
+from .._jit import announce_compile, bind, compile_tree, cpu_jit, device_function, source_tag
 from . import equations
 from .equations import backward_coefficients, input_gradient, normalize, running_moments
 from .equations import inv_std as inv_std_of
@@ -671,5 +671,11 @@ def kernel(name: str, parallel: bool) -> Callable:
 
 
 def get(name: str, size: int) -> Callable:
-    """Kernel ``name`` for an input of ``size`` elements (serial below SERIAL_BELOW)."""
-    return kernel(name, size >= SERIAL_BELOW)
+    """Kernel ``name`` for an input of ``size`` elements (serial below SERIAL_BELOW). Its
+    first compilation takes 15-25 s (here, per dtype): it is announced on stderr."""
+    parallel = size >= SERIAL_BELOW
+    k = kernel(name, parallel)
+    if k.overloads:  # compiled or loaded in this process: the common, cheap case
+        return k
+    return announce_compile(k, f"BatchNorm's {'parallel' if parallel else 'serial'} {name} "
+                               "kernel")
