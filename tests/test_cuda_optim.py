@@ -377,7 +377,8 @@ def test_gpu_bench_traffic_and_case_runner():
     row = gpu.bench_rule("Adam", 64, np.float32, repeats=1)  # simulator: timings meaningless
     assert row["rule"] == "Adam" and row["n"] == 64 and row["dtype"] == "float32"
     resnet = gpu.bench_resnet(1, shapes=[("w", (3, 5)), ("b", (5,))])
-    assert resnet["values"] == 20 and {"fastopt list of 2", "fastopt FlatParams"} <= set(resnet)
+    assert resnet["values"] == 20
+    assert {"fastopt list of 2", "fastopt list, clip_norm", "fastopt FlatParams"} <= set(resnet)
     bn = gpu.bench_batchnorm_shape((4, 3, 5), repeats=1, axis=-1)
     assert bn["nbytes"] == 240 and {"train_fastopt", "infer_fastopt"} <= set(bn)
     report = {"header": {"gpu": "sim", "compute_capability": (9, 0), "copy_gbps": 1e3},

@@ -146,6 +146,8 @@ def bench_resnet(repeats: int, shapes: list[tuple[str, tuple[int, ...]]] | None 
     params = [cuda.to_device(np.ones(s, np.float32)) for _, s in shapes]
     grads = [cuda.to_device(g) for g in host_grads]
     opt_list = optim.Adam(params)
+    clipped = [cuda.to_device(np.ones(s, np.float32)) for _, s in shapes]
+    opt_clip = optim.Adam(clipped, clip_norm=1.0)
     flat = FlatParams({name: s for name, s in shapes}, device="cuda")
     flat.data.copy_to_device(np.ones(flat.data.size, np.float32))
     for (name, _), g in zip(shapes, host_grads, strict=True):
@@ -153,6 +155,7 @@ def bench_resnet(repeats: int, shapes: list[tuple[str, tuple[int, ...]]] | None 
     opt_flat = optim.Adam(flat)
     fns: dict[str, Timed] = {
         f"fastopt list of {len(shapes)}": (lambda: opt_list.step(grads), "numba"),
+        "fastopt list, clip_norm": (lambda: opt_clip.step(grads), "numba"),
         "fastopt FlatParams": (opt_flat.step, "numba"),
     }
     torch = _torch_cuda()
@@ -160,6 +163,19 @@ def bench_resnet(repeats: int, shapes: list[tuple[str, tuple[int, ...]]] | None 
         ones = [np.ones(s, np.float32) for _, s in shapes]
         for kind in ("fused", "foreach"):
             fns[f"torch {kind} list"] = (torch_adam(ones, host_grads, kind, "cuda"), "torch")
+        # The same list as torch tensors (what a torch user passes), and torch's clipping.
+        tensors = [torch.ones(s, device="cuda") for _, s in shapes]
+        tgrads = [torch.from_numpy(g).cuda() for g in host_grads]
+        opt_tensors = optim.Adam(tensors)
+        fns["fastopt list of tensors"] = (lambda: opt_tensors.step(tgrads), "torch")
+        fused = torch_adam(ones, host_grads, "fused", "cuda")
+        tps = [p for group in fused.optimizer.param_groups for p in group["params"]]
+
+        def fused_clipped() -> None:
+            torch.nn.utils.clip_grad_norm_(tps, 1.0, foreach=True)
+            fused()
+
+        fns["torch fused, clip_grad_norm_"] = (fused_clipped, "torch")
     out = interleaved_medians(fns, repeats)
     out["values"] = float(sum(int(np.prod(s)) for _, s in shapes))
     return out
@@ -287,7 +303,7 @@ def format_report(report: dict) -> str:
                       f"copy-bandwidth floor {floor:.3f} ms)"]
         for label, ms in res.items():
             if label != "values":
-                lines.append(f"  {label:<22}{ms:>9.3f} ms  {100 * floor / ms:>5.0f}% of floor")
+                lines.append(f"  {label:<30}{ms:>9.3f} ms  {100 * floor / ms:>5.0f}% of floor")
     if report.get("batchnorm"):
         lines += ["", "BatchNorm float32 (train = forward + backward; /floor = inference over "
                       "one read and one write of x at the copy bandwidth)",

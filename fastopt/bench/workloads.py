@@ -63,7 +63,8 @@ def resnet50_candidates(with_torch: bool = True) -> dict[str, Callable[[], None]
 def torch_adam(params: list[np.ndarray], grads: list[np.ndarray], kind: str,
                device: str = "cpu"):
     """A step of torch's ``kind`` ("fused" or "foreach") Adam over ``params`` with
-    ``grads``: views of the arrays on the CPU, copies on another device."""
+    ``grads``: views of the arrays on the CPU, copies on another device. The torch
+    optimizer is the function's ``optimizer`` attribute."""
     import torch
 
     tensors = []
@@ -77,6 +78,7 @@ def torch_adam(params: list[np.ndarray], grads: list[np.ndarray], kind: str,
         with torch.no_grad():
             opt.step()
 
+    step.optimizer = opt  # its parameters (with their .grad), for clipping yardsticks
     return step
 
 
