@@ -228,24 +228,39 @@ def _block_sum(t, acc, bad):
     return sums[0], flags[0]
 
 
+def _square_into(v, acc, bad):
+    """``(acc + v², bad)`` in float64, ``bad`` set to 1 when v is NaN/Inf."""
+    v = np.float64(v)
+    return acc + v * v, (bad if math.isfinite(v) else 1)
+
+
+def _block_partial(t, acc, bad, partials, k):
+    """The block's sum of squares into ``partials[k]`` (NaN if it held a NaN/Inf)."""
+    total, flag = BLOCK_SUM(t, acc, bad)
+    if t == 0:
+        partials[k] = math.nan if flag else total
+
+
+def SQUARE_INTO(v, acc, bad):  # noqa: N802 - placeholder, bound to compiled _square_into
+    raise NotImplementedError
+
+
+def BLOCK_PARTIAL(t, acc, bad, partials, k):  # noqa: N802 - placeholder
+    raise NotImplementedError  # bound to the compiled _block_partial
+
+
 def _sumsq_kernel(x, partials, first):
     """``partials[first + b] = Σ x²`` over block ``b`` (NaN if it holds a NaN/Inf)."""
     b = cuda.blockIdx.x
     t = cuda.threadIdx.x
-    lo = b * BLOCK
-    hi = min(lo + BLOCK, x.size)
     acc = 0.0
     bad = 0
-    j = lo + t
+    j = b * BLOCK + t
+    hi = min(b * BLOCK + BLOCK, x.size)
     while j < hi:
-        v = np.float64(x[j])
-        if not math.isfinite(v):
-            bad = 1
-        acc += v * v
+        acc, bad = SQUARE_INTO(x[j], acc, bad)
         j += TPB
-    total, flag = BLOCK_SUM(t, acc, bad)
-    if t == 0:
-        partials[first + b] = math.nan if flag else total
+    BLOCK_PARTIAL(t, acc, bad, partials, first + b)
 
 
 def _table_sumsq_kernel(table, nchunks, proto, partials, first):
@@ -261,14 +276,9 @@ def _table_sumsq_kernel(table, nchunks, proto, partials, first):
         bad = 0
         i = lo + t
         while i < hi:
-            v = np.float64(load_at(ga, i, proto))
-            if not math.isfinite(v):
-                bad = 1
-            acc += v * v
+            acc, bad = SQUARE_INTO(load_at(ga, i, proto), acc, bad)
             i += TPB
-        total, flag = BLOCK_SUM(t, acc, bad)
-        if t == 0:
-            partials[first + c] = math.nan if flag else total
+        BLOCK_PARTIAL(t, acc, bad, partials, first + c)
         c += cuda.gridDim.x
 
 
@@ -309,9 +319,11 @@ def _device_functions() -> dict[str, Callable]:
 @cache
 def _reduction_kernels() -> tuple[Callable, Callable, Callable]:
     block_sum = _device(_block_sum)
-    sumsq = kernel(bind(_sumsq_kernel, BLOCK_SUM=block_sum))
-    table_sumsq = kernel(bind(_table_sumsq_kernel, BLOCK_SUM=block_sum,
-                              CHUNK_OF=_device_functions()["CHUNK_OF"]))
+    parts = {"SQUARE_INTO": _device(_square_into),
+             "BLOCK_PARTIAL": _device(bind(_block_partial, BLOCK_SUM=block_sum))}
+    sumsq = kernel(bind(_sumsq_kernel, **parts))
+    table_sumsq = kernel(bind(_table_sumsq_kernel, CHUNK_OF=_device_functions()["CHUNK_OF"],
+                              **parts))
     finalize = kernel(bind(_finalize_kernel, BLOCK_SUM=block_sum,
                            CLIP_SCALE=_device(clip_scale)))
     return sumsq, table_sumsq, finalize
