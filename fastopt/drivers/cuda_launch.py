@@ -69,7 +69,10 @@ def _pack_array(a: Any) -> tuple | None:
                *strides), (a.dtype, len(shape)))
     if len(_arrays) >= 4096:  # dead entries pile up when new arrays come every step
         _arrays.clear()
-    _arrays[id(a)] = (weakref.ref(a), packed)
+    try:
+        _arrays[id(a)] = (weakref.ref(a), packed)
+    except TypeError:  # an array class without weak references: packed every time
+        pass
     return packed
 
 
