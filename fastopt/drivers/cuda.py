@@ -382,7 +382,7 @@ class ArrayTable:
             first += -(-n // CHUNK)
         self.nchunks = first
         self.cols = tuple(range(STATE_ADDR, STATE_ADDR + nstate))
-        self.proto = ps[0]
+        self.proto = flat_view(ps[0])  # the kernels' dtype (one compile for any shape)
         self.device = cuda.to_device(self.host)
         self._grads: list[int] | None = None
         self._stream: Any = None
