@@ -192,6 +192,26 @@ def grad_address_check() -> dict:
     return report
 
 
+def flat_view_check() -> dict:
+    """drivers.cuda.flat_view on device arrays made without a GPU: the same 1-D view while
+    the array lives, its entry gone when the array goes."""
+    import ctypes
+    import gc
+
+    from numba.cuda.cudadrv.devicearray import DeviceNDArray
+
+    memory = types.SimpleNamespace(device_ctypes_pointer=ctypes.c_void_p(4096))
+    a = DeviceNDArray((6, 5), (20, 4), np.dtype(np.float32), gpu_data=memory)
+    first = driver.flat_view(a)
+    report = {"shape": list(first.shape), "same": driver.flat_view(a) is first,
+              "address": driver.address(first), "kept": id(a) in driver._flat_views}
+    key = id(a)
+    del a, first
+    gc.collect()
+    report["released"] = key not in driver._flat_views
+    return report
+
+
 def main() -> None:
     out: dict = {}
     for dtype in (np.float32, np.float64):
@@ -230,7 +250,8 @@ def main() -> None:
     int_ptx, _ = cuda.compile_ptx(_none_probe, signature((a32, 0)), cc=(9, 0))
     params = {"none": u64_params(none_ptx), "int64": u64_params(int_ptx)}
     json.dump({"kernels": out, "params": params, "packing": packing_check(),
-               "fast_launch": fast_launch_check(), "grad_address": grad_address_check()},
+               "fast_launch": fast_launch_check(), "grad_address": grad_address_check(),
+               "flat_view": flat_view_check()},
               sys.stdout)
 
 

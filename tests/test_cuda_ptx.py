@@ -75,6 +75,11 @@ def test_gradient_addresses_are_checked_as_check_grad_checks(ptx_report):
     assert "not C-contiguous" in report["strides"]
 
 
+def test_flat_views_are_kept_while_their_array_lives(ptx_report):
+    assert ptx_report["flat_view"] == {"shape": [30], "same": True, "address": 4096,
+                                       "kept": True, "released": True}
+
+
 def test_every_kernel_compiles(ptx_facts):
     names = set(ptx_facts)
     for rule in ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "rmsprop_centered",
