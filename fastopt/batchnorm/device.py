@@ -85,7 +85,7 @@ def forward(x, gamma, beta, *, eps, training, running_mean, running_var, momentu
             num_batches_tracked[...] += 1
         factor = (1.0 / float(num_batches_tracked.reshape(-1)[0]) if momentum is None
                   else momentum)
-    stats = be.empty(3 * c, np.float64).reshape((3, c))  # training writes all of it
+    stats = be.empty((3, c), np.float64)  # training writes all of it
     rm = running_mean if track else gamma
     rv = running_var if track else gamma
     cuda_kernels.forward(be.flat_view(x), c, s, gamma, beta, float(eps), bool(training),

@@ -617,9 +617,9 @@ def fill(a: Any, value: float, stream: Any = None) -> None:
         launcher(_filler(), grid(a.size), stream or 0)(a, np.dtype(a.dtype).type(value))
 
 
-def empty(n: int, dtype: Any) -> Any:
-    """A new device array of ``n`` elements, not initialised."""
-    return cuda.device_array(n, dtype)
+def empty(shape: int | tuple[int, ...], dtype: Any) -> Any:
+    """A new device array of ``shape`` (an element count or a tuple), not initialised."""
+    return cuda.device_array(shape, dtype)
 
 
 def zeros(n: int, dtype: Any, value: float = 0.0) -> Any:
