@@ -43,6 +43,8 @@ timeout 300 $py -m pytest -q -p no:cacheprovider tests/test_cuda_optim.py \
   tests/test_cuda_batchnorm.py tests/test_cuda_interop.py tests/test_cuda_ptx.py 2>&1 \
   | tee "$out/tests.log" | tail -25
 echo "tests: $((SECONDS - t0)) s"
+# The README's GPU use, end to end: a torch model stepped in place on the device.
+timeout 120 $py examples/torch_model.py --cuda 2>&1 | tail -3
 t0=$SECONDS
 timeout 300 $py -m fastopt bench --device cuda --sizes $sizes --json \
   --rules SGD Momentum Nesterov AdaGrad RMSprop Adam Nadam AMSGrad \
