@@ -161,6 +161,14 @@ def fast_launch_check() -> list:
         path.clear()
         launch(a, 1.0, None)
         out.append([name, list(path)])
+    cuda_launch.ENABLED, enabled = False, cuda_launch.ENABLED  # FASTOPT_CUDA_LAUNCH=numba
+    state["check"], state["context"] = "kernel", 7
+    off = cuda_launch.FastLaunch(Configured(), "dispatcher")
+    for name in ("switched off", "switched off again"):
+        path.clear()
+        off(a, 1.0, None)
+        out.append([name, list(path)])
+    cuda_launch.ENABLED = enabled
     return out
 
 

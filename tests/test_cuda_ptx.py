@@ -64,7 +64,17 @@ def test_direct_launches_go_through_numba_cuda_until_checked(ptx_report):
         ["other device", ["numba", "check"]], ["other device again", direct(9, 9)],
         ["no context", ["numba"]],
         ["failed check", ["numba", "check"]], ["failed check again", ["numba"]],
+        ["switched off", ["numba"]], ["switched off again", ["numba"]],
     ]
+
+
+def test_fastopt_cuda_launch_numba_switches_direct_launches_off():
+    code = "from fastopt.drivers import cuda_launch; print(cuda_launch.ENABLED)"
+    for value, expected in (("numba", "False"), ("fast", "True")):
+        env = {**os.environ, "NUMBA_ENABLE_CUDASIM": "0", "FASTOPT_CUDA_LAUNCH": value}
+        run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             env=env, timeout=120)
+        assert run.stdout.strip() == expected, run.stderr[-2000:]
 
 
 def test_gradient_addresses_are_checked_as_check_grad_checks(ptx_report):
