@@ -181,7 +181,7 @@ def launch(
         k0, k1 = (int(k) for k in noise.key)
         t_prime = step - 1
         sigma = noise.std(step - 1)
-    if len(ps) > 1 and hasattr(be, "step_table"):  # a GPU: one launch for all arrays
+    if len(ps) > 1 and hasattr(be, "ArrayTable"):  # a GPU: one launch for all arrays
         if table is None:
             table = be.ArrayTable(ps, sts, offsets)
         nz = (sigma, 0, t_prime, k0, k1) if noisy else None

@@ -46,8 +46,8 @@ ENABLED: bool = os.environ.get("FASTOPT_CUDA_LAUNCH", "fast") != "numba" and cor
 
 _FLOAT, _INT, _BOOL = "f", "i", "b"
 
-#: Packed parameters and key per device array, by ``id``: (weak reference, parameters,
-#: key). The parameters, optimizer state and workspaces are the same objects every step,
+#: Packed parameters and key per device array, by ``id``: (weak reference, (parameters,
+#: key)). The parameters, optimizer state and workspaces are the same objects every step,
 #: and packing an array costs about 2 µs of Python; a dead array's entry never matches.
 _arrays: dict[int, tuple] = {}
 
