@@ -9,10 +9,13 @@ as fused single-pass parallel kernels, behind a small torch-like API::
 Layers, each importing only the ones below it: ``rules`` (the element-wise equations),
 ``drivers`` (how they are looped), ``functional`` (in-place functions on flat arrays),
 ``optim`` (the classes), and the CLI (``python -m fastopt``). Nothing is compiled at
-import: each kernel is compiled on first use and cached on disk.
+import: each kernel is compiled on first use and cached on disk. Nor is SciPy's linear
+algebra imported on the way (:mod:`fastopt._numba_startup`).
 """
 
-from . import batchnorm, data, datasets, functional, schedules
+# _numba_startup comes first: importing it installs its import hook before anything can
+# start Numba's CPU target.
+from . import _numba_startup, batchnorm, data, datasets, functional, schedules  # noqa: F401
 from .batchnorm import BatchNorm
 from .curriculum import Curriculum
 from .early_stopping import EarlyStopping

@@ -263,8 +263,10 @@ def main(sizes: list[int], rules: list[str], dtype: str, quick: bool, as_json: b
               f"library here (import numpy + numba, one trivial cached kernel): "
               f"{start['numba_floor_s']:.2f} s")
         if start["numba_imports_scipy"]:
-            print("  (SciPy is installed, so numba's first kernel load imports scipy.linalg "
-                  "to look for a BLAS: that is in both figures)")
+            fastopt_too = ("so does fastopt's" if start["fastopt_imports_scipy"] else
+                           "fastopt defers that check, so its figures do not include it")
+            print("  (SciPy is installed: a bare Numba library's first kernel load imports "
+                  f"scipy.linalg to look for a BLAS, which is in the floor; {fastopt_too})")
     if not torch_ref.available() and with_torch:
         print("\n(torch not installed: pip install 'fastopt[torch]' adds the x torch column)")
     return 0

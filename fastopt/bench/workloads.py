@@ -82,24 +82,27 @@ def torch_adam(params: list[np.ndarray], grads: list[np.ndarray], kind: str,
     return step
 
 
+# Each prints whether scipy.linalg was imported on the way, then its seconds.
 _STARTUP = (
-    "import time; t0 = time.perf_counter()\n"
+    "import sys, time; t0 = time.perf_counter()\n"
     "import numpy as np, fastopt\n"
     "p = np.ones(1000, np.float32); opt = fastopt.Adam(p)\n"
     "opt.step(np.full(1000, 0.1, np.float32))\n"
-    "print(time.perf_counter() - t0)\n"
+    "t = time.perf_counter() - t0\n"
+    "print(int('scipy.linalg' in sys.modules)); print(t)\n"
 )
 
 
 _FLOOR_MODULE = "from numba import njit\n@njit(cache=True)\ndef f(x):\n    return x + 1\n"
-# Also says whether numba imported SciPy on the way: numba's first kernel load checks for
-# a BLAS by importing scipy.linalg when SciPy is installed (0.3-0.5 s on these machines).
+# Numba's first kernel load checks for a BLAS by importing scipy.linalg when SciPy is
+# installed (0.2-0.5 s on these machines); fastopt defers that check
+# (fastopt._numba_startup), a bare Numba library pays it.
 _FLOOR = (
     "import sys, time; t0 = time.perf_counter()\n"
     "import numpy as np, numba_floor\n"
     "numba_floor.f(np.float32(1.0))\n"
     "t = time.perf_counter() - t0\n"
-    "print(int('scipy' in sys.modules)); print(t)\n"
+    "print(int('scipy.linalg' in sys.modules)); print(t)\n"
 )
 
 
@@ -130,10 +133,12 @@ def startup() -> dict[str, float | bool]:
     """Cold (empty cache) and warm (cache filled by the cold run) start-up, and the floor
     any Numba library pays: importing numpy and numba and calling one trivial cached
     kernel in a fresh process (medians of three); ``numba_imports_scipy``: whether that
-    floor includes numba's import of scipy.linalg (SciPy installed)."""
+    floor includes numba's import of scipy.linalg (SciPy installed), and
+    ``fastopt_imports_scipy`` whether fastopt's cold process did."""
     with tempfile.TemporaryDirectory() as d:
         Path(d, "numba_floor.py").write_text(_FLOOR_MODULE)
-        cold_wall, cold_in = startup_seconds(d)
+        cold_wall, lines = _run_fresh(d, _STARTUP)
+        cold_in, fastopt_scipy = float(lines[-1]), lines[0] == "1"
         _, lines = _run_fresh(d, _FLOOR)  # fills the floor's cache
         scipy = lines[0] == "1"
         warm, floor = [], []
@@ -144,4 +149,4 @@ def startup() -> dict[str, float | bool]:
             "warm_process_s": sorted(w for w, _ in warm)[1],
             "warm_import_and_step_s": sorted(i for _, i in warm)[1],
             "numba_floor_s": sorted(i for _, i in floor)[1],
-            "numba_imports_scipy": scipy}
+            "numba_imports_scipy": scipy, "fastopt_imports_scipy": fastopt_scipy}
