@@ -51,8 +51,9 @@ class _DeferBlasProbe(importlib.abc.MetaPathFinder):
             spec = importlib.util.find_spec(fullname)  # the normal finders' spec
         finally:
             self._finding = False
-        if spec is None or not hasattr(spec.loader, "exec_module"):
-            return spec
+        if spec is None or isinstance(spec.loader, type) or not hasattr(spec.loader,
+                                                                        "exec_module"):
+            return spec  # only a loader object of this module's own is wrapped
         real_exec = spec.loader.exec_module
 
         def exec_module(module: ModuleType) -> None:
