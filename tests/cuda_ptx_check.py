@@ -220,6 +220,28 @@ def flat_view_check() -> dict:
     return report
 
 
+def span_check() -> dict:
+    """drivers.cuda.span and drivers.is_device_array on device arrays made without a GPU:
+    the span read from the array's pointer is the one its __cuda_array_interface__ gives,
+    and the array is a device array (a NumPy array is not)."""
+    import ctypes
+
+    from numba.cuda.cudadrv.devicearray import DeviceNDArray
+
+    from fastopt.drivers import is_device_array
+
+    memory = types.SimpleNamespace(device_ctypes_pointer=ctypes.c_void_p(8192))
+    report = {}
+    for shape, strides, dtype in (((6, 5), (40, 8), np.float64), ((7,), (4,), np.float32)):
+        a = DeviceNDArray(shape, strides, np.dtype(dtype), gpu_data=memory)
+        cai = a.__cuda_array_interface__
+        report[str(shape)] = [list(driver.span(a)),
+                              [cai["data"][0], a.size * np.dtype(dtype).itemsize],
+                              is_device_array(a), is_device_array(a)]
+    report["numpy"] = is_device_array(np.zeros(3))
+    return report
+
+
 def main() -> None:
     out: dict = {}
     for dtype in (np.float32, np.float64):
@@ -259,7 +281,7 @@ def main() -> None:
     params = {"none": u64_params(none_ptx), "int64": u64_params(int_ptx)}
     json.dump({"kernels": out, "params": params, "packing": packing_check(),
                "fast_launch": fast_launch_check(), "grad_address": grad_address_check(),
-               "flat_view": flat_view_check()},
+               "flat_view": flat_view_check(), "span": span_check()},
               sys.stdout)
 
 

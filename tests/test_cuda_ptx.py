@@ -90,6 +90,14 @@ def test_flat_views_are_kept_while_their_array_lives(ptx_report):
                                        "kept": True, "released": True}
 
 
+def test_span_and_device_test_read_the_pointer_as_the_interface_gives_it(ptx_report):
+    report = ptx_report["span"]
+    assert report.pop("numpy") is False
+    for shape, (span, from_interface, first, again) in report.items():
+        assert span == from_interface, shape
+        assert first is True and again is True  # again: known by its type
+
+
 def test_every_kernel_compiles(ptx_facts):
     names = set(ptx_facts)
     for rule in ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "rmsprop_centered",

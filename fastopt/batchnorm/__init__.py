@@ -65,9 +65,10 @@ class BatchNormCache(NamedTuple):
 
     ``x``, ``gamma`` and, in inference, ``running_mean``/``running_var`` are the forward's
     arrays themselves, not copies: do not modify them before ``backward`` (torch's autograd
-    refuses modified saved tensors for the same reason). In training, ``mean`` and
-    ``inv_std = 1/√(σ² + ε)`` are the batch's float64 statistics. x̂ is not stored:
-    backward recomputes it from x.
+    refuses modified saved tensors for the same reason). In training, ``stats`` holds the
+    batch's float64 statistics, one row each: the mean, the biased variance and
+    ``inv_std = 1/√(σ² + ε)`` (also as the properties ``mean`` and ``inv_std``). x̂ is not
+    stored: backward recomputes it from x.
     """
 
     x: np.ndarray | None
@@ -75,11 +76,22 @@ class BatchNormCache(NamedTuple):
     training: bool
     channels: int
     spatial: int
-    mean: np.ndarray | None = None
-    inv_std: np.ndarray | None = None
+    stats: np.ndarray | None = None
     running_mean: np.ndarray | None = None
     running_var: np.ndarray | None = None
     eps: float = EPS
+
+    # Rows of ``stats`` on demand: the kernels take the (3, C) array itself (on a GPU a
+    # row is a new device array object, about 10 µs of Python each).
+    @property
+    def mean(self) -> np.ndarray | None:
+        """The batch mean μ (training), float64 ``(C,)``."""
+        return None if self.stats is None else self.stats[0]
+
+    @property
+    def inv_std(self) -> np.ndarray | None:
+        """``1/√(σ² + ε)`` of the batch (training), float64 ``(C,)``."""
+        return None if self.stats is None else self.stats[2]
 
 
 # ------------------------------------------------------------------------------ checks
@@ -292,14 +304,14 @@ def forward(
             flat_x, c, s, gamma, beta, eps, True, track, factor, running_mean, running_var,
             stats, flat_y,
         )
-        cache = BatchNormCache(x, gamma if affine else None, True, c, s, stats[0], stats[2])
+        cache = BatchNormCache(x, gamma if affine else None, True, c, s, stats)
     else:
         _kernels().get("forward", x.size)(
             flat_x, c, s, gamma, beta, eps, False, False, 0.0, running_mean, running_var,
             _NO_STATS, flat_y,
         )
         cache = BatchNormCache(x if keep_x else None, gamma if affine else None, False, c, s,
-                               None, None, running_mean, running_var, eps)
+                               None, running_mean, running_var, eps)
     return out, cache
 
 
@@ -352,7 +364,7 @@ def backward(
     if dbeta is None:
         dbeta = np.empty(c, dt)
     if cache.training:
-        mean, inv_std = cache.mean, cache.inv_std
+        mean, inv_std = cache.stats[0], cache.stats[2]
     else:
         mean = cache.running_mean.astype(np.float64)
         inv_std = 1.0 / np.sqrt(cache.running_var.astype(np.float64) + cache.eps)

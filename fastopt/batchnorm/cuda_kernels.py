@@ -35,9 +35,10 @@ def _position(c, j, C, S):
     return (j // S * C + c) * S + j % S
 
 
-def _moments_kernel(a, b, mean, C, S, part1, part2):
+def _moments_kernel(a, b, stats, C, S, part1, part2):
     """Per (chunk, channel) block: ``Σ(a − K)`` and ``Σ(a − K)²`` (b is None), or ``Σa``
-    and ``Σa·(b − mean[c])`` (backward: a = dy, b = x); K = the channel's first a."""
+    and ``Σa·(b − μ)`` with μ = ``stats[0, c]`` (backward: a = dy, b = x); K = the
+    channel's first a."""
     chunk = cuda.blockIdx.x
     c = cuda.blockIdx.y
     t = cuda.threadIdx.x
@@ -55,7 +56,7 @@ def _moments_kernel(a, b, mean, C, S, part1, part2):
         if b is None:
             s2 += d * d
         else:
-            s2 += d * (np.float64(b[i]) - mean[c])
+            s2 += d * (np.float64(b[i]) - stats[0, c])
         j += TPB
     total1, _ = BLOCK_SUM(t, s1, 0)
     total2, _ = BLOCK_SUM(t, s2, 0)
@@ -93,26 +94,30 @@ def _forward_channels(x, C, S, part1, part2, gamma, eps, training, track, factor
         scale[c] = gamma[c] * INV_STD(np.float64(rvar[c]), eps)
 
 
-def _backward_channels(part1, part2, n, gamma, mean, inv_std, training, mu, k1, k2, k3,
-                       dgamma, dbeta):
+def _backward_channels(part1, part2, n, gamma, stats, training, mu, k1, k2, k3, dgamma,
+                       dbeta):
+    """One thread per channel: the sums, then dx's coefficients (μ = ``stats[0]``,
+    inv = ``stats[2]``)."""
     c = cuda.grid(1)
-    if c >= mean.size:
+    if c >= stats.shape[1]:
         return
+    mean = stats[0, c]
+    inv = stats[2, c]
     sd = 0.0
     sdx = 0.0
     for q in range(part1.shape[1]):
         sd += part1[c, q]
         sdx += part2[c, q]
-    mu[c] = mean[c]
+    mu[c] = mean
     if training:
         k1[c], k2[c], k3[c], dgamma[c], dbeta[c] = BACKWARD_COEFFICIENTS(
-            gamma[c], inv_std[c], sd, sdx, n
+            gamma[c], inv, sd, sdx, n
         )
     else:  # the statistics are constants: dx = dy·α·inv
-        k1[c] = gamma[c] * inv_std[c]
+        k1[c] = gamma[c] * inv
         k2[c] = 0.0
         k3[c] = 0.0
-        dgamma[c] = inv_std[c] * sdx
+        dgamma[c] = inv * sdx
         dbeta[c] = sd
 
 
@@ -186,12 +191,14 @@ def _workspace(C: int, n: int, dtype, stream) -> tuple:
 def forward(x, C, S, gamma, beta, eps, training, track, factor, rmean, rvar, stats, y,
             stream) -> None:
     """One forward on 1-D device views (``stats``: float64 (3, C) device array, written in
-    training)."""
+    training; None in inference)."""
     k = kernels()
     n = x.size // C
     part1, part2, mu, scale, _, _ = _workspace(C, n, x.dtype, stream)
+    if stats is None:  # inference writes no statistics: any float64 2-D array types the call
+        stats = part1
     if training:
-        launcher(k["moments"], (chunks(n), C), stream)(x, None, stats[0], C, S, part1, part2)
+        launcher(k["moments"], (chunks(n), C), stream)(x, None, stats, C, S, part1, part2)
     launcher(k["forward_channels"], grid(C), stream)(
         x, C, S, part1, part2, gamma, eps, training, track, factor, rmean, rvar, stats, mu,
         scale,
@@ -199,14 +206,15 @@ def forward(x, C, S, gamma, beta, eps, training, track, factor, rmean, rvar, sta
     launcher(k["normalize"], grid(x.size), stream)(x, C, S, mu, scale, beta, y)
 
 
-def backward(dy, x, C, S, gamma, mean, inv, training, dgamma, dbeta, dx, stream) -> None:
-    """One backward on 1-D device views (``mean``, ``inv``: float64 (C,) device arrays)."""
+def backward(dy, x, C, S, gamma, stats, training, dgamma, dbeta, dx, stream) -> None:
+    """One backward on 1-D device views (``stats``: float64 (3, C) device array, rows 0 and
+    2 the mean and 1/√(σ² + ε))."""
     k = kernels()
     n = x.size // C
     part1, part2, mu, k1, k2, k3 = _workspace(C, n, x.dtype, stream)
-    launcher(k["moments"], (chunks(n), C), stream)(dy, x, mean, C, S, part1, part2)
+    launcher(k["moments"], (chunks(n), C), stream)(dy, x, stats, C, S, part1, part2)
     launcher(k["backward_channels"], grid(C), stream)(
-        part1, part2, float(n), gamma, mean, inv, training, mu, k1, k2, k3, dgamma, dbeta
+        part1, part2, float(n), gamma, stats, training, mu, k1, k2, k3, dgamma, dbeta
     )
     launcher(k["dx"], grid(x.size), stream)(dy, x, C, S, mu, k1, k2, k3, dx)
 
@@ -216,16 +224,15 @@ def ptx_cases(dtype) -> list[tuple[str, Callable, tuple]]:
     x = np.zeros(8, dtype)
     v = np.zeros(2, dtype)
     p = np.zeros((2, 1))
-    f = np.zeros(2)
     stats = np.zeros((3, 2))
     k = kernels()
     return [
-        ("bn_moments_stats", k["moments"].py_func, (x, None, f, 2, 2, p, p)),
-        ("bn_moments_grads", k["moments"].py_func, (x, x, f, 2, 2, p, p)),
+        ("bn_moments_stats", k["moments"].py_func, (x, None, stats, 2, 2, p, p)),
+        ("bn_moments_grads", k["moments"].py_func, (x, x, stats, 2, 2, p, p)),
         ("bn_forward_channels", k["forward_channels"].py_func,
          (x, 2, 2, p, p, v, 1e-6, True, True, 0.1, v, v, stats, v, v)),
         ("bn_backward_channels", k["backward_channels"].py_func,
-         (p, p, 4.0, v, f, f, True, v, v, v, v, v, v)),
+         (p, p, 4.0, v, stats, True, v, v, v, v, v, v)),
         ("bn_normalize", k["normalize"].py_func, (x, 2, 2, v, v, v, x)),
         ("bn_dx", k["dx"].py_func, (x, x, 2, 2, v, v, v, v, x)),
     ]

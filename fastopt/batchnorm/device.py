@@ -85,13 +85,13 @@ def forward(x, gamma, beta, *, eps, training, running_mean, running_var, momentu
             num_batches_tracked[...] += 1
         factor = (1.0 / float(num_batches_tracked.reshape(-1)[0]) if momentum is None
                   else momentum)
-    stats = be.empty((3, c), np.float64)  # training writes all of it
+    stats = be.empty((3, c), np.float64) if training else None  # training writes all of it
     rm = running_mean if track else gamma
     rv = running_var if track else gamma
     cuda_kernels.forward(be.flat_view(x), c, s, gamma, beta, float(eps), bool(training),
                          track, float(factor), rm, rv, stats, be.flat_view(out), stream)
     if training:
-        cache = BatchNormCache(x, gamma if affine else None, True, c, s, stats[0], stats[2])
+        cache = BatchNormCache(x, gamma if affine else None, True, c, s, stats)
     else:
         cache = BatchNormCache(x, gamma if affine else None, False, c, s,
                            running_mean=running_mean, running_var=running_var, eps=eps)
@@ -121,15 +121,14 @@ def backward(dy, cache, out):
     # ---- checked: compute
     stream = be.current_stream(be.origin(x))
     if cache.training:
-        mean, inv = cache.mean, cache.inv_std
-    else:  # the running statistics are constants: one small read-back
-        rmean = be.to_host(cache.running_mean).astype(np.float64)
-        rvar = be.to_host(cache.running_var).astype(np.float64)
-        mean = be.zeros(c, np.float64)
-        inv = be.zeros(c, np.float64)
-        be.copy_from_host(mean, rmean)
-        be.copy_from_host(inv, 1.0 / np.sqrt(rvar + cache.eps))
+        stats = cache.stats
+    else:  # the running statistics are constants: one small read-back, one upload
+        host = np.zeros((3, c))
+        host[0] = be.to_host(cache.running_mean)
+        host[2] = 1.0 / np.sqrt(be.to_host(cache.running_var).astype(np.float64) + cache.eps)
+        stats = be.empty((3, c), np.float64)
+        be.copy_from_host(stats, host)
     gamma = cache.gamma if affine else be.zeros(c, dt, 1.0)
-    cuda_kernels.backward(be.flat_view(dy), be.flat_view(x), c, s, gamma, mean, inv,
+    cuda_kernels.backward(be.flat_view(dy), be.flat_view(x), c, s, gamma, stats,
                           cache.training, dgamma, dbeta, be.flat_view(dx), stream)
     return (dx, dgamma, dbeta) if affine else (dx, None, None)

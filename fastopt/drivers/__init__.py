@@ -20,10 +20,22 @@ from . import cpu
 _DLPACK_CUDA_DEVICES = (2, 3, 13)  # kDLCUDA, kDLCUDAHost, kDLCUDAManaged
 
 
+#: Numba's device array types seen so far: every instance is a GPU array, and telling so by
+#: type skips building its ``__cuda_array_interface__`` dict (a few µs; BatchNorm's GPU path
+#: asks about a dozen arrays per step).
+_numba_device_types: set[type] = set()
+
+
 def is_device_array(a: Any) -> bool:
     """True for a GPU array (checked without importing ``numba.cuda``)."""
+    t = type(a)
+    if t in _numba_device_types:
+        return True
     if isinstance(a, np.ndarray):
         return False
+    if t.__module__.startswith(("numba.cuda", "numba_cuda")) and hasattr(a, "copy_to_host"):
+        _numba_device_types.add(t)  # Numba device arrays, simulator ones included
+        return True
     try:
         a.__cuda_array_interface__  # noqa: B018 - probing the protocol
         return True
@@ -31,8 +43,6 @@ def is_device_array(a: Any) -> bool:
         pass
     except Exception:  # noqa: BLE001 - e.g. a torch CUDA tensor that requires grad: the
         return True  # CUDA driver's check then says to pass tensor.detach()
-    if type(a).__module__.startswith(("numba.cuda", "numba_cuda")):
-        return hasattr(a, "copy_to_host")  # Numba device arrays, simulator ones included
     dlpack_device = getattr(a, "__dlpack_device__", None)
     if dlpack_device is not None:
         try:

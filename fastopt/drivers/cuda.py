@@ -564,6 +564,8 @@ def grad_address(g: Any, p: Any, what: str) -> int:
 
 def span(a: Any) -> tuple[int, int]:
     """``(first byte address, byte count)`` of a contiguous device array."""
+    if type(a) is _DEVICE_ARRAY:  # its address without building its interface dict
+        return a.device_ctypes_pointer.value or 0, a.size * a.dtype.itemsize
     cai = _interface(a)
     first = cai["data"][0] if cai is not None else a._ary.__array_interface__["data"][0]
     return first, a.size * np.dtype(a.dtype).itemsize
