@@ -343,6 +343,7 @@ def test_missing_numba_cuda_says_what_to_install(monkeypatch):
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name == "numba_cuda" else real(name, *a))
+    monkeypatch.setattr(drivers, "_cuda_module", None)  # as in a process that never had it
     with pytest.raises(ImportError, match=r"fastopt\[cuda\]"):
         drivers.cuda_driver()
 

@@ -52,8 +52,14 @@ def is_device_array(a: Any) -> bool:
     return False
 
 
+_cuda_module: ModuleType | None = None
+
+
 def cuda_driver() -> ModuleType:
     """The CUDA driver module, or an ImportError that says what to install."""
+    global _cuda_module
+    if _cuda_module is not None:  # every GPU call asks: the module lookup once
+        return _cuda_module
     if importlib.util.find_spec("numba_cuda") is None:
         raise ImportError(
             "fastopt got GPU arrays, and its GPU path needs NVIDIA's numba-cuda package: "
@@ -61,7 +67,8 @@ def cuda_driver() -> ModuleType:
         )
     from . import cuda
 
-    cuda.check_numpy_support()  # once: it keeps its result
+    cuda.check_numpy_support()  # raises where this numpy cannot compile a kernel
+    _cuda_module = cuda
     return cuda
 
 
