@@ -7,7 +7,7 @@ momentum product it needs next time).
 
 Every function takes the step number ``step`` (t = 1 on the first step; bias corrections
 use t, the noise schedule uses t' = t − 1) and the common transforms, applied in this order
-before the rule (``equations.md``):
+before the rule (``docs/equations.md``):
 
 * ``maximize``: ``g ← −g``;
 * ``grad_scale``: ``g ← s·g`` (the clip factor from :func:`clip_scale`);

@@ -23,7 +23,7 @@ from fastopt import philox
 
 # ---------------------------------------------------------------------------- defaults
 
-#: Each rule's hyperparameters with the defaults of the spec / equations.md (the learning
+#: Each rule's hyperparameters with the defaults of the spec / docs/equations.md (the learning
 #: rates are the "per rule" defaults of the classes).
 DEFAULTS: dict[str, dict[str, Any]] = {
     "sgd": {"lr": 1e-2},
@@ -38,7 +38,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "amsgrad": {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8, "bias_correction": False},
 }
 
-#: Common hyperparameters every rule has (equations.md, "Common transforms").
+#: Common hyperparameters every rule has (docs/equations.md, "Common transforms").
 COMMON = {"weight_decay": 0.0, "decoupled_weight_decay": False, "maximize": False}
 
 
@@ -231,7 +231,7 @@ def resolve_hp(rule: str, **overrides: Any) -> dict[str, Any]:
 
 
 class RefOptimizer:
-    """A float64 reference optimizer: common transforms in equations.md's order, then the rule.
+    """A float64 reference optimizer: common transforms in docs/equations.md's order, then the rule.
 
     ``params``: a list of arrays (copied to float64). ``groups``: optional list of dicts
     ``{"params": [indices into params], **overrides}``; by default one group holds all.

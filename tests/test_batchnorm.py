@@ -1,7 +1,7 @@
 """BatchNorm: an independent NumPy reference, torch parity, finite differences, running and
 calibrated statistics, both layouts, reused buffers, thread-count determinism, bad input.
 
-The reference below is written from ``equations.md`` (section BatchNorm) in float64 with
+The reference below is written from ``docs/equations.md`` (section BatchNorm) in float64 with
 plain NumPy reductions; nothing here calls the package's kernels to get an expected value.
 Shapes are small: most calls run the serial kernels, the determinism tests the parallel ones.
 """

@@ -117,3 +117,33 @@ def test_batchnorm_yardsticks_compute_batchnorm(shape):
         for a, b in zip(outputs, want, strict=True):
             np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
+
+
+def test_a_row_whose_times_spread_is_marked(monkeypatch):
+    """On a fake clock: a callable whose calls mostly take 10x its fastest marks the row
+    (another process on the cores); a steady one does not."""
+    from fastopt.bench import run
+
+    clock = [0.0]
+    monkeypatch.setattr(run.time, "perf_counter", lambda: clock[0])
+    calls = {"steady": 0, "jumpy": 0}
+
+    def make(name, cost):
+        def f():
+            calls[name] += 1
+            clock[0] += cost(calls[name])
+        return f
+
+    spread: dict[str, float] = {}
+    med = run._interleaved_medians(
+        {"steady": make("steady", lambda k: 1e-3),
+         "jumpy": make("jumpy", lambda k: 1e-3 if k % 3 == 0 else 1e-2)},
+        repeats=6, budget_s=1e9, spread=spread)
+    assert med["steady"] == pytest.approx(1.0) and spread["steady"] == pytest.approx(1.0)
+    assert med["jumpy"] == pytest.approx(10.0) and spread["jumpy"] == pytest.approx(10.0)
+
+    row = run.Row("Adam", 1000, "float32", 1.0, 0.9, 5.0, None, None, None, spread["jumpy"])
+    quiet = run.Row("SGD", 1000, "float32", 1.0, 0.9, 5.0, None, None, None, 1.2)
+    assert row.noisy and not quiet.noisy
+    lines = run.format_table([row, quiet]).splitlines()
+    assert lines[2].startswith("Adam~") and lines[3].startswith("SGD ")

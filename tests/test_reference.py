@@ -1,6 +1,6 @@
 """Every rule and transform against an independent float64 NumPy reference (tests/reference.py).
 
-The reference is written from the spec (seed.md) and equations.md in textbook form; the
+The reference is written from the spec (seed.md) and docs/equations.md in textbook form; the
 expected values never come from fastopt's kernels, rules or functional layer. float64
 parameters are compared at ~1e-10; float32 parameters (computed in float32 by the package)
 against the float64 reference run on the same float32 inputs, at ~1e-5.

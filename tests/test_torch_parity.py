@@ -1,4 +1,4 @@
-"""Parity with torch.optim for every torch-compatible option named in ``equations.md``.
+"""Parity with torch.optim for every torch-compatible option named in ``docs/equations.md``.
 
 fastopt and the real ``torch.optim`` step identical initial values with identical (seeded)
 gradient sequences; parameters, state and step counts must agree within float tolerance.
@@ -425,7 +425,7 @@ def test_lr_schedule_matches_manual_torch_lr():
 
 
 def test_momentum_under_a_schedule_is_the_spec_form_not_torchs():
-    """equations.md: Momentum keeps v ← γv + ηg, torch b ← γb + g, w ← w − ηb. They agree
+    """docs/equations.md: Momentum keeps v ← γv + ηg, torch b ← γb + g, w ← w − ηb. They agree
     for a constant η (tested above) and must differ under a decaying schedule."""
     sched = Exponential(0.05, 0.7)
     run = run_pair(lambda p: fastopt.Momentum(p, lr=sched, momentum=0.9),

@@ -1,6 +1,6 @@
 """Batch normalisation: forward and backward as JIT kernels, and a :class:`BatchNorm` layer.
 
-The spec's BatchNorm (``equations.md``, section BatchNorm; Ioffe & Szegedy 2015,
+The spec's BatchNorm (``docs/equations.md``, section BatchNorm; Ioffe & Szegedy 2015,
 "Batch Normalization: Accelerating Deep Network Training by Reducing Internal Covariate
 Shift", Algorithm 1). For each channel ``k``, over the ``n`` values of all other axes
 (batch and spatial)::
@@ -54,7 +54,7 @@ def _kernels():
     return _kernels_module
 
 
-#: The spec's ε (``equations.md``); torch's default is 1e-5.
+#: The spec's ε (``docs/equations.md``); torch's default is 1e-5.
 EPS = 1e-6
 
 _NO_STATS = np.empty((3, 0))  # inference: the kernel writes no statistics
@@ -262,7 +262,7 @@ def forward(
     same computation as CUDA kernels (:mod:`fastopt.batchnorm.device`); ``out=x`` is not
     allowed there.
 
-    Source: spec, ``equations.md`` (BatchNorm); Ioffe & Szegedy (2015), Algorithm 1;
+    Source: spec, ``docs/equations.md`` (BatchNorm); Ioffe & Szegedy (2015), Algorithm 1;
     ``torch.nn.functional.batch_norm`` for the running statistics.
     """
     geometry = _plain_call(x, gamma, beta, eps, training, momentum, running_mean, running_var,

@@ -2,7 +2,7 @@
 
 A thin stateful wrapper around :func:`fastopt.batchnorm.forward` and
 :func:`fastopt.batchnorm.backward` (the equations are in their docstrings and in
-``equations.md``, section BatchNorm).
+``docs/equations.md``, section BatchNorm).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ class BatchNorm:
 
     ``y = α (x − μ)/√(σ² + ε) + β`` per channel: in training mode with the batch's mean and
     biased variance (and the running statistics updated, torch's convention), in eval mode
-    with the running statistics (spec, ``equations.md``; Ioffe & Szegedy 2015)::
+    with the running statistics (spec, ``docs/equations.md``; Ioffe & Szegedy 2015)::
 
         bn = fastopt.BatchNorm(64)     # x: (N, 64), (N, 64, H, W); axis=-1: (N, H, W, 64)
         y = bn.forward(x)              # training mode by default

@@ -38,6 +38,11 @@ RULES: dict[str, tuple[type[optim.Optimizer], int]] = {
 #: limits them before memory does (``roofline.divider_kernel``).
 DIVIDING = frozenset({"AdaGrad", "RMSprop", "Adam", "Nadam", "AMSGrad"})
 
+#: A row whose callables' median time is more than this many times their fastest call is
+#: marked: something else was using the cores (on a quiet 2-core machine the ratio stays
+#: below about 1.5; with another busy process, medians of 20-50x the fastest were seen).
+NOISY_SPREAD = 2.0
+
 
 @dataclass
 class Row:
@@ -50,6 +55,12 @@ class Row:
     torch_ms: float | None
     torch_kind: str | None
     divider_ms: float | None = None
+    #: median over fastest call, the worst of the row's callables (see NOISY_SPREAD)
+    spread: float = 1.0
+
+    @property
+    def noisy(self) -> bool:
+        return self.spread > NOISY_SPREAD
 
     @property
     def pct_roofline(self) -> float:
@@ -75,13 +86,15 @@ class Row:
 
 
 def _interleaved_medians(fns: dict[str, Callable[[], None]], repeats: int,
-                         budget_s: float, inner: int = 5) -> dict[str, float]:
+                         budget_s: float, inner: int = 5,
+                         spread: dict[str, float] | None = None) -> dict[str, float]:
     """Median ms of each callable over rounds that alternate between them, so drift hits
     all alike. In a round each callable gets an untimed call (its buffers back in cache,
     other libraries' spinning threads settled), then ``inner`` timed calls. The order is
     shuffled (seeded) every round, so no callable always follows the same one: what ran
     just before, e.g. torch with its OpenMP threads still spinning, slows the next
-    callable's first calls."""
+    callable's first calls. ``spread``, when given, receives each callable's median over
+    its fastest call."""
     for f in fns.values():  # compile, fault pages in
         f()
     times: dict[str, list[float]] = {k: [] for k in fns}
@@ -98,6 +111,8 @@ def _interleaved_medians(fns: dict[str, Callable[[], None]], repeats: int,
                 times[k].append(time.perf_counter() - t0)
         if r >= 2 and time.perf_counter() > deadline:
             break
+    if spread is not None:
+        spread.update({k: statistics.median(v) / max(min(v), 1e-12) for k, v in times.items()})
     return {k: 1e3 * statistics.median(v) for k, v in times.items()}
 
 
@@ -130,9 +145,10 @@ def bench_rule(rule: str, n: int, dtype=np.float32, repeats: int = 20,
     if with_torch and torch_ref.available():
         p_t = np.ones(n, dtype)
         fns["torch"], kind = torch_ref.make_step(rule, p_t, g.copy())
-    med = _interleaved_medians(fns, repeats, budget_s)
+    spread: dict[str, float] = {}
+    med = _interleaved_medians(fns, repeats, budget_s, spread=spread)
     return Row(rule, n, np.dtype(dtype).name, med["fastopt"], med["roofline"], med["numpy"],
-               med.get("torch"), kind, med.get("divider"))
+               med.get("torch"), kind, med.get("divider"), max(spread.values()))
 
 
 def serial_crossover(dtype=np.float32) -> int | None:
@@ -178,7 +194,8 @@ def format_table(rows: list[Row]) -> str:
     lines = [head, "-" * len(head)]
     for r in rows:
         div = f"{r.pct_divider:>12.0f}%" if r.pct_divider is not None else f"{'-':>13}"
-        line = (f"{r.rule:<9}{r.n:>10.0e}{r.dtype:>9}{r.fastopt_ms:>12.3f}{r.gbps():>8.1f}"
+        name = r.rule + ("~" if r.noisy else "")
+        line = (f"{name:<9}{r.n:>10.0e}{r.dtype:>9}{r.fastopt_ms:>12.3f}{r.gbps():>8.1f}"
                 f"{r.pct_roofline:>11.0f}%{div}{r.x_numpy:>9.1f}")
         if has_torch:
             line += f"{r.x_torch:>9.2f}  {r.torch_kind}" if r.x_torch else f"{'-':>9}"
@@ -220,7 +237,8 @@ def main(sizes: list[int], rules: list[str], dtype: str, quick: bool, as_json: b
         start = workloads.startup()
     if as_json:
         print(json.dumps({"header": info, "rows": [
-            {**asdict(r), "pct_roofline": r.pct_roofline, "pct_divider": r.pct_divider,
+            {**asdict(r), "noisy": r.noisy, "pct_roofline": r.pct_roofline,
+             "pct_divider": r.pct_divider,
              "x_numpy": r.x_numpy,
              "x_torch": r.x_torch} for r in rows], "resnet50_adam_ms": resnet_ms,
             "batchnorm": None if bn_rows is None else [
@@ -241,6 +259,10 @@ def main(sizes: list[int], rules: list[str], dtype: str, quick: bool, as_json: b
           "one square root and one division per value added (rules that divide: their "
           "floor while the arrays fit in cache)\n")
     print(format_table(rows))
+    if any(r.noisy for r in rows):
+        print(f"~ this row's times spread widely (a median over {NOISY_SPREAD:g}x the fastest "
+              "call): another process was using the cores, and its ratios are not to be "
+              "trusted; run it again on a quiet machine")
     if resnet_ms:
         print("\nResNet-50, Adam step (161 arrays, 25.6M float32 values)")
         roof = resnet_ms["roofline, one buffer"]

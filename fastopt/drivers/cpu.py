@@ -1,7 +1,7 @@
 """The CPU driver: one fused pass per step, parallel over elements with ``prange``.
 
 For each element the loop reads the gradient, the parameter and the rule's state once,
-applies the common transforms in the order of ``equations.md`` (maximize and clipping as
+applies the common transforms in the order of ``docs/equations.md`` (maximize and clipping as
 one scale, then the gradient noise, then L2 weight decay, or the decoupled decay of the
 parameter) and the rule, and writes parameter and state once. Nothing else touches memory.
 

@@ -45,7 +45,7 @@ class Optimizer:
     ``FlatParams(..., device="cuda")`` make every step run as CUDA kernels, on the current
     stream of the arrays' library; the state then lives on the device too.
 
-    Common options (``equations.md``, applied in this order before the rule):
+    Common options (``docs/equations.md``, applied in this order before the rule):
     ``maximize``; ``clip_norm`` (global L2 norm over all parameters, torch's
     ``clip_grad_norm_``); ``grad_noise`` (:class:`fastopt.GradientNoise`); ``weight_decay``
     (L2, or AdamW-style with ``decoupled_weight_decay=True``); ``skip_nonfinite`` (a

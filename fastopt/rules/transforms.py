@@ -1,6 +1,6 @@
 """The common transforms around every rule, written once for every backend.
 
-``equations.md`` fixes their order before the rule: maximize and clipping as one scale
+``docs/equations.md`` fixes their order before the rule: maximize and clipping as one scale
 ``g ← s·g``, then the annealed gradient noise ``g ← g + σ·N(0, 1)``, then L2 weight decay
 ``g ← g + λ w`` or the decoupled decay ``w ← w (1 − ηλ)`` (AdamW, passed as ``decay``).
 :func:`transformed` builds, for one rule, the element function a driver calls for each
