@@ -187,6 +187,54 @@ def test_a_list_steps_in_one_launch_with_the_single_array_results(name, monkeypa
         np.testing.assert_array_equal(host(a), host(b))
 
 
+def test_the_same_numba_gradients_are_checked_once(monkeypatch):
+    """On a GPU a Numba device array keeps its address and layout for life, so a list step
+    checks the same gradient objects once (their addresses are then reused, and the table
+    skips its compare); new objects, or a bad one among them, are checked again."""
+    from fastopt.drivers import cuda as driver
+
+    monkeypatch.setattr(driver, "fixed_addresses", lambda arrays: True)  # as on a GPU
+    checked = []
+    real = driver.grad_address
+
+    def counting(g, p, what):
+        checked.append(what)
+        return real(g, p, what)
+
+    monkeypatch.setattr(driver, "grad_address", counting)
+    shapes = [(70,), (5, 7), (3,)]
+    params, grads = _problem(7, shapes=shapes, steps=4)
+    listed = [to_device(p) for p in params]
+    alone = [to_device(p) for p in params]
+    opt = fastopt.Adam(listed, lr=0.01)
+    singles = [fastopt.Adam(p, lr=0.01) for p in alone]
+    gs_dev = [to_device(g) for g in grads[0]]
+    for step, gs in enumerate(grads[:3]):
+        if step == 2:  # new gradient objects: checked, and the table follows them
+            gs_dev = [to_device(g) for g in gs]
+        else:  # the same objects, new contents
+            for d, g in zip(gs_dev, gs, strict=True):
+                d.copy_to_device(g)
+        opt.step(gs_dev)
+        for single, g in zip(singles, gs, strict=True):
+            single.step(to_device(g))
+        assert len(checked) == (3 if step < 2 else 6)  # step 1 checked nothing
+    for a, b in zip(listed, alone, strict=True):
+        np.testing.assert_array_equal(host(a), host(b))
+    before = [host(a) for a in listed]
+    bad = [gs_dev[0], to_device(np.ones(4, np.float32)), gs_dev[2]]
+    with pytest.raises(ValueError, match="shape"):
+        opt.step(bad)
+    for a, b in zip(listed, before, strict=True):
+        np.testing.assert_array_equal(host(a), b)
+    opt.step(gs_dev)  # the memo was of these: nothing checked, the right arrays read
+    assert len(checked) == 6 + 2  # the bad list: checked up to its bad array
+    for single, g in zip(singles, grads[2], strict=True):
+        single.step(to_device(g))
+    for a, b in zip(listed, alone, strict=True):
+        np.testing.assert_array_equal(host(a), host(b))
+
+
 def test_functional_lists_on_the_device_match_the_cpu():
     params, grads = _problem(6, shapes=[(40,), (3, 3), (65,)], steps=2)
     cp, dp = [p.copy() for p in params], [to_device(p) for p in params]

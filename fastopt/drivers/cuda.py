@@ -386,22 +386,27 @@ class ArrayTable:
         self.proto = flat_view(ps[0])  # the kernels' dtype (one compile for any shape)
         self.device = cuda.to_device(self.host)
         self._grads: list[int] | None = None
+        self._memo: tuple | None = None
         self._stream: Any = None
 
     def set_grads(self, gs: Sequence[Any], stream: Any) -> None:
         """Point the table at the gradients ``gs`` (one per array, as ``ps``: device
         arrays, or their addresses from :func:`grad_address`)."""
-        addrs = [g if type(g) is int else address(g) for g in (gs[j] for j in self.rows)]
-        if addrs == self._grads:
+        if gs is self._memo:  # the optimizer's tuple of last step's addresses: unchanged
             return
-        if self._stream is not None and stream is not self._stream:
-            cuda.synchronize()  # a step queued on the other stream may still read it
-        self.host[: len(addrs), G_ADDR] = addrs
-        # From pageable memory: staged before this returns, applied in stream order, so
-        # a step still queued reads the old addresses.
-        self.device.copy_to_device(self.host, stream=stream)
-        self._grads = addrs
-        self._stream = stream
+        addrs = [g if type(g) is int else address(g) for g in (gs[j] for j in self.rows)]
+        if addrs != self._grads:
+            if self._stream is not None and stream is not self._stream:
+                cuda.synchronize()  # a step queued on the other stream may still read it
+            self.host[: len(addrs), G_ADDR] = addrs
+            # From pageable memory: staged before this returns, applied in stream order,
+            # so a step still queued reads the old addresses.
+            self.device.copy_to_device(self.host, stream=stream)
+            self._grads = addrs
+            self._stream = stream
+        # A tuple of addresses (the optimizer's) cannot change: the same object next time
+        # needs no compare. A list can be edited in place, so it is compared every time.
+        self._memo = gs if type(gs) is tuple and all(type(g) is int for g in gs) else None
 
 
 def step_table(rule, table: ArrayTable, gs, consts, scale, wd, decay, noise, stream=None,
@@ -560,6 +565,13 @@ def grad_address(g: Any, p: Any, what: str) -> int:
             and tuple(g.shape) == tuple(p.shape) and str(g.dtype) == _TORCH_DTYPES.get(p.dtype):
         return g.data_ptr()
     return address(check_grad(g, p, what))
+
+
+def fixed_addresses(arrays: Sequence[Any]) -> bool:
+    """True when every item is a Numba device array: its memory, shape, strides and dtype
+    are set when it is made, so the same object has the same address and passes the same
+    checks at every step (a torch tensor's storage can be swapped in place: never assumed)."""
+    return all(type(a) is _DEVICE_ARRAY for a in arrays)
 
 
 def span(a: Any) -> tuple[int, int]:

@@ -7,7 +7,9 @@ which state arrays a group needs, which rule it runs and the rule's constants.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+import operator
+import weakref
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -283,6 +285,9 @@ class Optimizer:
         self._tables_only = all(t is not None or not ids for t, (_, ids, *_) in
                                 zip(self._tables, self._group_arrays, strict=True))
         self._segment_params = [seg.param for seg in self._segments]
+        # (weak references to the last gradients, their checked addresses), where those
+        # were Numba device arrays, whose address and layout never change.
+        self._grad_memo: tuple[list, tuple] | None = None
         self._flat_grads = [seg.grad for seg in self._segments]  # FlatParams: flat.grad
         self._workspace = self._be.NormWorkspace([s.p.size for s in self._segments],
                                                  self.dtype)
@@ -302,7 +307,7 @@ class Optimizer:
                 )
         self._validated_groups = [dict(g) for g in self.param_groups]
 
-    def _gradients(self, grads: Any) -> list[Any]:
+    def _gradients(self, grads: Any) -> Sequence[Any]:
         """One validated 1-D gradient per segment (nothing is written here)."""
         if self._flat is not None:
             if grads is None:
@@ -333,12 +338,20 @@ class Optimizer:
         if self._tables_only:
             # Every group steps (and clips) through an address table: the gradients'
             # addresses, checked. Any problem: the full checks below, which say what.
+            memo = self._grad_memo
+            if memo is not None and all(map(operator.is_, map(_deref, memo[0]), grads)):
+                return memo[1]  # the very arrays of the last step: checked then
             try:
                 addrs = [self._be.grad_address(g, p, f"grads[{j}]")
                          for j, (g, p) in enumerate(zip(grads, self._params, strict=True))]
-                return [addrs[j] for j in self._segment_params]
             except (TypeError, ValueError):
                 pass
+            else:
+                # A tuple: the table sees the same object next time and skips its compare.
+                out = tuple(addrs[j] for j in self._segment_params)
+                self._grad_memo = ((list(map(weakref.ref, grads)), out)
+                                   if self._be.fixed_addresses(grads) else None)
+                return out
         # GPU arrays (any shape: the kernels see them through 1-D views or addresses).
         # Numba device arrays skip the host/device probe, a few µs per array.
         if not self._be.all_numba_arrays(grads) and backend_of(grads, "gradients") is not \
@@ -473,3 +486,7 @@ class Optimizer:
     def __repr__(self) -> str:
         n = self._flat.size if self._flat is not None else sum(p.size for p in self._params)
         return f"{type(self).__name__}({n} parameters, {len(self.param_groups)} group(s))"
+
+
+#: A weak reference's referent (None once it is gone), for ``map``.
+_deref = weakref.ref.__call__
