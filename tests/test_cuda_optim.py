@@ -235,6 +235,33 @@ def test_the_same_numba_gradients_are_checked_once(monkeypatch):
         np.testing.assert_array_equal(host(a), host(b))
 
 
+def test_torch_gradients_are_checked_through_their_attributes():
+    """A torch CUDA tensor's address is read after checks of its own attributes (no Numba
+    view); any failed check goes to the full checks, which refuse it with a message. A
+    stand-in class with torch's name and the attributes read (no torch CUDA here)."""
+    torch = pytest.importorskip("torch")
+    from fastopt.drivers import cuda as driver
+
+    p = to_device(np.zeros((5, 7), np.float32))
+    tensor = type("Tensor", (), {})
+    tensor.__module__ = "torch"
+
+    def fake(shape=(5, 7), dtype=torch.float32, is_cuda=True, requires_grad=False,
+             contiguous=True):
+        t = tensor()
+        t.shape, t.dtype, t.is_cuda, t.requires_grad = torch.Size(shape), dtype, is_cuda, \
+            requires_grad
+        t.is_contiguous, t.data_ptr = (lambda: contiguous), (lambda: 4096)
+        return t
+
+    assert driver.grad_address(fake(), p, "grads[0]") == 4096
+    for bad in (fake(shape=(7, 5)), fake(shape=(35,)), fake(dtype=torch.float64),
+                fake(dtype=torch.float16), fake(is_cuda=False), fake(requires_grad=True),
+                fake(contiguous=False)):
+        with pytest.raises(TypeError, match="grads\\[0\\]"):
+            driver.grad_address(bad, p, "grads[0]")
+
+
 def test_functional_lists_on_the_device_match_the_cpu():
     params, grads = _problem(6, shapes=[(40,), (3, 3), (65,)], steps=2)
     cp, dp = [p.copy() for p in params], [to_device(p) for p in params]

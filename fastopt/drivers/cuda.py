@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import importlib
 import math
+import sys
 import threading
 import warnings
 import weakref
@@ -547,7 +548,16 @@ def address(a: Any) -> int:
     return a.device_ctypes_pointer.value or 0
 
 
-_TORCH_DTYPES = {np.dtype(np.float32): "torch.float32", np.dtype(np.float64): "torch.float64"}
+_torch_dtypes: dict[np.dtype, Any] | None = None
+
+
+def _torch_dtype(dt: np.dtype) -> Any:
+    """torch's dtype object for a float NumPy dtype (torch is loaded: a tensor was seen)."""
+    global _torch_dtypes
+    if _torch_dtypes is None:
+        torch = sys.modules["torch"]
+        _torch_dtypes = {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64}
+    return _torch_dtypes.get(dt)
 
 
 def grad_address(g: Any, p: Any, what: str) -> int:
@@ -561,8 +571,8 @@ def grad_address(g: Any, p: Any, what: str) -> int:
             and g.strides == p.strides:  # laid out as the (C-contiguous) parameter
         return g.device_ctypes_pointer.value or 0
     if t.__name__ == "Tensor" and t.__module__ == "torch" and g.is_cuda \
-            and not g.requires_grad and g.is_contiguous() \
-            and tuple(g.shape) == tuple(p.shape) and str(g.dtype) == _TORCH_DTYPES.get(p.dtype):
+            and not g.requires_grad and g.is_contiguous() and g.shape == p.shape \
+            and g.dtype is _torch_dtype(p.dtype):  # torch.Size is a tuple
         return g.data_ptr()
     return address(check_grad(g, p, what))
 
