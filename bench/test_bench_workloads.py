@@ -54,9 +54,11 @@ def test_batchnorm_train(benchmark, shape, impl):
     if impl == "fastopt":
         y, dx = np.empty_like(x), np.empty_like(x)
         dg, db = np.empty(c, np.float32), np.empty(c, np.float32)
+        stats = np.empty((3, c))
 
         def step():
-            _, cache = batchnorm.forward(x, gamma, beta, running_mean=rm, running_var=rv, out=y)
+            _, cache = batchnorm.forward(x, gamma, beta, running_mean=rm, running_var=rv, out=y,
+                                         stats_out=stats)
             batchnorm.backward(dy, cache, out=(dx, dg, db))
 
         benchmark(step)

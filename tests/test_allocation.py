@@ -38,3 +38,47 @@ def test_step_allocations_do_not_grow_with_size(cls, kw):
     # An array-sized temporary would be >= 200 KB at the small size, 8 MB at the large one.
     assert large < 64 * 1024, large
     assert large < small + 16 * 1024, (small, large)
+
+
+def _batchnorm_peak_bytes(shape):
+    """Peak traced bytes of BatchNorm layer training steps (forward and backward into
+    buffers made once), after a first step."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(shape).astype(np.float32)
+    dy = rng.standard_normal(shape).astype(np.float32)
+    y, dx = np.empty_like(x), np.empty_like(x)
+    layer = fastopt.BatchNorm(shape[1])
+    layer.forward(x, out=y)
+    layer.backward(dy, out=dx)
+    tracemalloc.start()
+    tracemalloc.reset_peak()
+    base = tracemalloc.get_traced_memory()[0]
+    for _ in range(3):
+        layer.forward(x, out=y)
+        layer.backward(dy, out=dx)
+    peak = tracemalloc.get_traced_memory()[1] - base
+    tracemalloc.stop()
+    return peak
+
+
+@pytest.mark.parametrize("shape", [(512, 1024), (2048, 64), (16, 64, 8, 8)])
+def test_batchnorm_training_steps_allocate_no_batch_sized_buffer(shape):
+    """With out= buffers a training step allocates no array like x: only the kernels'
+    float64 partials (one row of C per tile of 16-64K values), a small fraction of x."""
+    x_bytes = int(np.prod(shape)) * 4
+    peak = _batchnorm_peak_bytes(shape)
+    assert peak < x_bytes / 4, (peak, x_bytes)
+
+
+def test_the_layer_writes_its_statistics_into_one_buffer():
+    """The layer's training forwards reuse one (3, C) statistics buffer (none allocated per
+    step), and its backward reads the statistics of the forward just before."""
+    rng = np.random.default_rng(1)
+    layer = fastopt.BatchNorm(5)
+    buffers = set()
+    for _ in range(3):
+        x = rng.standard_normal((7, 5)).astype(np.float32)
+        layer.forward(x)
+        buffers.add(id(layer._cache.stats))
+        np.testing.assert_allclose(layer._cache.mean, x.mean(axis=0), rtol=1e-6, atol=1e-7)
+    assert buffers == {id(layer._stats)}

@@ -366,7 +366,8 @@ def test_common_calls_and_the_detailed_checks_compute_the_same(shape, axis, trai
     runs = []
     for eps, m in ((1e-3, 0.2), (np.float64(1e-3), np.float64(0.2))):
         rm, rv = np.full(c, 0.5, np.float32), np.full(c, 2.0, np.float32)
-        plain = bn._plain_call(x, gamma, beta, eps, training, m, rm, rv, axis, None, None)
+        plain = bn._plain_call(x, gamma, beta, eps, training, m, rm, rv, axis, None, None,
+                               None)
         assert (plain is not None) == (type(eps) is float)
         y, _ = bn.forward(x, gamma, beta, eps=eps, training=training, running_mean=rm,
                           running_var=rv, momentum=m, axis=axis)
@@ -379,10 +380,13 @@ def test_out_buffers_are_reused():
     x, gamma, beta, dy = data((6, 3, 4, 4), 1, np.float32, seed=60)
     y_buf, dx_buf = np.empty_like(x), np.empty_like(x)
     dg, db = np.empty(3, np.float32), np.empty(3, np.float32)
+    stats = np.full((3, 3), np.nan)
+    fresh = bn.forward(x, gamma, beta)[1].stats
     for _ in range(2):
-        y, cache = bn.forward(x, gamma, beta, out=y_buf)
+        y, cache = bn.forward(x, gamma, beta, out=y_buf, stats_out=stats)
         dx, g, b = bn.backward(dy, cache, out=(dx_buf, dg, db))
-        assert y is y_buf and dx is dx_buf and g is dg and b is db
+        assert y is y_buf and dx is dx_buf and g is dg and b is db and cache.stats is stats
+        assert np.array_equal(stats, fresh)
     assert rel_err(y_buf, ref_forward(x, gamma, beta, 1)) < 2e-6
     edx, edg, _ = ref_backward(dy, x, gamma, 1)
     assert rel_err(dx_buf, edx) < 1e-5 and rel_err(dg, edg) < 2e-6
@@ -513,7 +517,22 @@ BAD_FORWARD = {
     "training not a bool": (lambda d: {"training": 1}, ValueError, "training"),
     "counter float": (lambda d: {"num_batches_tracked": np.zeros(1)}, ValueError,
                       "num_batches_tracked"),
+    "stats_out shape": (lambda d: {"stats_out": np.zeros((3, 2))}, ValueError,
+                        r"stats_out has shape \(3, 2\)"),
+    "stats_out float32": (lambda d: {"stats_out": np.zeros((3, 3), np.float32)}, ValueError,
+                          "stats_out .* float64"),
+    "stats_out a list": (lambda d: {"stats_out": [[0.0] * 3] * 3}, TypeError, "stats_out"),
+    "stats_out read-only": (lambda d: {"stats_out": _ro(np.zeros((3, 3)))}, ValueError,
+                            "stats_out must be C-contiguous and writable"),
+    "stats_out over running_mean": (lambda d: _stats_over_running(d), ValueError,
+                                    "stats_out shares memory"),
 }
+
+
+def _stats_over_running(d):
+    """A stats_out whose first row holds running_mean (float32 views of one buffer)."""
+    stats = np.zeros((3, 3))
+    return {"stats_out": stats, "rm": stats[0].view(np.float32)[:3]}
 
 
 @pytest.mark.parametrize("case", list(BAD_FORWARD))
@@ -521,19 +540,21 @@ def test_bad_forward_input_is_refused_and_changes_nothing(case):
     change, exc, msg = BAD_FORWARD[case]
     d = _fresh()
     kw = {"axis": 1, "eps": EPS, "momentum": 0.1, "training": True,
-          "num_batches_tracked": None}
+          "num_batches_tracked": None, "stats_out": None}
     d.update(change(d))
     kw.update({k: d.pop(k) for k in list(d) if k in kw})
     rm, rv, out = d["rm"], d["rv"], d["out"]
-    before = [None if a is None else a.copy() for a in (rm, rv, out)]
+    so = kw["stats_out"]
+    so = so if isinstance(so, np.ndarray) else None
+    before = [None if a is None else a.copy() for a in (rm, rv, out, so)]
     # forward's fast test for common calls must send every bad call to the detailed checks
     assert bn._plain_call(d["x"], d["gamma"], d["beta"], kw["eps"], kw["training"],
                           kw["momentum"], rm, rv, kw["axis"], out,
-                          kw["num_batches_tracked"]) is None
+                          kw["num_batches_tracked"], kw["stats_out"]) is None
     with pytest.raises(exc, match=msg):
         bn.forward(d["x"], d["gamma"], d["beta"], running_mean=rm, running_var=rv, out=out,
                    **kw)
-    for a, b in zip((rm, rv, out), before, strict=True):
+    for a, b in zip((rm, rv, out, so), before, strict=True):
         assert a is None or np.array_equal(a, b)
 
 

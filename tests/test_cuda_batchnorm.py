@@ -88,6 +88,31 @@ def test_bad_device_input_is_refused_and_running_stats_stay():
         bn.backward(dy, cache)
 
 
+def test_statistics_buffer_on_the_device():
+    """stats_out on the device receives the CPU's statistics, the backward reads them
+    from there; a wrong one is refused before anything is written."""
+    x, gamma, beta, dy, c = _data((4, 3, 5), 1, seed=3)
+    _, cache = bn.forward(x, gamma, beta)
+    want_dx = bn.backward(dy, cache)[0]
+    stats = to_device(np.full((3, c), np.nan))
+    dgamma, dbeta = to_device(gamma), to_device(beta)
+    drm, drv = to_device(np.zeros(c, np.float32)), to_device(np.ones(c, np.float32))
+    _, dcache = bn.forward(to_device(x), dgamma, dbeta, running_mean=drm, running_var=drv,
+                           stats_out=stats)
+    assert dcache.stats is stats
+    np.testing.assert_allclose(host(stats), cache.stats, rtol=1e-6, atol=1e-7)
+    dx = bn.backward(to_device(dy), dcache)[0]
+    np.testing.assert_allclose(host(dx), want_dx, rtol=1e-4, atol=1e-5)
+    rm_before = host(drm)
+    for bad, msg in ((to_device(np.zeros((3, c + 1))), "stats_out has shape"),
+                     (to_device(np.zeros((3, c), np.float32)), "float64"),
+                     (np.zeros((3, c)), "GPU array")):
+        with pytest.raises(ValueError, match=msg):
+            bn.forward(to_device(x), dgamma, dbeta, running_mean=drm, running_var=drv,
+                       stats_out=bad)
+    np.testing.assert_array_equal(host(drm), rm_before)
+
+
 def test_layer_on_the_device_with_flatparams_matches_the_cpu_layer():
     import fastopt
 

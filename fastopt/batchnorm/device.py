@@ -51,8 +51,21 @@ def _output(be, out: Any, x: Any, what: str, overlap: str) -> Any:
     return out
 
 
+def _stats_buffer(be, a: Any, c: int, others: list) -> Any:
+    """``stats_out`` checked: a float64 (3, C) device array apart from the other arrays."""
+    if not is_device_array(a):
+        raise ValueError("stats_out must be a GPU array like x")
+    d = be.check_param(a, "stats_out")
+    if tuple(d.shape) != (3, c) or np.dtype(d.dtype) != np.float64:
+        raise ValueError(f"stats_out has shape {tuple(d.shape)} and dtype {d.dtype}; it must "
+                         f"be (3, {c}) float64 (rows: mean, variance, 1/sqrt(variance + eps))")
+    if any(o is not None and be.overlap(d, o) for o in others):
+        raise ValueError("stats_out shares memory with another argument")
+    return d
+
+
 def forward(x, gamma, beta, *, eps, training, running_mean, running_var, momentum, axis,
-            out, num_batches_tracked):
+            out, num_batches_tracked, stats_out=None):
     """The device forward; arguments already checked where they are not arrays."""
     from . import BatchNormCache, _check_values_per_channel, _geometry, cuda_kernels
 
@@ -75,6 +88,9 @@ def forward(x, gamma, beta, *, eps, training, running_mean, running_var, momentu
             raise ValueError("running_mean and running_var share memory")
     _check_values_per_channel(shape, x.size // c, training)
     out = _output(be, out, x, "out", "out overlaps x (on the GPU, y needs its own buffer)")
+    if stats_out is not None:
+        stats_out = _stats_buffer(be, stats_out, c, [x, out, gamma, beta, running_mean,
+                                                     running_var])
     # ---- checked: compute
     stream = be.current_stream(be.origin(x))
     if not affine:
@@ -85,7 +101,9 @@ def forward(x, gamma, beta, *, eps, training, running_mean, running_var, momentu
             num_batches_tracked[...] += 1
         factor = (1.0 / float(num_batches_tracked.reshape(-1)[0]) if momentum is None
                   else momentum)
-    stats = be.empty((3, c), np.float64) if training else None  # training writes all of it
+    stats = None
+    if training:  # training writes all of it
+        stats = be.empty((3, c), np.float64) if stats_out is None else stats_out
     rm = running_mean if track else gamma
     rv = running_var if track else gamma
     cuda_kernels.forward(be.flat_view(x), c, s, gamma, beta, float(eps), bool(training),

@@ -101,6 +101,9 @@ class BatchNorm:
         self.running_mean = be.zeros(c, dtype)
         self.running_var = be.zeros(c, dtype, 1.0)
         self._batches = np.zeros((), np.int64)  # num_batches_tracked, updated in place
+        # The training statistics of the last forward, kept for its backward; reused by
+        # the next forward (only the last forward's cache is kept): no allocation per step.
+        self._stats = be.empty((3, c), np.float64)
         self._cache = None
         self.gamma: np.ndarray | None
         self.beta: np.ndarray | None
@@ -205,7 +208,7 @@ class BatchNorm:
             x, self.gamma, self.beta, eps=self.eps, training=self.training,
             running_mean=self.running_mean, running_var=self.running_var,
             momentum=self.momentum, axis=self.axis, out=out,
-            num_batches_tracked=self._batches,
+            num_batches_tracked=self._batches, stats_out=self._stats,
         )
         return y
 

@@ -1,10 +1,10 @@
 """BatchNorm timings: fastopt against NumPy, torch and a one-read-one-write pass.
 
 Training rows time forward + backward (float32, batch statistics, running statistics
-updated, all three gradients) for fastopt (with ``out=`` buffers, as a training loop runs
-it), a NumPy implementation as a careful user writes it, and torch's CPU BatchNorm
-(``torch.nn.functional.batch_norm`` and an autograd backward; and, as the strictest
-yardstick, its kernels alone: :func:`torch_out_train`) at numba's thread count.
+updated, all three gradients) for fastopt (with ``out=`` and ``stats_out=`` buffers, as a
+training loop runs it), a NumPy implementation as a careful user writes it, and torch's
+CPU BatchNorm (``torch.nn.functional.batch_norm`` and an autograd backward; and, as the
+strictest yardstick, its kernels alone: :func:`torch_out_train`) at numba's thread count.
 Inference rows time fastopt's eval forward against a copy kernel that reads x once and
 writes y once (the memory-traffic floor of any inference BatchNorm). All callables of a
 shape are timed in one interleaved run (:func:`fastopt.bench.run._interleaved_medians`),
@@ -173,12 +173,14 @@ def bench_shape(shape: tuple[int, ...], dtype=np.float32, repeats: int = 10,
     rm, rv = np.zeros(c, dtype), np.ones(c, dtype)
     y, dx = np.empty_like(x), np.empty_like(x)
     dg, db = np.empty(c, dtype), np.empty(c, dtype)
+    stats = np.empty((3, c))
     rm_np, rv_np = rm.copy(), rv.copy()
     copy = copy_kernel()
     xf, yf = x.reshape(-1), y.reshape(-1)
 
     def train_fastopt() -> None:
-        _, cache_ = batchnorm.forward(x, gamma, beta, running_mean=rm, running_var=rv, out=y)
+        _, cache_ = batchnorm.forward(x, gamma, beta, running_mean=rm, running_var=rv, out=y,
+                                      stats_out=stats)
         batchnorm.backward(dy, cache_, out=(dx, dg, db))
 
     fns: dict[str, Callable[[], None]] = {

@@ -201,10 +201,11 @@ def bench_batchnorm_shape(shape: tuple[int, ...], repeats: int, axis: int = 1
     rm, rv = cuda.to_device(np.zeros(c, np.float32)), cuda.to_device(np.ones(c, np.float32))
     y, dx = cuda.device_array_like(x), cuda.device_array_like(x)
     dg, db = cuda.device_array(c, np.float32), cuda.device_array(c, np.float32)
+    stats = cuda.device_array((3, c), np.float64)
 
     def train() -> None:
         _, cache_ = batchnorm.forward(x, gamma, beta, running_mean=rm, running_var=rv, out=y,
-                                    axis=axis)
+                                    axis=axis, stats_out=stats)
         batchnorm.backward(dy, cache_, out=(dx, dg, db))
 
     def infer() -> None:

@@ -174,6 +174,10 @@ def flat_view(a: np.ndarray) -> np.ndarray:
     return a if a.ndim == 1 else a.reshape(-1)
 
 
+def empty(shape: int | tuple[int, ...], dtype) -> np.ndarray:
+    return np.empty(shape, dtype)
+
+
 def zeros(n: int, dtype, value: float = 0.0) -> np.ndarray:
     a = aligned_empty(n, dtype)
     a.fill(value)
