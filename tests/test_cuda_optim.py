@@ -147,6 +147,19 @@ def test_clipping_and_skipping_lists_reduce_through_the_tables(monkeypatch):
     assert host(dev._workspace.scale)[0] == pytest.approx(1.0 / norm, rel=1e-5)
 
 
+def _device_gradients(grads):
+    """``(step, host gradients, device gradients)`` per step: the same device arrays with
+    new contents, except at step 2, new arrays (whose addresses a table must follow)."""
+    gs_dev = [to_device(g) for g in grads[0]]
+    for step, gs in enumerate(grads):
+        if step == 2:
+            gs_dev = [to_device(g) for g in gs]
+        else:
+            for d, g in zip(gs_dev, gs, strict=True):
+                d.copy_to_device(g)
+        yield step, gs, gs_dev
+
+
 @pytest.mark.parametrize("name", ["Adam", "AMSGrad", "Nesterov"])
 def test_a_list_steps_in_one_launch_with_the_single_array_results(name, monkeypatch):
     # Sizes around the chunk size (and an empty array) put chunk and array boundaries
@@ -170,13 +183,7 @@ def test_a_list_steps_in_one_launch_with_the_single_array_results(name, monkeypa
             return _original(*args, **kw)
 
         monkeypatch.setattr(driver, fn, counted)
-    gs_dev = [to_device(g) for g in grads[0]]
-    for step, gs in enumerate(grads):
-        if step == 2:  # new gradient arrays: the table must follow their addresses
-            gs_dev = [to_device(g) for g in gs]
-        else:  # the same arrays, new contents
-            for d, g in zip(gs_dev, gs, strict=True):
-                d.copy_to_device(g)
+    for _, gs, gs_dev in _device_gradients(grads):
         opt.step(gs_dev)
         for single, g in zip(singles, gs, strict=True):
             if g.size:
@@ -208,13 +215,7 @@ def test_the_same_numba_gradients_are_checked_once(monkeypatch):
     alone = [to_device(p) for p in params]
     opt = fastopt.Adam(listed, lr=0.01)
     singles = [fastopt.Adam(p, lr=0.01) for p in alone]
-    gs_dev = [to_device(g) for g in grads[0]]
-    for step, gs in enumerate(grads[:3]):
-        if step == 2:  # new gradient objects: checked, and the table follows them
-            gs_dev = [to_device(g) for g in gs]
-        else:  # the same objects, new contents
-            for d, g in zip(gs_dev, gs, strict=True):
-                d.copy_to_device(g)
+    for step, gs, gs_dev in _device_gradients(grads[:3]):
         opt.step(gs_dev)
         for single, g in zip(singles, gs, strict=True):
             single.step(to_device(g))
