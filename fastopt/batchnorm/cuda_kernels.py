@@ -46,6 +46,7 @@ def _moments_kernel(a, b, stats, C, S, part1, part2):
     lo = chunk * CHUNK
     hi = min(lo + CHUNK, n)
     k = np.float64(a[c * S]) if b is None else 0.0
+    mu = 0.0 if b is None else stats[0, c]  # read once, not per value
     s1 = 0.0
     s2 = 0.0
     j = lo + t
@@ -56,7 +57,7 @@ def _moments_kernel(a, b, stats, C, S, part1, part2):
         if b is None:
             s2 += d * d
         else:
-            s2 += d * (np.float64(b[i]) - stats[0, c])
+            s2 += d * (np.float64(b[i]) - mu)
         j += TPB
     total1, _ = BLOCK_SUM(t, s1, 0)
     total2, _ = BLOCK_SUM(t, s2, 0)

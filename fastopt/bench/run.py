@@ -39,8 +39,8 @@ RULES: dict[str, tuple[type[optim.Optimizer], int]] = {
 DIVIDING = frozenset({"AdaGrad", "RMSprop", "Adam", "Nadam", "AMSGrad"})
 
 #: A row whose callables' median time is more than this many times their fastest call is
-#: marked: something else was using the cores (on a quiet 2-core machine the ratio stays
-#: below about 1.5; with another busy process, medians of 20-50x the fastest were seen).
+#: marked, as when another process competes for the cores (on a quiet 2-core machine the
+#: ratio stays below about 1.5; with other busy processes, medians of 15-50x were seen).
 NOISY_SPREAD = 2.0
 
 
@@ -261,8 +261,8 @@ def main(sizes: list[int], rules: list[str], dtype: str, quick: bool, as_json: b
     print(format_table(rows))
     if any(r.noisy for r in rows):
         print(f"~ this row's times spread widely (a median over {NOISY_SPREAD:g}x the fastest "
-              "call): another process was using the cores, and its ratios are not to be "
-              "trusted; run it again on a quiet machine")
+              "call), as when another process competes for the cores: do not trust its "
+              "ratios; run it again on a quiet machine")
     if resnet_ms:
         print("\nResNet-50, Adam step (161 arrays, 25.6M float32 values)")
         roof = resnet_ms["roofline, one buffer"]
