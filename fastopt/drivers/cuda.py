@@ -375,13 +375,13 @@ class ArrayTable:
         nstate = len(sts[0]) if sts else 0
         self.arrays = (list(ps), list(sts))
         self.rows = keep
-        self.host = np.zeros((max(1, len(keep)), STATE_ADDR + nstate), np.int64)
-        first = 0
-        for r, j in enumerate(keep):
-            n = ps[j].size
-            self.host[r, :G_ADDR] = (n, offsets[j], first, address(ps[j]))
-            self.host[r, STATE_ADDR:] = [address(s) for s in sts[j]]
+        rows, first = [], 0
+        for j in keep:  # rows as tuples, one array at the end: a NumPy row write per
+            n = ps[j].size  # array cost a few µs, and functional lists build a table per call
+            rows.append((n, offsets[j], first, address(ps[j]), 0, *map(address, sts[j])))
             first += -(-n // CHUNK)
+        self.host = (np.array(rows, np.int64) if rows
+                     else np.zeros((1, STATE_ADDR + nstate), np.int64))
         self.nchunks = first
         self.cols = tuple(range(STATE_ADDR, STATE_ADDR + nstate))
         self.proto = flat_view(ps[0])  # the kernels' dtype (one compile for any shape)
