@@ -309,23 +309,26 @@ class BatchNorm:
                     f"state[{k!r}] must be a real array of shape ({self.num_features},), got "
                     f"{a.dtype} {a.shape}"
                 )
+            with np.errstate(over="ignore"):  # too big for this layer's dtype: inf, refused
+                a = a.astype(self.dtype)
             if not np.all(np.isfinite(a)):
-                raise ValueError(f"state[{k!r}] has NaN or Inf values")
+                raise ValueError(f"state[{k!r}] has NaN or Inf values (as {self.dtype.name})")
             arrays[k] = a
         if np.any(arrays["running_var"] < 0):
             raise ValueError("state['running_var'] has negative values")
         nbt = np.asarray(state["num_batches_tracked"])
-        if nbt.size != 1 or nbt.dtype.kind not in "iu" or int(nbt.reshape(-1)[0]) < 0:
+        count = int(nbt.reshape(-1)[0]) if nbt.size == 1 and nbt.dtype.kind in "iu" else -1
+        if not 0 <= count <= np.iinfo(self._batches.dtype).max:
             raise ValueError(
-                f"state['num_batches_tracked'] must be an int >= 0, got "
+                f"state['num_batches_tracked'] must be an int from 0 to 2**63 - 1, got "
                 f"{state['num_batches_tracked']!r}"
             )
         targets = {"running_mean": self.running_mean, "running_var": self.running_var}
         if self.affine:
             targets.update(weight=self.gamma, bias=self.beta)
         for k, buf in targets.items():
-            self._be.copy_from_host(buf, arrays[k].astype(self.dtype))
-        self._batches[...] = int(nbt.reshape(-1)[0])
+            self._be.copy_from_host(buf, arrays[k])
+        self._batches[...] = count
 
     def __repr__(self) -> str:
         return (f"BatchNorm({self.num_features}, eps={self.eps}, momentum={self.momentum}, "
