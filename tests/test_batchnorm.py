@@ -404,6 +404,59 @@ def test_out_buffers_are_reused():
         bn.backward(dy, cache)
 
 
+def test_the_kernels_overlap_test_is_conservative():
+    """The kernels compare spans (first to last byte): never "apart" for arrays that share
+    a byte, and "overlapping" for interleaved strided ones that share none."""
+    apart = bn_kernels._apart_jit
+    buf = np.zeros(40, np.float32)
+    assert apart(buf[:10], buf[10:]) and apart(buf[9::-1], buf[10:]) and apart(buf[:0], buf)
+    assert not apart(buf[0:20:2], buf[10:20])  # strided, spanning into the other
+    assert not apart(buf[9::-1], buf[9:]) and not apart(buf, buf)
+    assert not apart(buf[0::2], buf[1::2])  # no byte shared: the conservative answer
+    stats = np.zeros((3, 4))
+    assert not apart(stats, stats[2]) and apart(stats, buf)
+
+
+def test_calls_the_kernel_refuses_run_through_the_detailed_checks(monkeypatch):
+    """A call the kernel refuses (say, interleaved running statistics, which share no byte)
+    goes through the exact checks and then runs unchecked, with the same results."""
+    d = _fresh()
+    x, gamma, beta, dy = d["x"], d["gamma"], d["beta"], d["dy"]
+
+    def step():
+        rm, rv = np.zeros(3, np.float32), np.ones(3, np.float32)
+        y, cache = bn.forward(x, gamma, beta, running_mean=rm, running_var=rv)
+        return (y, rm, rv, *bn.backward(dy, cache))
+
+    expect = step()
+    real, checks = bn_kernels.get, []
+
+    def refusing(name, size):  # a kernel that refuses every checked call
+        kernel = real(name, size)
+
+        def call(*args):
+            checks.append(args[-1])
+            return False if args[-1] else kernel(*args)
+        return call
+
+    monkeypatch.setattr(bn_kernels, "get", refusing)
+    for a, b in zip(step(), expect, strict=True):
+        assert np.array_equal(a, b)
+    assert checks == [True, False, True, False]
+
+
+def test_a_refused_forward_leaves_the_batch_counter():
+    d = _fresh()
+    counter = np.zeros((), np.int64)
+    with pytest.raises(ValueError, match="share memory"):
+        bn.forward(d["x"], d["gamma"], d["beta"], running_mean=d["rm"], running_var=d["rm"],
+                   momentum=None, num_batches_tracked=counter)
+    assert counter == 0
+    bn.forward(d["x"], d["gamma"], d["beta"], running_mean=d["rm"], running_var=d["rv"],
+               momentum=None, num_batches_tracked=counter)
+    assert counter == 1
+
+
 def _run_all(shape, axis, threads):
     x, gamma, beta, dy = data(shape, axis, np.float32, seed=70)
     c = gamma.size
@@ -526,6 +579,19 @@ BAD_FORWARD = {
                             "stats_out must be C-contiguous and writable"),
     "stats_out over running_mean": (lambda d: _stats_over_running(d), ValueError,
                                     "stats_out shares memory"),
+    "out over running_var": (lambda d: {"rv": d["out"].reshape(-1)[3:6]}, ValueError,
+                             "out shares memory with running_var"),
+    "out over running_var, eval": (lambda d: {"rv": d["out"].reshape(-1)[3:6],
+                                              "training": False}, ValueError,
+                                   "out shares memory with running_var"),
+    "out over beta": (lambda d: {"beta": d["out"].reshape(-1)[:3]}, ValueError,
+                      "out shares memory with beta"),
+    "running_mean is gamma": (lambda d: {"rm": d["gamma"]}, ValueError,
+                              "running_mean shares memory with gamma"),
+    "running_var over x": (lambda d: {"rv": d["x"].reshape(-1)[:3]}, ValueError,
+                           "running_var shares memory with x"),
+    "counter negative": (lambda d: {"num_batches_tracked": np.array(-3), "momentum": None},
+                         ValueError, "num_batches_tracked counts batches: it must be >= 0"),
 }
 
 
@@ -533,6 +599,15 @@ def _stats_over_running(d):
     """A stats_out whose first row holds running_mean (float32 views of one buffer)."""
     stats = np.zeros((3, 3))
     return {"stats_out": stats, "rm": stats[0].view(np.float32)[:3]}
+
+
+#: Bad only through overlapping memory: forward's fast test for common calls lets these
+#: through, and the kernel refuses them before writing anything (then the detailed checks
+#: name the overlap).
+OVERLAP_FORWARD = {"out is x in training", "running stats share memory", "out partly over x",
+                   "out partly over x, eval", "stats_out over running_mean",
+                   "out over running_var", "out over running_var, eval", "out over beta",
+                   "running_mean is gamma", "running_var over x"}
 
 
 @pytest.mark.parametrize("case", list(BAD_FORWARD))
@@ -547,10 +622,11 @@ def test_bad_forward_input_is_refused_and_changes_nothing(case):
     so = kw["stats_out"]
     so = so if isinstance(so, np.ndarray) else None
     before = [None if a is None else a.copy() for a in (rm, rv, out, so)]
-    # forward's fast test for common calls must send every bad call to the detailed checks
-    assert bn._plain_call(d["x"], d["gamma"], d["beta"], kw["eps"], kw["training"],
-                          kw["momentum"], rm, rv, kw["axis"], out,
-                          kw["num_batches_tracked"], kw["stats_out"]) is None
+    # forward's fast test for common calls sends every other bad call to the detailed checks
+    plain = bn._plain_call(d["x"], d["gamma"], d["beta"], kw["eps"], kw["training"],
+                           kw["momentum"], rm, rv, kw["axis"], out,
+                           kw["num_batches_tracked"], kw["stats_out"])
+    assert (plain is not None) == (case in OVERLAP_FORWARD)
     with pytest.raises(exc, match=msg):
         bn.forward(d["x"], d["gamma"], d["beta"], running_mean=rm, running_var=rv, out=out,
                    **kw)
@@ -581,21 +657,55 @@ BAD_BACKWARD = {
                                                              e)}), ValueError, "share memory"),
     "dgamma read-only": (lambda d, c: ((d["dy"], c), {"out": (None, _ro(np.empty(3, np.float32)),
                                                               None)}), ValueError, "read-only"),
+    "dgamma over dy": (lambda d, c: ((d["dy"], c), {"out": (None, d["dy"].reshape(-1)[:3],
+                                                            None)}),
+                       ValueError, r"out \(dgamma\) shares memory with dy"),
+    "dbeta over x": (lambda d, c: ((d["dy"], c), {"out": (None, None, d["x"].reshape(-1)[:3])}),
+                     ValueError, r"out \(dbeta\) shares memory with the forward's x"),
+    "dbeta over dx": (lambda d, c: ((d["dy"], c), {"out": (o := np.empty_like(d["x"]), None,
+                                                           o.reshape(-1)[:3])}),
+                      ValueError, r"out \(dx\) shares memory with out \(dbeta\)"),
+    "dgamma is gamma": (lambda d, c: ((d["dy"], c), {"out": (None, d["gamma"], None)}),
+                        ValueError, r"out \(dgamma\) shares memory with the forward's gamma"),
 }
 
 
+#: As OVERLAP_FORWARD, for backward.
+OVERLAP_BACKWARD = {"out is x", "out partly over dy", "dgamma is dbeta", "dgamma over dy",
+                    "dbeta over x", "dbeta over dx", "dgamma is gamma"}
+
+
+def test_backward_refuses_dx_over_the_forward_statistics():
+    d = _fresh()
+    dx = np.empty_like(d["x"])
+    stats = dx.reshape(-1).view(np.float64)[:9].reshape(3, 3)  # in dx's memory
+    _, cache = bn.forward(d["x"], d["gamma"], d["beta"], stats_out=stats)
+    saved = stats.copy()
+    with pytest.raises(ValueError, match=r"out \(dx\) shares memory with the forward's mean"):
+        bn.backward(d["dy"], cache, out=dx)
+    assert np.array_equal(stats, saved)
+
+
 @pytest.mark.parametrize("case", list(BAD_BACKWARD))
-def test_bad_backward_input_is_refused(case):
+def test_bad_backward_input_is_refused_and_changes_nothing(case):
     change, exc, msg = BAD_BACKWARD[case]
     d = _fresh()
     _, cache = bn.forward(d["x"], d["gamma"], d["beta"])
     args, kw = change(d, cache)
-    x0 = d["x"].copy()
-    if isinstance(args[1], bn.BatchNormCache):  # backward's fast test sends it to the checks
-        assert bn._plain_backward(args[0], d["x"], args[1], kw.get("out")) is None
+    out = kw.get("out")
+    written = [a for a in (d["x"], args[0], *(out if isinstance(out, tuple) else (out,)))
+               if isinstance(a, np.ndarray)]
+    for a in written:  # values no backward would write, so any write shows
+        if a.flags.writeable:
+            a.reshape(-1)[:] = np.arange(a.size)
+    before = [a.copy() for a in written]
+    if isinstance(args[1], bn.BatchNormCache):  # backward's fast test sends the others on
+        plain = bn._plain_backward(args[0], d["x"], args[1], out)
+        assert (plain is not None) == (case in OVERLAP_BACKWARD)
     with pytest.raises(exc, match=msg):
         bn.backward(*args, **kw)
-    assert np.array_equal(d["x"], x0)
+    for a, b in zip(written, before, strict=True):
+        assert np.array_equal(a, b)
 
 
 def _layer_with_state():
@@ -636,6 +746,11 @@ def _same_state(layer, sd):
     ("load bad counter", lambda L: L.load_state_dict({**L.state_dict(),
                                                       "num_batches_tracked": -1}),
      ValueError, "num_batches_tracked"),
+    ("load counter past int64", lambda L: L.load_state_dict(
+        {**L.state_dict(), "weight": np.full(3, 5.0), "num_batches_tracked": np.uint64(2**63)}),
+     ValueError, "num_batches_tracked"),
+    ("load weight past float32", lambda L: L.load_state_dict(
+        {**L.state_dict(), "weight": np.full(3, 1e300)}), ValueError, "Inf values .*float32"),
     ("backward first", lambda L: fastopt.BatchNorm(3).backward(np.zeros((4, 3), np.float32)),
      RuntimeError, "forward first"),
 ], ids=lambda c: c[0])

@@ -88,6 +88,38 @@ def test_bad_device_input_is_refused_and_running_stats_stay():
         bn.backward(dy, cache)
 
 
+def test_overlapping_device_arrays_are_refused_before_anything_is_written():
+    """The host path's overlap rules on the device: each array a call writes apart from
+    every other (dx may be dy itself)."""
+    x, gamma, beta, dy, c = _data((4, 3, 5), 1)
+    dxv, dg, db = to_device(x), to_device(gamma), to_device(beta)
+    buf = to_device(np.zeros(x.size, np.float32)).reshape(x.shape)  # y's buffer
+    flat = buf.reshape(x.size)
+    drm, drv = to_device(np.zeros(c, np.float32)), flat[3:6]  # running_var in y's buffer
+    with pytest.raises(ValueError, match="out shares memory with running_var"):
+        bn.forward(dxv, dg, db, running_mean=drm, running_var=drv, out=buf)
+    with pytest.raises(ValueError, match="running_mean shares memory with gamma"):
+        bn.forward(dxv, dg, db, running_mean=dg, running_var=to_device(np.ones(c, np.float32)))
+    np.testing.assert_array_equal(host(buf), 0.0)
+    np.testing.assert_array_equal(host(dg), gamma)
+    _, cache = bn.forward(dxv, dg, db)
+    ddy = to_device(dy)
+    dyflat = ddy.reshape(x.size)
+    for out, msg in (((None, dyflat[:3], None), r"out \(dgamma\) shares memory with dy"),
+                     ((None, None, dg), r"out \(dbeta\) shares memory with the forward's gamma"),
+                     ((None, db := to_device(beta), db),
+                      "out .dgamma. and out .dbeta. share memory")):
+        with pytest.raises(ValueError, match=msg):
+            bn.backward(ddy, cache, out=out)
+    np.testing.assert_array_equal(host(ddy), dy)
+    big = to_device(np.zeros(x.size + 2, np.float32))
+    part = big[1:x.size + 1].reshape(x.shape)
+    with pytest.raises(ValueError, match="partly overlaps dy"):
+        bn.backward(big[:x.size].reshape(x.shape), cache, out=part)
+    dx_over_dy = bn.backward(ddy, cache, out=ddy)[0]  # dx over dy itself is fine
+    assert dx_over_dy is ddy
+
+
 def test_statistics_buffer_on_the_device():
     """stats_out on the device receives the CPU's statistics, the backward reads them
     from there; a wrong one is refused before anything is written."""

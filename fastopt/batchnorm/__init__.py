@@ -193,6 +193,8 @@ def _check_counter(counter: object) -> np.ndarray:
             "num_batches_tracked must be a writable one-element integer ndarray "
             f"(e.g. np.zeros((), np.int64)), got {counter!r}"
         )
+    if counter.reshape(-1)[0] < 0:
+        raise ValueError(f"num_batches_tracked counts batches: it must be >= 0, got {counter!r}")
     return counter
 
 
@@ -207,7 +209,7 @@ def batch_stats(x: np.ndarray, axis: int = 1) -> tuple[np.ndarray, np.ndarray]:
     stats, ones, flat = np.empty((3, c)), np.ones(c, x.dtype), x.reshape(-1)
     # training=True with an empty y: the statistics pass only
     _kernels().get("forward", x.size)(flat, c, s, ones, ones, 0.0, True, False, 0.0, ones, ones,
-                                   stats, flat[:0])
+                                   stats, flat[:0], False)
     return stats[0], stats[1]
 
 
@@ -273,53 +275,62 @@ def forward(
     """
     geometry = _plain_call(x, gamma, beta, eps, training, momentum, running_mean, running_var,
                            axis, out, num_batches_tracked, stats_out)
-    if geometry is not None:  # valid, in the common form: the checks below would all pass
+    if geometry is not None:  # valid, in the common form: the checks below would all pass,
+        # overlap aside, which the kernel checks before it writes anything
         c, s = geometry
-        affine, track, keep_x = gamma is not None, running_mean is not None, True
-        if out is None:
-            out = np.empty_like(x)
-    else:
-        eps, momentum = _check_options(gamma, beta, eps, training, momentum, running_mean,
-                                       running_var, num_batches_tracked)
-        if is_device_array(x):
-            from . import device
+        done = _forward_host(x, c, s, gamma, beta, eps, training, momentum, running_mean,
+                             running_var, np.empty_like(x) if out is None else out,
+                             num_batches_tracked, stats_out, True, True)
+        if done is not None:
+            return done
+        # refused for overlap: the checks below say which arrays (or allow out=x)
+    eps, momentum = _check_options(gamma, beta, eps, training, momentum, running_mean,
+                                   running_var, num_batches_tracked)
+    if is_device_array(x):
+        from . import device
 
-            return device.forward(x, gamma, beta, eps=eps, training=training,
-                                  running_mean=running_mean, running_var=running_var,
-                                  momentum=momentum, axis=axis, out=out,
-                                  num_batches_tracked=num_batches_tracked,
-                                  stats_out=stats_out)
-        x, c, s, affine, track, keep_x, out = _check_cpu_arrays(
-            x, gamma, beta, training, running_mean, running_var, axis, out, stats_out)
+        return device.forward(x, gamma, beta, eps=eps, training=training,
+                              running_mean=running_mean, running_var=running_var,
+                              momentum=momentum, axis=axis, out=out,
+                              num_batches_tracked=num_batches_tracked, stats_out=stats_out)
+    x, c, s, affine, track, keep_x, out = _check_cpu_arrays(
+        x, gamma, beta, training, running_mean, running_var, axis, out, stats_out)
+    return _forward_host(x, c, s, gamma, beta, eps, training, momentum, running_mean,
+                         running_var, out, num_batches_tracked, stats_out, keep_x, False)
+
+
+def _forward_host(x, c, s, gamma, beta, eps, training, momentum, running_mean, running_var,
+                  out, num_batches_tracked, stats_out, keep_x, check):
+    """:func:`forward` on checked host arrays (``out`` allocated): ``(y, cache)``, or None
+    when ``check`` (overlap, checked by the kernel) refused them, with nothing written."""
     dt = x.dtype
-
-    # ---- checked: compute
+    affine = gamma is not None
     if not affine:
         gamma, beta = np.ones(c, dt), np.zeros(c, dt)
     flat_x, flat_y = x.reshape(-1), out.reshape(-1)
-    if training:
-        factor = 0.0
-        if track:
-            if num_batches_tracked is not None:
-                num_batches_tracked[...] += 1
-            factor = (1.0 / float(num_batches_tracked.reshape(-1)[0]) if momentum is None
-                      else momentum)
-        else:  # typed placeholders (not written): the same compiled kernel serves both
-            running_mean = running_var = gamma
-        stats = np.empty((3, c)) if stats_out is None else stats_out
-        _kernels().get("forward", x.size)(
-            flat_x, c, s, gamma, beta, eps, True, track, factor, running_mean, running_var,
-            stats, flat_y,
-        )
-        cache = BatchNormCache(x, gamma if affine else None, True, c, s, stats)
+    kernel = _kernels().get("forward", x.size)
+    if not training:
+        if not kernel(flat_x, c, s, gamma, beta, eps, False, False, 0.0, running_mean,
+                      running_var, _NO_STATS, flat_y, check):
+            return None
+        return out, BatchNormCache(x if keep_x else None, gamma if affine else None, False,
+                                   c, s, None, running_mean, running_var, eps)
+    track = running_mean is not None
+    nbt = num_batches_tracked
+    factor = 0.0
+    if not track:  # typed placeholders (not written): the same compiled kernel serves both
+        running_mean = running_var = gamma
+    elif momentum is None:  # the k-th update weighs 1/k; the counter moves once it is done
+        factor = 1.0 / float(int(nbt.reshape(-1)[0]) + 1)
     else:
-        _kernels().get("forward", x.size)(
-            flat_x, c, s, gamma, beta, eps, False, False, 0.0, running_mean, running_var,
-            _NO_STATS, flat_y,
-        )
-        cache = BatchNormCache(x if keep_x else None, gamma if affine else None, False, c, s,
-                               None, running_mean, running_var, eps)
-    return out, cache
+        factor = momentum
+    stats = np.empty((3, c)) if stats_out is None else stats_out
+    if not kernel(flat_x, c, s, gamma, beta, eps, True, track, factor, running_mean,
+                  running_var, stats, flat_y, check):
+        return None
+    if track and nbt is not None:
+        nbt[...] += 1
+    return out, BatchNormCache(x, gamma if affine else None, True, c, s, stats)
 
 
 def backward(
@@ -352,19 +363,25 @@ def backward(
     if x is None:
         raise ValueError("this forward wrote y over x (out=x), so backward cannot run")
     bufs = _plain_backward(dy, x, cache, out)
-    if bufs is None:  # not in the common form: the detailed checks
-        if is_device_array(x):
-            from . import device
+    if bufs is not None:  # valid, in the common form, overlap aside (the kernel checks it)
+        done = _backward_host(dy, x, cache, *bufs, True)
+        if done is not None:
+            return done
+    if is_device_array(x):
+        from . import device
 
-            return device.backward(dy, cache, out)
-        bufs = _check_backward_arrays(dy, x, cache, out)
-    dx, dgamma, dbeta = bufs
+        return device.backward(dy, cache, out)
+    return _backward_host(dy, x, cache, *_check_backward_arrays(dy, x, cache, out), False)
+
+
+def _backward_host(dy, x, cache, dx, dgamma, dbeta, check):
+    """:func:`backward` on checked host arrays (None: to allocate): ``(dx, dgamma,
+    dbeta)``, or None when ``check`` (overlap, checked by the kernel) refused them, with
+    nothing written."""
     c, s = cache.channels, cache.spatial
     dt = x.dtype
     if dx is None:
         dx = np.empty_like(x)
-
-    # ---- checked: compute
     affine = cache.gamma is not None
     if dgamma is None:
         dgamma = np.empty(c, dt)
@@ -375,19 +392,16 @@ def backward(
     else:
         mean = cache.running_mean.astype(np.float64)
         inv_std = 1.0 / np.sqrt(cache.running_var.astype(np.float64) + cache.eps)
-    _kernels().get("backward", x.size)(
+    if not _kernels().get("backward", x.size)(
         dy.reshape(-1), x.reshape(-1), c, s, cache.gamma if affine else np.ones(c, dt),
-        mean, inv_std, cache.training, dgamma, dbeta, dx.reshape(-1),
-    )
+        mean, inv_std, cache.training, dgamma, dbeta, dx.reshape(-1), check,
+    ):
+        return None
     return (dx, dgamma, dbeta) if affine else (dx, None, None)
 
 
 _INF = float("inf")
 _F32, _F64 = FLOAT_DTYPES  # native float dtypes are singletons: compared with ``is`` here
-
-#: ``np.shares_memory`` without its ``__array_function__`` dispatch (half the cost here).
-_shares_memory = getattr(np.shares_memory, "_implementation", np.shares_memory)
-
 
 def _plain_call(x, gamma, beta, eps, training, momentum, running_mean, running_var, axis,
                 out, num_batches_tracked, stats_out) -> tuple[int, int] | None:
@@ -397,15 +411,17 @@ def _plain_call(x, gamma, beta, eps, training, momentum, running_mean, running_v
     values per channel in training), ``axis`` the int 1 or -1, ``eps`` a float ≥ 0,
     ``momentum`` a float in [0, 1] (or None with a counter), ``training`` a bool; gamma and
     beta both None or both ``(C,)`` arrays of x's dtype; the running statistics both None
-    (training only) or ``(C,)`` float arrays that do not share memory, writable in
-    training; ``out`` None or a C-contiguous writable array of x's shape and dtype apart
-    from x; ``num_batches_tracked`` None or a writable one-element integer array;
-    ``stats_out`` None or a C-contiguous writable float64 ``(3, C)`` array apart from
-    every other array argument.
+    (training only) or ``(C,)`` float arrays, writable in training; ``out`` None or a
+    C-contiguous writable array of x's shape and dtype; ``num_batches_tracked`` None or a
+    writable one-element integer array; ``stats_out`` None or a C-contiguous writable
+    float64 ``(3, C)`` array.
 
-    Every check of :func:`forward` passes for such a call, so it skips them: an inference
-    call at (2, 1024) took 6.6-6.9 us here instead of 9.3 us (the kernel alone: 2.7 us).
-    Any other call, valid or not, goes through the detailed checks (subclasses, NumPy
+    Every check of :func:`forward` but overlap passes for such a call, so it skips them:
+    an inference call at (2, 1024) took 6.6-6.9 us here instead of 9.3 us (the kernel
+    alone: 2.7 us). Overlap (out and x, the running statistics, stats_out and every other
+    array) is checked by the kernel before it writes anything: eight ``np.shares_memory``
+    calls took 3.5 of a training call's 7.7 us of checks here. Any other call, valid or
+    not, and any the kernel refuses, goes through the detailed checks (subclasses, NumPy
     scalars and GPU arrays included)."""
     if not (type(x) is np.ndarray and type(training) is bool and type(eps) is float
             and 0.0 <= eps < _INF and type(axis) is int and (axis == 1 or axis == -1)):
@@ -436,23 +452,21 @@ def _plain_call(x, gamma, beta, eps, training, momentum, running_mean, running_v
     elif not (type(rm) is np.ndarray and type(rv) is np.ndarray and rm.shape == cs
               and rv.shape == cs and (rm.dtype is _F32 or rm.dtype is _F64)
               and (rv.dtype is _F32 or rv.dtype is _F64)
-              and (not training or (rm.flags.writeable and rv.flags.writeable))
-              and not _shares_memory(rm, rv)):
+              and (not training or (rm.flags.writeable and rv.flags.writeable))):
         return None
     if out is not None and not (type(out) is np.ndarray and out.shape == shape
                                 and out.dtype is dt and out.flags.c_contiguous
-                                and out.flags.writeable and not _shares_memory(out, x)):
+                                and out.flags.writeable):
         return None
     nbt = num_batches_tracked
     if nbt is not None and not (type(nbt) is np.ndarray and nbt.size == 1
-                                and nbt.dtype.kind in "iu" and nbt.flags.writeable):
+                                and nbt.dtype.kind in "iu" and nbt.flags.writeable
+                                and nbt.reshape(-1)[0] >= 0):
         return None
     so = stats_out
     if so is not None and not (
             type(so) is np.ndarray and so.shape == (3, c) and so.dtype is _F64
-            and so.flags.c_contiguous and so.flags.writeable
-            and not any(a is not None and _shares_memory(so, a)
-                        for a in (x, out, gamma, beta, rm, rv))):
+            and so.flags.c_contiguous and so.flags.writeable):
         return None
     return c, s
 
@@ -487,9 +501,23 @@ def _check_cpu_arrays(x, gamma, beta, training, running_mean, running_var, axis,
                     "only, and then backward cannot run)"
                 )
             keep_x = False
+    _check_apart(out, "out", [(gamma, "gamma"), (beta, "beta"), (running_mean, "running_mean"),
+                              (running_var, "running_var")])
+    if training and track:
+        for r, what in ((running_mean, "running_mean"), (running_var, "running_var")):
+            _check_apart(r, what, [(x, "x"), (gamma, "gamma"), (beta, "beta")])
     if stats_out is not None:
         _check_stats_out(stats_out, c, [x, out, gamma, beta, running_mean, running_var])
     return x, c, s, affine, track, keep_x, out
+
+
+def _check_apart(written: np.ndarray, name: str, others: list) -> None:
+    """ValueError when ``written`` (an array the call writes) shares memory with one of
+    ``others`` (``(array or None, name)`` pairs)."""
+    for a, what in others:
+        if a is not None and np.shares_memory(written, a):
+            raise ValueError(f"{name} shares memory with {what}; {name} is written, so give it "
+                             "memory of its own")
 
 
 def _check_stats_out(stats: object, c: int, others: list) -> None:
@@ -510,10 +538,11 @@ def _plain_backward(dy, x, cache, out):
     """``(dx, dgamma, dbeta)`` (None: to allocate) when a :func:`backward` call on host
     arrays is valid and in its common form, else None: dy a C-contiguous ``np.ndarray``
     of x's shape and dtype; ``out`` None, a dx array or a 3-tuple; dx C-contiguous,
-    writable, of x's shape and dtype, apart from x and either dy itself or apart from it;
-    dgamma and dbeta ``(C,)`` writable arrays of x's dtype, apart from each other (and
-    only when the forward had gamma). Every check of :func:`backward` passes for such a
-    call, so it skips them (as :func:`_plain_call` does for :func:`forward`)."""
+    writable, of x's shape and dtype; dgamma and dbeta ``(C,)`` writable arrays of x's
+    dtype (only when the forward had gamma). Every check of :func:`backward` but overlap
+    passes for such a call, so it skips them; the kernel checks overlap (dx apart from x,
+    and dy itself or apart from it; dgamma apart from dbeta) before it writes anything, as
+    for :func:`_plain_call`."""
     if not (type(dy) is np.ndarray and type(x) is np.ndarray):
         return None
     shape, dt = x.shape, x.dtype
@@ -528,9 +557,7 @@ def _plain_backward(dy, x, cache, out):
     else:
         return None
     if dx is not None and not (type(dx) is np.ndarray and dx.shape == shape and dx.dtype is dt
-                               and dx.flags.c_contiguous and dx.flags.writeable
-                               and not _shares_memory(dx, x)
-                               and (dx is dy or not _shares_memory(dx, dy))):
+                               and dx.flags.c_contiguous and dx.flags.writeable):
         return None
     if dg is None and db is None:
         return dx, dg, db
@@ -541,8 +568,6 @@ def _plain_backward(dy, x, cache, out):
         if v is not None and not (type(v) is np.ndarray and v.shape == cs and v.dtype is dt
                                   and v.flags.writeable):
             return None
-    if dg is not None and db is not None and _shares_memory(dg, db):
-        return None
     return dx, dg, db
 
 
@@ -572,6 +597,16 @@ def _check_backward_arrays(dy, x, cache, out):
             _check_channel_vector(buf, what, c, dt, writable=True)
     if dgamma is not None and dbeta is not None and np.shares_memory(dgamma, dbeta):
         raise ValueError("out (dgamma) and out (dbeta) share memory")
+    read = [(x, "the forward's x"), (cache.gamma, "the forward's gamma")]
+    if cache.training:  # the rows backward reads (in inference it reads fresh arrays)
+        read += [(cache.stats[0], "the forward's mean"),
+                 (cache.stats[2], "the forward's inv_std")]
+    if dx is not None:
+        _check_apart(dx, "out (dx)", read[1:] + [(dgamma, "out (dgamma)"),
+                                                (dbeta, "out (dbeta)")])
+    for buf, what in ((dgamma, "out (dgamma)"), (dbeta, "out (dbeta)")):
+        if buf is not None:
+            _check_apart(buf, what, read + [(dy, "dy")])
     return dx, dgamma, dbeta
 
 

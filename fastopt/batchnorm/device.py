@@ -41,27 +41,59 @@ def _like(be, out: Any, x: Any, what: str) -> Any:
     return d
 
 
-def _output(be, out: Any, x: Any, what: str, overlap: str) -> Any:
-    """A buffer like x for a result: ``out`` checked (and not overlapping x), or a new one."""
+def _output(be, out: Any, x: Any, what: str) -> Any:
+    """A buffer like x for a result: ``out`` checked (overlap aside), or a new one."""
     if out is None:
         return be.zeros(x.size, np.dtype(x.dtype)).reshape(x.shape)
-    out = _like(be, out, x, what)
-    if be.overlap(out, x):
-        raise ValueError(overlap)
-    return out
+    return _like(be, out, x, what)
 
 
-def _stats_buffer(be, a: Any, c: int, others: list) -> Any:
-    """``stats_out`` checked: a float64 (3, C) device array apart from the other arrays."""
+def _stats_buffer(be, a: Any, c: int) -> Any:
+    """``stats_out`` checked (overlap aside): a float64 (3, C) device array."""
     if not is_device_array(a):
         raise ValueError("stats_out must be a GPU array like x")
     d = be.check_param(a, "stats_out")
     if tuple(d.shape) != (3, c) or np.dtype(d.dtype) != np.float64:
         raise ValueError(f"stats_out has shape {tuple(d.shape)} and dtype {d.dtype}; it must "
                          f"be (3, {c}) float64 (rows: mean, variance, 1/sqrt(variance + eps))")
-    if any(o is not None and be.overlap(d, o) for o in others):
-        raise ValueError("stats_out shares memory with another argument")
     return d
+
+
+#: Messages for overlapping pairs, as the host path words them; others: the generic one.
+_OVERLAP = {
+    ("out", "x"): "out overlaps x (on the GPU, y needs its own buffer)",
+    ("running_mean", "running_var"): "running_mean and running_var share memory",
+    ("out (dx)", "the forward's x"): "out (dx) overlaps the forward's x",
+    ("out (dx)", "dy"): "out (dx) partly overlaps dy (out=dy itself is allowed)",
+    ("out (dgamma)", "out (dbeta)"): "out (dgamma) and out (dbeta) share memory",
+}
+
+
+def _check_apart(be, arrays: list, written: int, same_ok: tuple = (),
+                 also: tuple = ()) -> None:
+    """The host path's overlap rules on device arrays: each of the first ``written``
+    ``(array or None, name)`` pairs of ``arrays`` (the arrays a call writes) apart from
+    every other array, and the pairs of indices in ``also`` apart, except a pair of names
+    in ``same_ok`` that is the very same buffer. Each span is read once (a pointer read;
+    ``be.overlap`` reads two)."""
+    spans = [(0, 0) if a is None else be.span(a) for a, _ in arrays]
+    end = 0
+    for a0, na in sorted(spans):  # the common case, no two arrays overlapping: one sweep
+        if na and a0 < end:
+            break
+        end = max(end, a0 + na)
+    else:
+        return
+    pairs = [(i, j) for i in range(written) for j in range(i + 1, len(arrays))]
+    for i, j in pairs + list(also):
+        (a0, na), (b0, nb) = spans[i], spans[j]
+        if na > 0 and nb > 0 and a0 < b0 + nb and b0 < a0 + na:
+            what, other = arrays[i][1], arrays[j][1]
+            if (what, other) in same_ok and (a0, na) == (b0, nb):
+                continue
+            raise ValueError(_OVERLAP.get(
+                (what, other), f"{what} shares memory with {other}; {what} is written, so "
+                               "give it memory of its own"))
 
 
 def forward(x, gamma, beta, *, eps, training, running_mean, running_var, momentum, axis,
@@ -84,13 +116,15 @@ def forward(x, gamma, beta, *, eps, training, running_mean, running_var, momentu
     if track:
         running_mean = _vector(be, running_mean, "running_mean", c, None)
         running_var = _vector(be, running_var, "running_var", c, None)
-        if be.overlap(running_mean, running_var):
-            raise ValueError("running_mean and running_var share memory")
     _check_values_per_channel(shape, x.size // c, training)
-    out = _output(be, out, x, "out", "out overlaps x (on the GPU, y needs its own buffer)")
+    out = _output(be, out, x, "out")
     if stats_out is not None:
-        stats_out = _stats_buffer(be, stats_out, c, [x, out, gamma, beta, running_mean,
-                                                     running_var])
+        stats_out = _stats_buffer(be, stats_out, c)
+    # written: y, the statistics, and the running statistics in training (in inference
+    # they are only read, but still never the same memory: indices 2 and 3)
+    _check_apart(be, [(out, "out"), (stats_out, "stats_out"), (running_mean, "running_mean"),
+                      (running_var, "running_var"), (x, "x"), (gamma, "gamma"),
+                      (beta, "beta")], 4 if training else 2, also=((2, 3),))
     # ---- checked: compute
     stream = be.current_stream(be.origin(x))
     if not affine:
@@ -129,13 +163,17 @@ def backward(dy, cache, out):
     if isinstance(out, tuple) and len(out) != 3:
         raise ValueError("out must be an array (dx) or a tuple (dx, dgamma, dbeta)")
     dx, dgamma, dbeta = out if isinstance(out, tuple) else (out, None, None)
-    dx = _output(be, dx, x, "out (dx)", "out (dx) overlaps the forward's x")
+    dx = _output(be, dx, x, "out (dx)")
     affine = cache.gamma is not None
     for buf, what in ((dgamma, "out (dgamma)"), (dbeta, "out (dbeta)")):
         if buf is not None and not affine:
             raise ValueError(f"{what} given, but the forward had no gamma/beta")
     dgamma = be.zeros(c, dt) if dgamma is None else _vector(be, dgamma, "out (dgamma)", c, dt)
     dbeta = be.zeros(c, dt) if dbeta is None else _vector(be, dbeta, "out (dbeta)", c, dt)
+    _check_apart(be, [(dx, "out (dx)"), (dgamma, "out (dgamma)"), (dbeta, "out (dbeta)"),
+                      (x, "the forward's x"), (dy, "dy"), (cache.gamma, "the forward's gamma"),
+                      (cache.stats, "the forward's statistics")], 3,
+                 same_ok=(("out (dx)", "dy"),))
     # ---- checked: compute
     stream = be.current_stream(be.origin(x))
     if cache.training:
