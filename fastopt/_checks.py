@@ -109,10 +109,27 @@ def check_optional_nonneg(name: str, x: Any) -> float | None:
     return None if x is None else check_nonneg(name, x)
 
 
+#: The largest step number: the kernels take it as an int64.
+MAX_STEP = 2**63 - 1
+
+
 def check_step(step: Any) -> int:
     if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 1:
         raise ValueError(f"step must be an int >= 1 (1 on the first step), got {step!r}")
+    if step > MAX_STEP:
+        raise ValueError(f"step must be below 2**63 (the kernels count in int64), got {step!r}")
     return int(step)
+
+
+def check_mu_product(value: Any) -> float:
+    """Nadam's running product of its momentum coefficients μ_t, each in (0, 1)."""
+    if (isinstance(value, bool) or not isinstance(value, (int, float, np.number))
+            or not 0.0 < value <= 1.0):
+        raise ValueError(
+            f"mu_product is a product of momentum coefficients: it must be in (0, 1] (1.0 "
+            f"before the first step), got {value!r}"
+        )
+    return float(value)
 
 
 #: How each hyperparameter is checked, by name. Used for constructor arguments and for

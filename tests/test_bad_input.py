@@ -620,6 +620,11 @@ BAD_STATE_DICTS = [
     ("step-bool", _set("step", True), "state dict 'step' must be an int >= 0, got True"),
     ("skipped-negative", _set("skipped_steps", -2),
      "state dict 'skipped_steps' must be an int >= 0"),
+    ("step-past-int64", _set("step", 2**63), "state dict 'step' must be below 2**63 - 1"),
+    ("mu-product-above-one", _set("group.1.mu_product", 2.0),
+     "state dict 'group.1.mu_product': mu_product is a product of momentum coefficients"),
+    ("mu-product-negative", _set("group.0.mu_product", -1.0), "it must be in (0, 1]"),
+    ("mu-product-zero", _set("group.0.mu_product", 0.0), "it must be in (0, 1]"),
 ]
 
 
@@ -828,3 +833,160 @@ def test_params_that_are_not_arrays_say_what_is_accepted(params):
 def test_global_norm_refuses_non_float_arrays(dtype):
     with pytest.raises(TypeError, match=r"grads\[1\] has dtype"):
         F.global_norm([np.ones(3, np.float32), np.ones(3, dtype)])
+
+
+# ------------------------------------------------------ memory shared with the parameters
+
+
+def _overlapping_pair(n=16):
+    """A parameter and a gradient of n values, the gradient one value before it in memory."""
+    buf = np.random.default_rng(5).standard_normal(n + 1).astype(DT)
+    return buf[1:], buf[:-1]
+
+
+@pytest.mark.parametrize("case", ["shifted", "another-params", "single-array"])
+def test_gradients_over_parameters_are_refused_and_change_nothing(case):
+    """A gradient sharing memory with a parameter (other than being it) would be read after
+    the step overwrote it: wrong results, so refused before anything is written."""
+    p, shifted = _overlapping_pair()
+    q = np.ones(8, DT)
+    params = [p] if case == "single-array" else [p, q]
+    twins = [x.copy() for x in params]
+    opt, ref = fastopt.Adam(params, lr=0.1), fastopt.Adam(twins, lr=0.1)
+    good = [np.full(x.shape, 0.5, DT) for x in params]
+    bad = {"shifted": [shifted, good[1]] if len(params) > 1 else [shifted],
+           "another-params": [good[0], p[:8]],
+           "single-array": shifted}[case]
+    before = snapshot(opt, params)
+    with pytest.raises(ValueError, match=r"grads\[\d\] overlaps params\[0\]"):
+        opt.step(bad)
+    assert_unchanged(before, opt, params)
+    opt.step(good)
+    ref.step([g.copy() for g in good])
+    for x, y in zip(params, twins, strict=True):
+        assert_same_bits(x, y, "params")
+
+
+def test_a_gradient_that_is_its_parameter_is_accepted():
+    p, q = arrays()[0], np.ones(8, DT)
+    p2, q2 = p.copy(), q.copy()
+    fastopt.SGD([p, q], lr=0.1).step([p, q])
+    fastopt.SGD([p2, q2], lr=0.1).step([p2.copy(), q2.copy()])
+    assert_same_bits(p, p2, "p")
+    assert_same_bits(q, q2, "q")
+
+
+def test_a_gradient_buffer_over_the_flat_parameters_is_refused():
+    flat = fastopt.FlatParams.from_arrays({"a": arrays()[0], "b": arrays()[1]})
+    raw = flat.data.base  # the aligned buffer holds a few spare bytes after the data
+    start = flat.data.ctypes.data - raw.ctypes.data
+    assert raw.nbytes >= start + flat.data.nbytes + 4
+    shifted = np.frombuffer(raw, DT, flat.data.size, start + 4)
+    opt = fastopt.Adam(flat, lr=0.1)
+    kept = flat.data.copy()
+    with pytest.raises(ValueError, match="the gradient buffer overlaps the parameters"):
+        opt.step(shifted)
+    assert_same_bits(flat.data, kept, "flat.data")
+    assert opt.step_count == 0
+
+
+def test_a_step_changes_every_group_or_none():
+    """A group whose constants cannot be computed stops the step before any group moved."""
+    tw = Twins(FACTORIES["nadam-groups"])
+    tw.step_both()
+    real = tw.a._constants
+
+    def failing(t, lr, group, state):
+        if group is tw.a.param_groups[1]:
+            raise ZeroDivisionError("group 1")
+        return real(t, lr, group, state)
+
+    tw.a._constants = failing
+    before = tw.snapshot()
+    with pytest.raises(ZeroDivisionError):
+        tw.a.step(tw.grads())
+    tw.assert_unchanged(before)
+    del tw.a._constants
+    tw.then_works()
+
+
+def test_removing_a_group_between_steps_is_refused():
+    tw = Twins(FACTORIES["nadam-groups"])
+    tw.step_both()
+    removed = tw.a.param_groups.pop()
+    before = tw.snapshot()
+    with pytest.raises(ValueError, match="make a new optimizer to add or remove groups"):
+        tw.a.step(tw.grads())
+    tw.assert_unchanged(before)
+    tw.a.param_groups.append(removed)
+    tw.then_works()
+
+
+def test_one_gradient_for_two_parameters_is_refused_even_when_one_is_empty():
+    opt = fastopt.SGD([np.ones(5, DT), np.zeros(0, DT)], lr=0.1)
+    with pytest.raises(ValueError, match="got 1 gradients for 2 parameters"):
+        opt.step(np.ones(5, DT))
+    opt.step([np.ones(5, DT), np.zeros(0, DT)])
+    assert opt.step_count == 1
+
+
+# --------------------------------------------------------- functional lists, checked whole
+
+
+def _lists(n=3):
+    ps = [arrays(j)[0] for j in range(n)]
+    return ps, [np.full(16, 0.25, DT) for _ in ps], [np.zeros(16, DT) for _ in ps], \
+        [np.full(16, 0.01, DT) for _ in ps]
+
+
+@pytest.mark.parametrize("case, message", [
+    ("same-p-twice", "p[0] and p[1] share memory"),
+    ("v-over-another-p", "p[0] and state array 1[2] share memory"),
+    ("g-over-another-p", "p[0] and g[1] share memory"),
+    ("g-over-its-p", "g[1] overlaps p[1]"),
+    ("offsets-short", "one int per array (3)"),
+    ("offset-negative", "noise_offset[1] must be an int >= 0"),
+    ("offset-none", "noise_offset[2] must be an int >= 0"),
+])
+def test_functional_lists_are_checked_across_entries_before_writing(case, message):
+    ps, gs, ms, vs = _lists()
+    kw = {"noise_offset": 0}
+    if case == "same-p-twice":
+        ps[1] = ps[0]
+    elif case == "v-over-another-p":
+        vs[2] = ps[0]
+    elif case == "g-over-another-p":
+        gs[1] = ps[0]
+    elif case == "g-over-its-p":
+        buf = np.zeros(17, DT)
+        ps[1], gs[1] = buf[1:], buf[:-1]
+    else:
+        kw["noise_offset"] = {"offsets-short": [0, 16], "offset-negative": [0, -1, 32],
+                              "offset-none": [0, 16, None]}[case]
+    kept = [a.copy() for a in (*ps, *gs, *ms, *vs)]
+    with pytest.raises(ValueError, match=esc(message)):
+        F.adam(ps, gs, ms, vs, 1, noise=fastopt.GradientNoise(0.01), **kw)
+    for a, k in zip((*ps, *gs, *ms, *vs), kept, strict=True):
+        assert_same_bits(a, k, "array")
+
+
+def test_functional_lists_may_share_a_gradient_and_pass_a_parameter_as_its_gradient():
+    ps, gs, ms, vs = _lists()
+    twin = [[a.copy() for a in x] for x in (ps, gs, ms, vs)]
+    gs[1] = gs[0]  # one gradient read by two entries
+    twin[1][1] = twin[1][0].copy()
+    gs[2] = ps[2]  # a parameter as its own gradient
+    twin[1][2] = twin[0][2].copy()
+    F.adam(ps, gs, ms, vs, 1)
+    F.adam(*twin, 1)
+    for a, b in zip(ps, twin[0], strict=True):
+        assert_same_bits(a, b, "p")
+
+
+def test_functional_nadam_refuses_a_mu_product_outside_its_range():
+    p, g, m, v = _adam_arrays()
+    kept = p.copy()
+    for bad in (float("nan"), 0.0, 1.5):
+        with pytest.raises(ValueError, match=esc("mu_product is a product")):
+            F.nadam(p, g, m, v, 1, momentum_decay=4e-3, mu_product=bad)
+    assert_same_bits(p, kept, "p")

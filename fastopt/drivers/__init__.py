@@ -9,7 +9,7 @@ driver, and ``numba.cuda`` with it, is imported only when a device array is firs
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from types import ModuleType
 from typing import Any
 
@@ -89,11 +89,34 @@ def backend_of(arrays: Iterable[Any], what: str = "arrays") -> ModuleType:
     return cuda_driver() if kinds == {True} else cpu
 
 
+def first_overlap(spans: Sequence[tuple[int, int]],
+                  allowed: Callable[[int, int], bool]) -> tuple[int, int] | None:
+    """Indices ``(i, j)``, i < j, of two overlapping ``(first byte, byte count)`` spans
+    that ``allowed(i, j)`` refuses, or None. One sweep in address order: with no overlap at
+    all (the common case) it compares each span with the one open before it."""
+    order = sorted(range(len(spans)), key=spans.__getitem__)
+    open_: list[int] = []
+    for k in order:
+        a0, na = spans[k]
+        if na == 0:
+            continue
+        open_ = [i for i in open_ if spans[i][0] + spans[i][1] > a0]
+        for i in open_:
+            pair = (i, k) if i < k else (k, i)
+            if not allowed(*pair):
+                return pair
+        open_.append(k)
+    return None
+
+
 def check_step_arrays(be: ModuleType, p: Any, g: Any, state: Iterable[Any], where: str):
     """The functional layer's checks for one parameter, its gradient and its state arrays
     on driver ``be``: ``(p, g, state)`` as that driver's arrays, or a clear error."""
     p = be.check_param(p, f"p{where}")
     g = be.check_grad(g, p, f"g{where}")
+    if g is not p and be.overlap(g, p) and be.span(g) != be.span(p):
+        raise ValueError(f"g{where} overlaps p{where}: the step would read gradients it has "
+                         "already overwritten; give the gradient memory of its own")
     out: list[Any] = []
     for k, s in enumerate(state):
         s = be.check_param(s, f"state array {k}{where}")

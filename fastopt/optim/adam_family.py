@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .. import rules
+from .._checks import check_mu_product
 from .base import Optimizer, Params
 
 
@@ -47,6 +48,12 @@ class Nadam(_AdamLike):
 
     def _initial_group_state(self, group):
         return {"mu_product": 1.0}
+
+    def _checked_group_state(self, name, value, key):
+        try:
+            return check_mu_product(value)
+        except ValueError as exc:
+            raise ValueError(f"state dict {key!r}: {exc}") from None
 
     def _rule(self, group):
         return rules.nadam

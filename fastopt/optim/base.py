@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from .._checks import HYPERPARAMETER_CHECKS, check_grad_array, check_nonneg, lr_at
+from .._checks import HYPERPARAMETER_CHECKS, MAX_STEP, check_grad_array, check_nonneg, lr_at
 from .._memory import ALIGNMENT
-from ..drivers import backend_of, cpu, is_device_array
+from ..drivers import backend_of, cpu, first_overlap, is_device_array
 from ..flat import FlatParams, FlatSubset
 from ..functional import launch
 from ..noise import GradientNoise
@@ -103,6 +103,10 @@ class Optimizer:
 
     def _initial_group_state(self, group: dict[str, Any]) -> dict[str, float]:
         return {}
+
+    def _checked_group_state(self, name: str, value: float, key: str) -> float:
+        """A per-group scalar read from a state dict (finite already), checked."""
+        return value
 
     def _rule(self, group: dict[str, Any]) -> Callable:
         """The element rule (``fastopt.rules``) this group's options select."""
@@ -234,6 +238,13 @@ class Optimizer:
             raise ValueError("the optimizer got no parameters")
         self._check_no_overlap()
         self._layout_size = offset
+        if self._be is cpu:  # what holds the parameters' memory (see _check_grads_apart)
+            owners = [cpu.owner(p) for p in self._params]
+            plain = all(type(o) is np.ndarray for o in owners)
+            self._param_owners = frozenset(map(id, owners)) if plain else None
+            # one parameter: the array a gradient must not belong to (None: a foreign
+            # owner, every gradient is checked)
+            self._one_owner = owners[0] if plain else None
 
     def _check_no_overlap(self) -> None:
         spans = sorted((*self._be.span(p), j) for j, p in enumerate(self._params))
@@ -285,6 +296,8 @@ class Optimizer:
         self._tables_only = all(t is not None or not ids for t, (_, ids, *_) in
                                 zip(self._tables, self._group_arrays, strict=True))
         self._segment_params = [seg.param for seg in self._segments]
+        self._one_array = self._be is cpu and len(self._params) == 1 and \
+            self._segment_params == [0]
         # (weak references to the last gradients, their checked addresses), where those
         # were Numba device arrays, whose address and layout never change.
         self._grad_memo: tuple[list, tuple] | None = None
@@ -295,6 +308,11 @@ class Optimizer:
     # ----------------------------------------------------------------- stepping
     def _check_groups(self) -> None:
         """Re-check groups edited between steps (lr, weight_decay, ...), before any write."""
+        if len(self.param_groups) != len(self._group_layout):
+            raise ValueError(
+                f"param_groups has {len(self.param_groups)} groups; this optimizer was built "
+                f"with {len(self._group_layout)}: make a new optimizer to add or remove groups"
+            )
         for k, group in enumerate(self.param_groups):
             missing = [n for n in self.defaults if n not in group]
             if missing:
@@ -312,15 +330,24 @@ class Optimizer:
         if self._flat is not None:
             if grads is None:
                 return self._flat_grads
-            g = self._be.check_grad(grads, self._flat.data, "the gradient buffer")
+            data = self._flat.data
+            g = self._be.check_grad(grads, data, "the gradient buffer")
+            if self._be.overlap(g, data) and self._be.span(g) != self._be.span(data):
+                raise ValueError("the gradient buffer overlaps the parameters' buffer: the "
+                                 "step would read gradients it has already overwritten")
             return [g[s.lo : s.lo + s.p.size] for s in self._segments]
         if grads is None:
             raise ValueError(
                 "step() needs the gradients (an array, or a list in the order of the params)"
             )
-        if type(grads) is np.ndarray and self._segment_params == [0] and self._be is cpu:
+        if type(grads) is np.ndarray and self._one_array:
             p = self._params[0]  # the commonest call, one array: its checks inlined
             if grads.shape == p.shape and grads.dtype == p.dtype and grads.flags.c_contiguous:
+                o = grads.base  # _check_grads_apart's test for one array, inlined
+                if o is None:
+                    o = grads
+                if o is self._one_owner or type(o) is not np.ndarray or self._one_owner is None:
+                    self._check_grads_apart((grads,))
                 return [grads if grads.ndim == 1 else grads.reshape(-1)]
         if isinstance(grads, np.ndarray) or is_device_array(grads):
             grads = [grads]
@@ -333,6 +360,7 @@ class Optimizer:
                 if not (type(g) is np.ndarray and g.shape == p.shape and g.dtype == p.dtype
                         and g.flags.c_contiguous):
                     check_grad_array(g, p, f"grads[{j}]")  # says what is wrong
+            self._check_grads_apart(grads)
             return [g if g.ndim == 1 else g.reshape(-1)
                     for g in [grads[j] for j in self._segment_params]]
         if self._tables_only:
@@ -364,6 +392,32 @@ class Optimizer:
                    for j, (g, p) in enumerate(zip(grads, self._params, strict=True))]
         return [checked[j] for j in self._segment_params]
 
+    def _check_grads_apart(self, grads: Sequence[np.ndarray]) -> None:
+        """Host gradients (checked, in the params' order) apart from every parameter (a
+        gradient may be its own parameter): else a step reads gradients it has already
+        overwritten. A gradient whose memory's owner holds no parameter cannot overlap one
+        (0.15 us a gradient here); otherwise the spans are compared, in one sweep."""
+        owners = self._param_owners
+        if owners is not None:
+            for g in grads:
+                o = cpu.owner(g)
+                if type(o) is not np.ndarray or id(o) in owners:
+                    break
+            else:
+                return
+        n = len(self._params)
+        spans = [cpu.span(a) for a in (*self._params, *grads)]
+
+        def allowed(i: int, k: int) -> bool:  # gradients may share memory among them
+            return i >= n or (k - n == i and spans[i] == spans[k])
+
+        hit = first_overlap(spans, allowed)
+        if hit is not None:
+            i, k = hit
+            raise ValueError(f"grads[{k - n}] overlaps params[{i}]: the step would read "
+                             "gradients it has already overwritten; give the gradients "
+                             "memory of their own")
+
     def step(self, grads: Any = None) -> None:
         """Take one step in place. ``grads`` mirrors the params (an array, or a list in the
         same order); for a FlatParams, leave it out to use ``flat.grad``."""
@@ -388,15 +442,19 @@ class Optimizer:
                 return
             if dscale is not None:  # the clip factor stays on the GPU
                 scale = 1.0
-        new_group_state = list(self._group_state)
+        # Every group's constants before the first launch: a step changes all groups or
+        # none.
+        consts, new_group_state = [], []
+        for k, group in enumerate(self.param_groups):
+            c, state = self._constants(t, lrs[k], group, self._group_state[k])
+            consts.append(c)
+            new_group_state.append(state)
         for k, (rule, seg_ids, every, ps, states, offsets) in enumerate(self._group_arrays):
             if not seg_ids:
                 continue
             group = self.param_groups[k]
-            lr = lrs[k]
-            consts, new_group_state[k] = self._constants(t, lr, group, self._group_state[k])
             launch(self._be, rule, ps, gs if every else [gs[i] for i in seg_ids], states,
-                   offsets, consts, t, lr, group["weight_decay"],
+                   offsets, consts[k], t, lrs[k], group["weight_decay"],
                    group["decoupled_weight_decay"], group["maximize"], scale, dscale,
                    self.grad_noise, stream, self._tables[k])
         self._group_state = new_group_state
@@ -442,6 +500,8 @@ class Optimizer:
         for key, value in (("step", step), ("skipped_steps", skipped)):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
                 raise ValueError(f"state dict {key!r} must be an int >= 0, got {value!r}")
+            if value >= MAX_STEP:  # the next step's number must fit the kernels' int64
+                raise ValueError(f"state dict {key!r} must be below 2**63 - 1, got {value!r}")
         sizes = sd.get("param_sizes")
         if not isinstance(sizes, np.ndarray) or not np.array_equal(sizes, self._param_sizes()):
             raise ValueError(
@@ -475,7 +535,7 @@ class Optimizer:
                     raise ValueError(
                         f"state dict 'group.{k}.{n}' must be a finite number, got {value!r}"
                     )
-                values[n] = float(value)
+                values[n] = self._checked_group_state(n, float(value), f"group.{k}.{n}")
             group_state.append(values)
         for name, buf in self._state.items():
             self._be.copy_from_host(buf, sd[f"state.{name}"])
