@@ -68,6 +68,9 @@ class FlatParams:
         dtype = np.dtype(dtype)
         if dtype not in FLOAT_DTYPES:
             raise TypeError(f"FlatParams dtype must be float32 or float64, got {dtype}")
+        if not isinstance(shapes, Mapping):
+            raise TypeError(f"FlatParams takes a mapping of names to shapes (e.g. "
+                            f"{{'w1': (784, 256)}}), got {type(shapes).__name__}")
         if not shapes:
             raise ValueError("FlatParams needs at least one named array")
         step = ALIGNMENT // dtype.itemsize
@@ -76,8 +79,15 @@ class FlatParams:
         for name, shape in shapes.items():
             if not isinstance(name, str):
                 raise TypeError(f"FlatParams names must be strings, got {name!r}")
-            shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
-            if any(not isinstance(d, (int, np.integer)) or d < 0 for d in shape):
+            if isinstance(shape, (int, np.integer)):
+                shape = (shape,)
+            elif isinstance(shape, (tuple, list)):
+                shape = tuple(shape)
+            else:
+                raise ValueError(f"FlatParams[{name!r}] has an invalid shape {shape!r}: give a "
+                                 "tuple of ints, or an int")
+            if any(isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 0
+                   for d in shape):
                 raise ValueError(f"FlatParams[{name!r}] has an invalid shape {shape}")
             shape = tuple(int(d) for d in shape)
             slots[name] = (offset, shape)
@@ -99,7 +109,14 @@ class FlatParams:
                     ) -> FlatParams:
         """Pack copies of the host ``arrays`` (dtype: theirs, or float32 when they are not
         float), on ``device``."""
+        if not isinstance(arrays, Mapping):
+            raise TypeError(f"FlatParams.from_arrays takes a mapping of names to arrays, got "
+                            f"{type(arrays).__name__}")
         arrays = {k: np.asarray(v) for k, v in arrays.items()}
+        for k, a in arrays.items():
+            if a.dtype.kind not in "fiub":
+                raise TypeError(f"FlatParams.from_arrays: {k!r} has dtype {a.dtype}; "
+                                "parameters are real numbers")
         if dtype is None:
             kinds = {a.dtype for a in arrays.values()}
             dtype = kinds.pop() if len(kinds) == 1 and kinds <= set(FLOAT_DTYPES) else np.float32

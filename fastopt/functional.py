@@ -97,6 +97,13 @@ def _as_lists(p: Arrays, g: Arrays, state: tuple[Arrays, ...], noise_offset: Off
     return ps, gs, sts, offsets
 
 
+def _lr(lr: Any, check: bool) -> Any:
+    """``lr`` checked (a number >= 0) where ``check``: before the rule's constants use it."""
+    if check:
+        check_nonneg("lr", lr)
+    return lr
+
+
 def _check_entries_apart(be: Any, ps: list, gs: list, sts: list) -> None:
     """Across the entries of a list call: each array a step writes (p[j] and its state)
     apart from every other array, but g[j] may be p[j] itself, and gradients may share
@@ -258,7 +265,7 @@ def sgd(
     check: bool = True, stream: Any = None,
 ) -> None:
     """Gradient descent, ``w ← w − η g`` (spec: batch/stochastic/minibatch GD)."""
-    _run(rules.sgd, p, g, (), rules.sgd_constants(lr), step, lr, weight_decay,
+    _run(rules.sgd, p, g, (), rules.sgd_constants(_lr(lr, check)), step, lr, weight_decay,
          decoupled_weight_decay, maximize, grad_scale, noise, noise_offset, check, stream)
 
 
@@ -272,7 +279,7 @@ def momentum(
     """Momentum (spec): ``v ← γ v + η g;  w ← w − v`` with ``γ = momentum``."""
     if check:
         check_nonneg("momentum", momentum)
-    _run(rules.momentum, p, g, (v,), rules.momentum_constants(lr, momentum), step, lr,
+    _run(rules.momentum, p, g, (v,), rules.momentum_constants(_lr(lr, check), momentum), step, lr,
          weight_decay, decoupled_weight_decay, maximize, grad_scale, noise, noise_offset,
          check, stream)
 
@@ -288,7 +295,7 @@ def nesterov(
     ``v' = γ v + η g(φ);  φ ← φ − v' − γ (v' − v);  v ← v'``."""
     if check:
         check_nonneg("momentum", momentum)
-    _run(rules.nesterov, p, g, (v,), rules.nesterov_constants(lr, momentum), step, lr,
+    _run(rules.nesterov, p, g, (v,), rules.nesterov_constants(_lr(lr, check), momentum), step, lr,
          weight_decay, decoupled_weight_decay, maximize, grad_scale, noise, noise_offset,
          check, stream)
 
@@ -305,9 +312,9 @@ def adagrad(
     if check:
         check_nonneg("eps", eps)
         check_bool("eps_inside_sqrt", eps_inside_sqrt)
-    _run(rules.adagrad, p, g, (acc,), rules.adagrad_constants(lr, eps, eps_inside_sqrt), step,
-         lr, weight_decay, decoupled_weight_decay, maximize, grad_scale, noise, noise_offset,
-         check, stream)
+    _run(rules.adagrad, p, g, (acc,),
+         rules.adagrad_constants(_lr(lr, check), eps, eps_inside_sqrt), step, lr, weight_decay,
+         decoupled_weight_decay, maximize, grad_scale, noise, noise_offset, check, stream)
 
 
 def rmsprop(
@@ -340,7 +347,7 @@ def rmsprop(
     if momentum > 0:
         state += (momentum_buffer,)
     rule = rules.rmsprop_variant(centered, momentum)
-    consts = rules.rmsprop_constants(lr, alpha, eps, eps_inside_sqrt, momentum)
+    consts = rules.rmsprop_constants(_lr(lr, check), alpha, eps, eps_inside_sqrt, momentum)
     _run(rule, p, g, state, consts, step, lr, weight_decay, decoupled_weight_decay, maximize,
          grad_scale, noise, noise_offset, check, stream)
 
@@ -359,7 +366,7 @@ def adam(
         check_step(step)
         betas = check_betas(betas)
         check_nonneg("eps", eps)
-    _run(rules.adam, p, g, (m, v), rules.adam_constants(step, lr, betas, eps), step, lr,
+    _run(rules.adam, p, g, (m, v), rules.adam_constants(step, _lr(lr, check), betas, eps), step, lr,
          weight_decay, decoupled_weight_decay, maximize, grad_scale, noise, noise_offset,
          check, stream)
 
@@ -384,7 +391,7 @@ def nadam(
         check_nonneg("eps", eps)
         check_optional_nonneg("momentum_decay", momentum_decay)
         mu_product = check_mu_product(mu_product)
-    consts, mu_product = rules.nadam_constants(step, lr, betas, eps, momentum_decay,
+    consts, mu_product = rules.nadam_constants(step, _lr(lr, check), betas, eps, momentum_decay,
                                                mu_product)
     _run(rules.nadam, p, g, (m, v), consts, step, lr, weight_decay, decoupled_weight_decay,
          maximize, grad_scale, noise, noise_offset, check, stream)
@@ -406,7 +413,7 @@ def amsgrad(
         betas = check_betas(betas)
         check_nonneg("eps", eps)
         check_bool("bias_correction", bias_correction)
-    consts = rules.amsgrad_constants(step, lr, betas, eps, bias_correction)
+    consts = rules.amsgrad_constants(step, _lr(lr, check), betas, eps, bias_correction)
     _run(rules.amsgrad, p, g, (m, v, v_max), consts, step, lr, weight_decay,
          decoupled_weight_decay, maximize, grad_scale, noise, noise_offset, check, stream)
 

@@ -990,3 +990,21 @@ def test_functional_nadam_refuses_a_mu_product_outside_its_range():
         with pytest.raises(ValueError, match=esc("mu_product is a product")):
             F.nadam(p, g, m, v, 1, momentum_decay=4e-3, mu_product=bad)
     assert_same_bits(p, kept, "p")
+
+
+@pytest.mark.parametrize("call, exc, message", [
+    (lambda: fastopt.SGD([{"params": None}]), ValueError,
+     "parameter group 0's 'params' must be an array, a list of arrays or a FlatParams"),
+    (lambda: fastopt.FlatParams({"a": 2.5}), ValueError,
+     "FlatParams['a'] has an invalid shape 2.5"),
+    (lambda: fastopt.FlatParams([("a", 3)]), TypeError,
+     "FlatParams takes a mapping of names to shapes"),
+    (lambda: fastopt.FlatParams.from_arrays({"a": np.ones(3) + 1j}), TypeError,
+     "'a' has dtype complex128; parameters are real numbers"),
+    (lambda: fastopt.SGD(np.ones(3, DT)).load_state_dict(None), ValueError,
+     "load_state_dict takes the dict state_dict() returned, got NoneType"),
+    (lambda: F.adam(*_adam_arrays(), 1, lr="x"), ValueError, "lr must be a real number"),
+], ids=["group-params-none", "shape-float", "shapes-list", "complex", "state-none", "lr-str"])
+def test_malformed_arguments_say_what_is_expected(call, exc, message):
+    with pytest.raises(exc, match=esc(message)):
+        call()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import operator
 import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -166,8 +166,13 @@ class Optimizer:
                 flats.append((k, ps))
             elif isinstance(ps, np.ndarray) or is_device_array(ps):
                 arrays.append((k, [ps]))
-            else:
+            elif isinstance(ps, Iterable) and not isinstance(ps, (str, bytes, Mapping)):
                 arrays.append((k, list(ps)))
+            else:
+                raise ValueError(
+                    f"parameter group {k}'s 'params' must be an array, a list of arrays or "
+                    f"a FlatParams (or flat.subset(...)), got {type(ps).__name__}"
+                )
         if flats and arrays:
             raise ValueError(
                 "an optimizer steps either one FlatParams or separate arrays, not both"
@@ -487,6 +492,10 @@ class Optimizer:
         """Restore a :meth:`state_dict` (also one read back with ``dict(np.load(...))``).
 
         Everything is checked before anything is changed."""
+        if not isinstance(sd, Mapping):
+            raise ValueError(f"load_state_dict takes the dict state_dict() returned, got "
+                             f"{type(sd).__name__}")
+
         def scalar(key: str) -> Any:
             if key not in sd:
                 raise ValueError(f"state dict has no {key!r}")
