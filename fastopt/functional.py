@@ -105,9 +105,9 @@ def _lr(lr: Any, check: bool) -> Any:
 
 
 def _check_entries_apart(be: Any, ps: list, gs: list, sts: list) -> None:
-    """Across the entries of a list call: each array a step writes (p[j] and its state)
-    apart from every other array, but g[j] may be p[j] itself, and gradients may share
-    memory with each other (each entry's own arrays are checked already).
+    """The overlap checks of a list call, all at once (one span per array): each array a
+    step writes (p[j] and its state) apart from every other array, but g[j] may be p[j]
+    itself, and gradients may share memory with each other.
 
     Host arrays whose memory belongs to different NumPy arrays cannot overlap, so only
     those sharing an owner (views of one buffer) have their spans compared: 161 separate
@@ -171,7 +171,7 @@ def _run(
         stream = be.current_stream(be.origin(ps[0]))
     if check:
         many = len(ps) > 1
-        checked = [check_step_arrays(be, pj, gj, sj, f"[{j}]" if many else "")
+        checked = [check_step_arrays(be, pj, gj, sj, f"[{j}]" if many else "", not many)
                    for j, (pj, gj, sj) in enumerate(zip(ps, gs, sts, strict=True))]
         ps, gs, sts = ([c[k] for c in checked] for k in range(3))
         if many:

@@ -943,7 +943,7 @@ def _lists(n=3):
     ("same-p-twice", "p[0] and p[1] share memory"),
     ("v-over-another-p", "p[0] and state array 1[2] share memory"),
     ("g-over-another-p", "p[0] and g[1] share memory"),
-    ("g-over-its-p", "g[1] overlaps p[1]"),
+    ("g-over-its-p", "p[1] and g[1] share memory"),
     ("offsets-short", "one int per array (3)"),
     ("offset-negative", "noise_offset[1] must be an int >= 0"),
     ("offset-none", "noise_offset[2] must be an int >= 0"),

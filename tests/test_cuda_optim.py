@@ -411,6 +411,30 @@ def test_bad_device_arrays_are_refused_and_nothing_changes():
     assert opt.step_count == 1 and not np.array_equal(host(p), before)
 
 
+@pytest.mark.parametrize("case", ["one-array", "shifted", "another-param", "own-param"])
+def test_device_gradients_over_parameters_are_refused(case):
+    """As on the host: a gradient sharing memory with a parameter (other than being it)
+    would be read after the step overwrote it, so it is refused with nothing written."""
+    buf = to_device(np.linspace(1.0, 2.0, 17).astype(np.float32))
+    p, shifted = buf[1:], buf[:16]
+    q = to_device(np.ones(8, np.float32))
+    params = [p] if case == "one-array" else [p, q]
+    opt = fastopt.SGD(params, lr=0.5)
+    before = [host(a) for a in params]
+    grads = {"one-array": shifted, "shifted": [shifted, to_device(np.ones(8, np.float32))],
+             "another-param": [to_device(np.ones(16, np.float32)), p[:8]],
+             "own-param": [p, q]}[case]
+    if case == "own-param":  # a gradient may be its own parameter
+        opt.step(grads)
+        np.testing.assert_allclose(host(p), 0.5 * before[0])
+        return
+    with pytest.raises(ValueError, match=r"grads\[\d\] overlaps params\[0\]"):
+        opt.step(grads)
+    for a, b in zip(params, before, strict=True):
+        np.testing.assert_array_equal(host(a), b)
+    assert opt.step_count == 0
+
+
 def test_missing_numba_cuda_says_what_to_install(monkeypatch):
     import importlib.util
 

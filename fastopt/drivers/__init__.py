@@ -89,11 +89,25 @@ def backend_of(arrays: Iterable[Any], what: str = "arrays") -> ModuleType:
     return cuda_driver() if kinds == {True} else cpu
 
 
+def _checked_state(be: ModuleType, p: Any, s: Any, what: str) -> Any:
+    s = be.check_param(s, what)
+    if tuple(s.shape) != tuple(p.shape) or s.dtype != p.dtype:
+        raise ValueError(f"{what} has shape {tuple(s.shape)} and dtype {s.dtype}; p has shape "
+                         f"{tuple(p.shape)} and dtype {p.dtype}")
+    return s
+
+
 def first_overlap(spans: Sequence[tuple[int, int]],
                   allowed: Callable[[int, int], bool]) -> tuple[int, int] | None:
     """Indices ``(i, j)``, i < j, of two overlapping ``(first byte, byte count)`` spans
     that ``allowed(i, j)`` refuses, or None. One sweep in address order: with no overlap at
     all (the common case) it compares each span with the one open before it."""
+    if len(spans) > 16:  # no overlap at all (the common case), told by NumPy in one pass
+        a = np.array(spans, np.uint64).reshape(-1, 2)
+        a = a[a[:, 1] > 0]
+        a = a[np.argsort(a[:, 0], kind="stable")]
+        if (a[1:, 0] >= np.maximum.accumulate(a[:, 0] + a[:, 1])[:-1]).all():
+            return None
     order = sorted(range(len(spans)), key=spans.__getitem__)
     open_: list[int] = []
     for k in order:
@@ -109,22 +123,23 @@ def first_overlap(spans: Sequence[tuple[int, int]],
     return None
 
 
-def check_step_arrays(be: ModuleType, p: Any, g: Any, state: Iterable[Any], where: str):
+def check_step_arrays(be: ModuleType, p: Any, g: Any, state: Iterable[Any], where: str,
+                      overlap: bool = True):
     """The functional layer's checks for one parameter, its gradient and its state arrays
-    on driver ``be``: ``(p, g, state)`` as that driver's arrays, or a clear error."""
+    on driver ``be``: ``(p, g, state)`` as that driver's arrays, or a clear error.
+    ``overlap=False`` leaves out the overlap checks (a list call checks all its arrays'
+    overlaps at once)."""
     p = be.check_param(p, f"p{where}")
     g = be.check_grad(g, p, f"g{where}")
+    if not overlap:
+        return p, g, tuple(_checked_state(be, p, s, f"state array {k}{where}")
+                           for k, s in enumerate(state))
     if g is not p and be.overlap(g, p) and be.span(g) != be.span(p):
         raise ValueError(f"g{where} overlaps p{where}: the step would read gradients it has "
                          "already overwritten; give the gradient memory of its own")
     out: list[Any] = []
     for k, s in enumerate(state):
-        s = be.check_param(s, f"state array {k}{where}")
-        if tuple(s.shape) != tuple(p.shape) or s.dtype != p.dtype:
-            raise ValueError(
-                f"state array {k}{where} has shape {tuple(s.shape)} and dtype {s.dtype}; "
-                f"p has shape {tuple(p.shape)} and dtype {p.dtype}"
-            )
+        s = _checked_state(be, p, s, f"state array {k}{where}")
         if be.overlap(s, p) or be.overlap(s, g):
             raise ValueError(f"state array {k}{where} overlaps p or g")
         for j, other in enumerate(out):

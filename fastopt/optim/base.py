@@ -243,6 +243,15 @@ class Optimizer:
             raise ValueError("the optimizer got no parameters")
         self._check_no_overlap()
         self._layout_size = offset
+        if self._be is not cpu:  # sorted spans, for _check_device_grads_apart
+            spans = [self._be.span(p) for p in self._params]
+            order = sorted((j for j in range(len(spans)) if spans[j][1]), key=spans.__getitem__)
+            self._param_order = np.array(order, np.int64)
+            self._param_starts = np.array([spans[j][0] for j in order], np.uint64)
+            self._param_ends = self._param_starts + np.array([spans[j][1] for j in order],
+                                                             np.uint64)
+            self._param_bytes = np.array([n for _, n in spans], np.uint64)
+            self._param_spans = spans
         if self._be is cpu:  # what holds the parameters' memory (see _check_grads_apart)
             owners = [cpu.owner(p) for p in self._params]
             plain = all(type(o) is np.ndarray for o in owners)
@@ -380,6 +389,7 @@ class Optimizer:
             except (TypeError, ValueError):
                 pass
             else:
+                self._check_device_grads_apart(addrs)
                 # A tuple: the table sees the same object next time and skips its compare.
                 out = tuple(addrs[j] for j in self._segment_params)
                 self._grad_memo = ((list(map(weakref.ref, grads)), out)
@@ -395,7 +405,42 @@ class Optimizer:
             )
         checked = [self._be.check_grad(g, p, f"grads[{j}]")
                    for j, (g, p) in enumerate(zip(grads, self._params, strict=True))]
+        self._check_device_grads_apart([self._be.span(g)[0] for g in checked])
         return [checked[j] for j in self._segment_params]
+
+    def _check_device_grads_apart(self, addrs: Sequence[int]) -> None:
+        """GPU gradients (their addresses, in the params' order; each has its parameter's
+        byte count) apart from every parameter, as :meth:`_check_grads_apart` on the host:
+        a few vectorised NumPy operations against the parameters' sorted spans."""
+        if len(addrs) <= 8:  # a few arrays: pairwise in Python, cheaper than NumPy calls
+            for j, a in enumerate(addrs):
+                e = a + self._param_spans[j][1]
+                for i, (s0, n0) in enumerate(self._param_spans):
+                    if a < s0 + n0 and s0 < e and n0 and (i != j or a != s0):
+                        self._refuse_grad_over_param(j, i)
+            return
+        starts = np.array(addrs, np.uint64)
+        ends = starts + self._param_bytes
+        ps, pe, order = self._param_starts, self._param_ends, self._param_order
+        n = ps.size
+        if n == 0:
+            return
+        k = np.searchsorted(ps, starts, side="right").astype(np.int64) - 1
+        kk = np.maximum(k, 0)
+        own = order[kk] == np.arange(starts.size)  # the one a gradient may be: its own
+        same = own & (starts == ps[kk]) & (ends == pe[kk])
+        nxt = np.minimum(k + 1, n - 1)
+        bad = ((k >= 0) & (starts < pe[kk]) & ~same) | ((k + 1 < n) & (ps[nxt] < ends))
+        bad &= self._param_bytes > 0
+        if bad.any():
+            j = int(np.argmax(bad))
+            i = int(order[kk[j]] if k[j] >= 0 and starts[j] < pe[kk[j]] else order[nxt[j]])
+            self._refuse_grad_over_param(j, i)
+
+    @staticmethod
+    def _refuse_grad_over_param(j: int, i: int) -> None:
+        raise ValueError(f"grads[{j}] overlaps params[{i}]: the step would read gradients it "
+                         "has already overwritten; give the gradients memory of their own")
 
     def _check_grads_apart(self, grads: Sequence[np.ndarray]) -> None:
         """Host gradients (checked, in the params' order) apart from every parameter (a
@@ -419,9 +464,7 @@ class Optimizer:
         hit = first_overlap(spans, allowed)
         if hit is not None:
             i, k = hit
-            raise ValueError(f"grads[{k - n}] overlaps params[{i}]: the step would read "
-                             "gradients it has already overwritten; give the gradients "
-                             "memory of their own")
+            self._refuse_grad_over_param(k - n, i)
 
     def step(self, grads: Any = None) -> None:
         """Take one step in place. ``grads`` mirrors the params (an array, or a list in the
