@@ -264,7 +264,10 @@ def forward(
 
     Math in float64 for the statistics (blocked, ordered: the same bits at any thread
     count) and in x's dtype for y. Everything is checked before anything is written:
-    after an error the running statistics and ``out`` are untouched.
+    after an error the running statistics and ``out`` are untouched. Each array the call
+    writes (``out``, ``stats_out``, the running statistics in training) must not share
+    memory with any other argument (``out=x`` in inference excepted); the two running
+    statistics never share memory.
 
     GPU arrays (x and every other array but ``num_batches_tracked`` on the device): the
     same computation as CUDA kernels (:mod:`fastopt.batchnorm.device`); ``out=x`` is not
@@ -355,7 +358,9 @@ def backward(
         dy: shape and dtype of the forward's x, C-contiguous.
         cache: the second value returned by :func:`forward`.
         out: a buffer for dx (``out=dy`` is allowed: dx then overwrites dy), or a tuple
-            ``(dx, dgamma, dbeta)`` of buffers, any of them None (allocated).
+            ``(dx, dgamma, dbeta)`` of buffers, any of them None (allocated). Apart from
+            that, none of them may share memory with another argument, the forward's
+            x, gamma or statistics.
     """
     if not isinstance(cache, BatchNormCache):
         raise TypeError(f"cache must be the BatchNormCache from forward, got {type(cache)}")
