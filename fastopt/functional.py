@@ -21,6 +21,8 @@ share shape and dtype, and the math runs in that dtype. Every array argument may
 list of arrays (one entry per parameter, like torch's ``foreach`` functions): the step's
 constants are then computed once for all of them. With lists, ``noise_offset`` is the
 position of the first array (the others follow consecutively) or one offset per array.
+The arrays a step writes (parameters and state) must not share memory with any other
+array of the call; a gradient may be its own parameter, and gradients may be shared.
 ``check=False`` skips the argument checks (for callers that validated once).
 
 GPU arrays (Numba device arrays, CuPy arrays, detached torch CUDA tensors: anything with
