@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
+
+#: The largest ``--sizes`` value: 1e10 float32 values are 40 GB per array.
+MAX_BENCH_SIZE = 1e10
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -12,8 +16,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     bench = sub.add_parser("bench", help="time every rule against a same-traffic roofline "
                                          "kernel, NumPy and (if installed) torch")
-    bench.add_argument("--sizes", type=float, nargs="+", default=[1e6],
-                       help="element counts (default 1e6)")
+    bench.add_argument("--sizes", type=float, nargs="+", default=None,
+                       help="element counts (default 1e6; with --device cuda, 1e8)")
     bench.add_argument("--rules", nargs="+", default=None, help="subset of rules")
     bench.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     bench.add_argument("--quick", action="store_true", help="fewer repetitions")
@@ -51,10 +55,15 @@ def main(argv: list[str] | None = None) -> int:
         unknown = [r for r in rules if r not in demo_run.RULES]
         if unknown:
             parser.error(f"unknown rule(s) {unknown}; choose from {demo_run.RULES}")
-        if args.epochs < 1 or args.batch_size < 1:
-            parser.error("--epochs and --batch-size must be at least 1")
-        if args.noise is not None and args.noise < 0:
-            parser.error("--noise must be >= 0")
+        if args.epochs < 1:
+            parser.error("--epochs must be at least 1")
+        if args.batch_size < 2:
+            parser.error("--batch-size must be at least 2 (the network's BatchNorm needs two "
+                         "or more examples per batch)")
+        if args.noise is not None and not 0.0 <= args.noise < math.inf:
+            parser.error(f"--noise must be a finite number >= 0, got {args.noise}")
+        if args.seed < 0:
+            parser.error(f"--seed must be >= 0, got {args.seed}")
         return demo_run.main(rules, 3 if args.quick else args.epochs, args.batch_size,
                              args.seed, args.noise, args.curriculum, args.out)
 
@@ -64,14 +73,18 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [r for r in rules if r not in run.RULES]
     if unknown:
         parser.error(f"unknown rule(s) {unknown}; choose from {list(run.RULES)}")
+    sizes = [1e8 if args.device == "cuda" else 1e6] if args.sizes is None else args.sizes
+    bad = [s for s in sizes if not (1 <= s <= MAX_BENCH_SIZE and s == int(s))]
+    if bad:
+        parser.error(f"--sizes must be whole numbers of elements from 1 to "
+                     f"{MAX_BENCH_SIZE:.0e}, got {bad}")
+    sizes = [int(s) for s in sizes]
     if args.device == "cuda":
         from .bench import gpu
 
-        sizes = args.sizes if "--sizes" in (argv or sys.argv) else [1e8]
-        return gpu.main([int(s) for s in sizes], args.rules or ["Adam", "SGD", "Momentum"],
-                        args.dtype, args.quick, args.json, not args.no_resnet,
-                        not args.no_batchnorm)
-    return run.main([int(s) for s in args.sizes], rules, args.dtype, args.quick, args.json,
+        return gpu.main(sizes, args.rules or ["Adam", "SGD", "Momentum"], args.dtype,
+                        args.quick, args.json, not args.no_resnet, not args.no_batchnorm)
+    return run.main(sizes, rules, args.dtype, args.quick, args.json,
                     not args.no_torch, not args.no_threshold, not args.no_resnet,
                     not args.no_startup, not args.no_batchnorm)
 

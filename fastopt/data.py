@@ -72,7 +72,12 @@ def minibatches(
     shuffle = check_bool("shuffle", shuffle)
     drop_last = check_bool("drop_last", drop_last)
     if shuffle:
-        order = np.random.default_rng(seed).permutation(n).astype(np.int64, copy=False)
+        try:
+            rng = np.random.default_rng(seed)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"seed must be None, an int >= 0, a sequence of them or a "
+                             f"np.random.Generator, got {seed!r} ({exc})") from None
+        order = rng.permutation(n).astype(np.int64, copy=False)
     else:
         order = np.arange(n, dtype=np.int64)
     stop = n - n % batch_size if drop_last else n

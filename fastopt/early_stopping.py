@@ -86,6 +86,10 @@ class EarlyStopping:
             if stopper.update(validation_loss(flat), flat):
                 break        # flat already holds the best parameters again (restore_best)
 
+    Everything the metric depends on must be in what is kept: with BatchNorm layers, pass
+    their running statistics too (``[flat.data, bn.running_mean, bn.running_var]``), or
+    the restored model pairs the best parameters with the latest statistics.
+
     Semantics
     ---------
     *Steps.* Every call of :meth:`update` is one step, numbered from 0: the first call is

@@ -46,6 +46,7 @@ import numpy as np
 from . import rules
 from ._checks import (
     FLOAT_DTYPES,
+    MAX_STEP,
     check_betas,
     check_bool,
     check_mu_product,
@@ -179,9 +180,11 @@ def _run(
         if many:
             _check_entries_apart(be, ps, gs, sts)
         for j, off in enumerate(offsets):
-            if isinstance(off, bool) or not isinstance(off, (int, np.integer)) or off < 0:
+            if (isinstance(off, bool) or not isinstance(off, (int, np.integer))
+                    or not 0 <= off <= MAX_STEP - ps[j].size):
                 raise ValueError(f"noise_offset{f'[{j}]' if many else ''} must be an int >= "
-                                 f"0 (a position in the noise stream), got {off!r}")
+                                 "0 (a position in the noise stream) that leaves the array's "
+                                 f"positions below 2**63, got {off!r}")
     elif device:  # trusted arrays (the optimizer's per-step call): only view them
         ps = [be.as_device_array(a, "p") for a in ps]
         gs = [be.as_device_array(a, "g") for a in gs]

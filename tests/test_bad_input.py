@@ -947,6 +947,7 @@ def _lists(n=3):
     ("offsets-short", "one int per array (3)"),
     ("offset-negative", "noise_offset[1] must be an int >= 0"),
     ("offset-none", "noise_offset[2] must be an int >= 0"),
+    ("offset-past-int64", "that leaves the array's positions below 2**63, got 9223372036854775800"),
 ])
 def test_functional_lists_are_checked_across_entries_before_writing(case, message):
     ps, gs, ms, vs = _lists()
@@ -962,7 +963,8 @@ def test_functional_lists_are_checked_across_entries_before_writing(case, messag
         ps[1], gs[1] = buf[1:], buf[:-1]
     else:
         kw["noise_offset"] = {"offsets-short": [0, 16], "offset-negative": [0, -1, 32],
-                              "offset-none": [0, 16, None]}[case]
+                              "offset-none": [0, 16, None],
+                              "offset-past-int64": [0, 16, 2**63 - 8]}[case]
     kept = [a.copy() for a in (*ps, *gs, *ms, *vs)]
     with pytest.raises(ValueError, match=esc(message)):
         F.adam(ps, gs, ms, vs, 1, noise=fastopt.GradientNoise(0.01), **kw)
@@ -1008,3 +1010,12 @@ def test_functional_nadam_refuses_a_mu_product_outside_its_range():
 def test_malformed_arguments_say_what_is_expected(call, exc, message):
     with pytest.raises(exc, match=esc(message)):
         call()
+
+
+def test_data_helpers_name_their_bad_arguments():
+    with pytest.raises(ValueError, match="seed must be None, an int >= 0"):
+        fastopt.data.minibatches(5, 2, seed=-1)
+    with pytest.raises(ValueError, match="seed must be None"):
+        fastopt.data.minibatches(5, 2, seed=1.5)
+    with pytest.raises(TypeError, match="load_digits: dtype must be a float dtype"):
+        fastopt.datasets.load_digits(np.int32)

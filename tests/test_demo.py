@@ -34,8 +34,52 @@ def test_demo_options_noise_and_curriculum(tmp_path, capsys):
     assert re.search(r"^Momentum\s+2\s+[0-9.]+%", text, re.M)
 
 
-def test_demo_rejects_bad_arguments():
-    with pytest.raises(SystemExit):
-        main(["demo", "--rules", "Adamax"])
-    with pytest.raises(SystemExit):
-        main(["demo", "--epochs", "0"])
+@pytest.mark.parametrize("args, message", [
+    (["demo", "--rules", "Adamax"], "unknown rule"),
+    (["demo", "--epochs", "0"], "--epochs must be at least 1"),
+    (["demo", "--batch-size", "1"], "--batch-size must be at least 2"),
+    (["demo", "--noise", "nan"], "--noise must be a finite number >= 0"),
+    (["demo", "--noise", "inf"], "--noise must be a finite number >= 0"),
+    (["demo", "--seed", "-1"], "--seed must be >= 0"),
+    (["bench", "--sizes=-5"], "--sizes must be whole numbers"),
+    (["bench", "--sizes", "nan"], "--sizes must be whole numbers"),
+    (["bench", "--sizes", "0.5"], "--sizes must be whole numbers"),
+    (["bench", "--sizes", "1e30"], "--sizes must be whole numbers"),
+], ids=lambda a: " ".join(a) if isinstance(a, list) else "")
+def test_bad_arguments_are_parser_errors(args, message, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_bench_cuda_takes_sizes_in_every_spelling(monkeypatch):
+    import fastopt.bench.gpu as gpu
+
+    seen = []
+    monkeypatch.setattr(gpu, "main", lambda sizes, *a, **k: seen.append(sizes) or 0)
+    for args in (["--sizes", "1e4"], ["--sizes=1e4"], ["--size", "1e4"], []):
+        main(["bench", "--device", "cuda", *args])
+    assert seen == [[10_000]] * 3 + [[100_000_000]]
+
+
+def test_demo_batch_sizes_that_leave_one_example_and_a_bare_out_name(tmp_path, capsys):
+    """8 leaves one of the 1257 training images for a last batch, which BatchNorm cannot
+    normalise: it is dropped. An --out without a suffix names the PNG matplotlib writes."""
+    assert main(["demo", "--rules", "SGD", "--epochs", "1", "--batch-size", "8",
+                 "--out", str(tmp_path / "fig")]) == 0
+    text = capsys.readouterr().out
+    assert re.search(r"^SGD\s+1\s+[0-9.]+%", text, re.M)
+    if "figure:" in text:
+        assert f"figure: {tmp_path / 'fig.png'}" in text and (tmp_path / "fig.png").exists()
+
+
+def test_the_demo_reports_on_the_model_that_had_the_best_validation_loss():
+    """Early stopping keeps the best parameters and BatchNorm's running statistics: the
+    restored model's validation loss is the best one recorded, exactly."""
+    from fastopt.demo import run
+
+    data = run.split(0)
+    res = run.train("Adam", data, 30, 64, 0, None, False, 1, False)
+    assert res.epochs < 30  # patience 1 stopped it
+    assert res.final_val_loss == min(res.val_loss)

@@ -16,6 +16,9 @@ import numpy as np
 
 def load_digits(dtype=np.float32) -> tuple[np.ndarray, np.ndarray]:
     """``(images, labels)``: images scaled to [0, 1] as ``dtype`` (1797, 8, 8), labels int64."""
+    if np.dtype(dtype).kind != "f":
+        raise TypeError(f"load_digits: dtype must be a float dtype (the images are scaled to "
+                        f"[0, 1]), got {np.dtype(dtype)}")
     with resources.files(__package__).joinpath("digits.npz").open("rb") as f:
         data = np.load(f)
         images, labels = data["images"], data["labels"]

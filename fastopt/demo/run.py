@@ -41,6 +41,7 @@ class Result:
     seconds: float = 0.0
     steps: int = 0
     val_loss: list[float] = field(default_factory=list)
+    final_val_loss: float = float("nan")  # of the model returned: the best epoch's
 
     @property
     def steps_per_second(self) -> float:
@@ -77,7 +78,9 @@ def train(rule: str, data, epochs: int, batch_size: int, seed: int, noise: float
     # wall time below is training, not compilation.
     # Kernels are specialised by size (serial below a threshold), so warm every size used.
     scratch, scratch_opt = build(rule, xtr.shape[1], seed, noise)
-    for rows in {batch_size, len(xtr) % batch_size or batch_size}:
+    # A last minibatch of one example would leave BatchNorm no batch variance: dropped.
+    drop_last = len(xtr) % batch_size == 1
+    for rows in {min(batch_size, len(xtr)), len(xtr) % batch_size or batch_size} - {1}:
         scratch.loss_and_grad(xtr[:rows], ytr[:rows])
         scratch_opt.step()
     scratch.evaluate(xva, yva)
@@ -85,17 +88,20 @@ def train(rule: str, data, epochs: int, batch_size: int, seed: int, noise: float
     net, opt = build(rule, xtr.shape[1], seed, noise)
     flat = net.flat
     stopper = EarlyStopping(patience=patience, restore_best=True)
+    state = [flat.data, net.bn.running_mean, net.bn.running_var]
     pacing = None
     if curriculum:  # easy (little ink) digits first
         pacing = Curriculum(xtr.sum(axis=1), pacing="exponential", start=0.3, inc=1.5,
-                            step_length=len(xtr) // batch_size, seed=seed)
+                            step_length=max(1, len(xtr) // batch_size), seed=seed)
     res = Result(rule)
     t0 = time.perf_counter()
     for epoch in progress(range(epochs), f"{rule:<9}", enabled=show):
         if pacing is None:
-            batches = minibatches(len(xtr), batch_size, seed=seed * 1000 + epoch)
+            batches = minibatches(len(xtr), batch_size, seed=seed * 1000 + epoch,
+                                  drop_last=drop_last)
         else:
-            batches = (pacing.batch(batch_size) for _ in range(len(xtr) // batch_size))
+            batches = (pacing.batch(batch_size)
+                       for _ in range(max(1, len(xtr) // batch_size)))
         for idx in batches:
             net.loss_and_grad(xtr[idx], ytr[idx])
             opt.step()
@@ -104,11 +110,14 @@ def train(rule: str, data, epochs: int, batch_size: int, seed: int, noise: float
         res.val_loss.append(val_loss)
         res.best_val_acc = max(res.best_val_acc, val_acc)
         res.epochs = epoch + 1
-        if stopper.update(val_loss, flat):
+        # The model is its parameters and BatchNorm's running statistics: the best copy
+        # keeps both, so the restored model is the one that had the best validation loss.
+        if stopper.update(val_loss, state):
             break
     if stopper.best_step is not None and not stopper.stopped:
-        stopper.restore(flat)
+        stopper.restore(state)
     res.seconds = time.perf_counter() - t0
+    res.final_val_loss = net.evaluate(xva, yva)[0]
     res.test_acc = net.evaluate(xte, yte)[1]
     return res
 
@@ -159,6 +168,9 @@ def plot(results: list[Result], rules: list[str], out: Path) -> bool:
 
 def main(rules: list[str], epochs: int, batch_size: int, seed: int, noise: float | None,
          curriculum: bool, out: Path, patience: int = 5) -> int:
+    out = Path(out)
+    if not out.suffix:  # matplotlib would add one: say the file it writes
+        out = out.with_suffix(".png")
     data = split(seed)
     print(f"digits: {len(data[0][0])} train, {len(data[1][0])} validation, "
           f"{len(data[2][0])} test images; up to {epochs} epochs, batch {batch_size}, "
