@@ -55,7 +55,7 @@ from ._checks import (
     check_step,
     check_unit,
 )
-from .drivers import backend_of, check_step_arrays, cpu
+from .drivers import backend_of, check_step_arrays, cpu, is_device_array
 from .drivers import first_overlap as _first_overlap
 from .noise import GradientNoise
 from .rules.transforms import clip_scale
@@ -206,7 +206,8 @@ def _run(
         dscale = None
     else:  # a clip factor that lives on the device (optimizer.step with clip_norm)
         dscale, grad_scale = grad_scale, 1.0
-        if check and not (device and getattr(dscale, "size", 0) == 1
+        if check and not (device and is_device_array(dscale)
+                          and getattr(dscale, "size", 0) == 1
                           and np.dtype(dscale.dtype) == np.dtype(ps[0].dtype)):
             raise ValueError(
                 "grad_scale must be a number >= 0 (or, for GPU arrays, a one-element device "

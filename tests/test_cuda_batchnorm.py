@@ -83,6 +83,9 @@ def test_bad_device_input_is_refused_and_running_stats_stay():
                    running_mean=drm, running_var=drv)
     np.testing.assert_array_equal(host(drm), 0.0)
     np.testing.assert_array_equal(host(drv), 1.0)
+    with pytest.raises(ValueError, match="no values to normalise"):
+        bn.forward(to_device(np.ones((0, c), np.float32)), None, None, training=False,
+                   running_mean=drm, running_var=drv)
     _, cache = bn.forward(dx_, to_device(gamma), to_device(beta))
     with pytest.raises(ValueError, match="GPU array"):
         bn.backward(dy, cache)

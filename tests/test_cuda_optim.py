@@ -435,6 +435,13 @@ def test_device_gradients_over_parameters_are_refused(case):
     assert opt.step_count == 0
 
 
+def test_a_host_grad_scale_with_device_arrays_is_refused():
+    p, g = to_device(np.ones(4, np.float32)), to_device(np.ones(4, np.float32))
+    with pytest.raises(ValueError, match="one-element device array"):
+        F.sgd(p, g, 1, 0.1, grad_scale=np.array([0.5], np.float32))
+    np.testing.assert_array_equal(host(p), 1.0)
+
+
 def test_missing_numba_cuda_says_what_to_install(monkeypatch):
     import importlib.util
 

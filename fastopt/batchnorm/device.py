@@ -106,6 +106,8 @@ def forward(x, gamma, beta, *, eps, training, running_mean, running_var, momentu
     if len(x.shape) < 2:
         raise ValueError(f"x must have at least 2 dimensions (N, C, ...), got shape {x.shape}")
     shape = tuple(x.shape)  # a plain tuple (the simulator's shapes refuse shape[-1])
+    if x.size == 0:
+        raise ValueError(f"x has shape {shape}: no values to normalise")
     c, s = _geometry(SimpleNamespace(shape=shape, ndim=len(shape), size=x.size), axis)
     dt = np.dtype(x.dtype)
     affine = gamma is not None
