@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from .._checks import FLOAT_DTYPES
-from ..drivers import cuda_driver, is_device_array
+from ..drivers import cuda_driver, first_overlap, is_device_array
 
 
 def _vector(be, a: Any, what: str, c: int, dtype: np.dtype | None) -> Any:
@@ -77,23 +77,18 @@ def _check_apart(be, arrays: list, written: int, same_ok: tuple = (),
     in ``same_ok`` that is the very same buffer. Each span is read once (a pointer read;
     ``be.overlap`` reads two)."""
     spans = [(0, 0) if a is None else be.span(a) for a, _ in arrays]
-    end = 0
-    for a0, na in sorted(spans):  # the common case, no two arrays overlapping: one sweep
-        if na and a0 < end:
-            break
-        end = max(end, a0 + na)
-    else:
-        return
-    pairs = [(i, j) for i in range(written) for j in range(i + 1, len(arrays))]
-    for i, j in pairs + list(also):
-        (a0, na), (b0, nb) = spans[i], spans[j]
-        if na > 0 and nb > 0 and a0 < b0 + nb and b0 < a0 + na:
-            what, other = arrays[i][1], arrays[j][1]
-            if (what, other) in same_ok and (a0, na) == (b0, nb):
-                continue
-            raise ValueError(_OVERLAP.get(
-                (what, other), f"{what} shares memory with {other}; {what} is written, so "
-                               "give it memory of its own"))
+
+    def allowed(i: int, j: int) -> bool:
+        if i >= written and (i, j) not in also:
+            return True  # both only read
+        return (arrays[i][1], arrays[j][1]) in same_ok and spans[i] == spans[j]
+
+    hit = first_overlap(spans, allowed)
+    if hit is not None:
+        what, other = (arrays[k][1] for k in hit)
+        raise ValueError(_OVERLAP.get(
+            (what, other), f"{what} shares memory with {other}; {what} is written, so give it "
+                           "memory of its own"))
 
 
 def forward(x, gamma, beta, *, eps, training, running_mean, running_var, momentum, axis,

@@ -102,11 +102,21 @@ def first_overlap(spans: Sequence[tuple[int, int]],
     """Indices ``(i, j)``, i < j, of two overlapping ``(first byte, byte count)`` spans
     that ``allowed(i, j)`` refuses, or None. One sweep in address order: with no overlap at
     all (the common case) it compares each span with the one open before it."""
-    if len(spans) > 16:  # no overlap at all (the common case), told by NumPy in one pass
+    # No overlap at all (the common case) is told in one pass: NumPy's for many spans,
+    # Python's for a few (cheaper than NumPy's calls there).
+    if len(spans) > 16:
         a = np.array(spans, np.uint64).reshape(-1, 2)
         a = a[a[:, 1] > 0]
         a = a[np.argsort(a[:, 0], kind="stable")]
         if (a[1:, 0] >= np.maximum.accumulate(a[:, 0] + a[:, 1])[:-1]).all():
+            return None
+    else:
+        end = 0
+        for a0, na in sorted(spans):
+            if na and a0 < end:
+                break
+            end = max(end, a0 + na)
+        else:
             return None
     order = sorted(range(len(spans)), key=spans.__getitem__)
     open_: list[int] = []

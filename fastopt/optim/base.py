@@ -243,15 +243,8 @@ class Optimizer:
             raise ValueError("the optimizer got no parameters")
         self._check_no_overlap()
         self._layout_size = offset
-        if self._be is not cpu:  # sorted spans, for _check_device_grads_apart
-            spans = [self._be.span(p) for p in self._params]
-            order = sorted((j for j in range(len(spans)) if spans[j][1]), key=spans.__getitem__)
-            self._param_order = np.array(order, np.int64)
-            self._param_starts = np.array([spans[j][0] for j in order], np.uint64)
-            self._param_ends = self._param_starts + np.array([spans[j][1] for j in order],
-                                                             np.uint64)
-            self._param_bytes = np.array([n for _, n in spans], np.uint64)
-            self._param_spans = spans
+        if self._be is not cpu:  # for _check_device_grads_apart
+            self._param_spans = [self._be.span(p) for p in self._params]
         if self._be is cpu:  # what holds the parameters' memory (see _check_grads_apart)
             owners = [cpu.owner(p) for p in self._params]
             plain = all(type(o) is np.ndarray for o in owners)
@@ -410,37 +403,14 @@ class Optimizer:
 
     def _check_device_grads_apart(self, addrs: Sequence[int]) -> None:
         """GPU gradients (their addresses, in the params' order; each has its parameter's
-        byte count) apart from every parameter, as :meth:`_check_grads_apart` on the host:
-        a few vectorised NumPy operations against the parameters' sorted spans."""
-        if len(addrs) <= 8:  # a few arrays: pairwise in Python, cheaper than NumPy calls
-            for j, a in enumerate(addrs):
-                e = a + self._param_spans[j][1]
-                for i, (s0, n0) in enumerate(self._param_spans):
-                    if a < s0 + n0 and s0 < e and n0 and (i != j or a != s0):
-                        self._refuse_grad_over_param(j, i)
-            return
-        starts = np.array(addrs, np.uint64)
-        ends = starts + self._param_bytes
-        ps, pe, order = self._param_starts, self._param_ends, self._param_order
-        n = ps.size
-        if n == 0:
-            return
-        k = np.searchsorted(ps, starts, side="right").astype(np.int64) - 1
-        kk = np.maximum(k, 0)
-        own = order[kk] == np.arange(starts.size)  # the one a gradient may be: its own
-        same = own & (starts == ps[kk]) & (ends == pe[kk])
-        nxt = np.minimum(k + 1, n - 1)
-        bad = ((k >= 0) & (starts < pe[kk]) & ~same) | ((k + 1 < n) & (ps[nxt] < ends))
-        bad &= self._param_bytes > 0
-        if bad.any():
-            j = int(np.argmax(bad))
-            i = int(order[kk[j]] if k[j] >= 0 and starts[j] < pe[kk[j]] else order[nxt[j]])
-            self._refuse_grad_over_param(j, i)
-
-    @staticmethod
-    def _refuse_grad_over_param(j: int, i: int) -> None:
-        raise ValueError(f"grads[{j}] overlaps params[{i}]: the step would read gradients it "
-                         "has already overwritten; give the gradients memory of their own")
+        byte count) apart from every parameter, as :meth:`_check_grads_apart` on the host."""
+        spans = self._param_spans
+        if len(spans) == 1:  # one parameter: one comparison (a GPU step is host-bound)
+            (p0, n), a = spans[0], addrs[0]
+            if a == p0 or a + n <= p0 or p0 + n <= a:
+                return
+        self._check_spans_apart(spans + [(a, n) for a, (_, n) in zip(addrs, spans,
+                                                                     strict=True)])
 
     def _check_grads_apart(self, grads: Sequence[np.ndarray]) -> None:
         """Host gradients (checked, in the params' order) apart from every parameter (a
@@ -455,8 +425,11 @@ class Optimizer:
                     break
             else:
                 return
+        self._check_spans_apart([cpu.span(a) for a in (*self._params, *grads)])
+
+    def _check_spans_apart(self, spans: list[tuple[int, int]]) -> None:
+        """``spans``: the parameters' then the gradients', in the params' order."""
         n = len(self._params)
-        spans = [cpu.span(a) for a in (*self._params, *grads)]
 
         def allowed(i: int, k: int) -> bool:  # gradients may share memory among them
             return i >= n or (k - n == i and spans[i] == spans[k])
@@ -464,7 +437,9 @@ class Optimizer:
         hit = first_overlap(spans, allowed)
         if hit is not None:
             i, k = hit
-            self._refuse_grad_over_param(k - n, i)
+            raise ValueError(f"grads[{k - n}] overlaps params[{i}]: the step would read "
+                             "gradients it has already overwritten; give the gradients "
+                             "memory of their own")
 
     def step(self, grads: Any = None) -> None:
         """Take one step in place. ``grads`` mirrors the params (an array, or a list in the
