@@ -54,8 +54,10 @@ class FlatParams:
 
     ``flat["w1"]`` (also ``flat.params["w1"]``) and ``flat.grads["w1"]`` are writable views;
     ``flat.data`` and ``flat.grad`` are the 1-D buffers behind them. Each array starts on a
-    64-byte boundary; the few padding elements between arrays stay zero in both buffers
-    (gradient noise may move padding parameters, which nothing reads).
+    64-byte boundary; the few padding elements between arrays stay zero in both buffers.
+    An optimizer steps neighbouring arrays of a group as one stretch, padding included,
+    so gradient noise may move padding parameters, and ``eps=0`` makes them NaN (0/0, as
+    for any parameter whose gradients are all zero); nothing reads them.
 
     ``device="cuda"`` keeps both buffers on the GPU (Numba device arrays; the views are
     device arrays too, and ``flat["w1"] = host_array`` copies to the device).
@@ -107,8 +109,8 @@ class FlatParams:
     @classmethod
     def from_arrays(cls, arrays: Mapping[str, np.ndarray], dtype=None, device: str = "cpu"
                     ) -> FlatParams:
-        """Pack copies of the host ``arrays`` (dtype: theirs, or float32 when they are not
-        float), on ``device``."""
+        """Pack copies of the host ``arrays`` on ``device``; dtype: the widest of their
+        float32/float64 dtypes (so no float64 array is rounded), or float32 when none is."""
         if not isinstance(arrays, Mapping):
             raise TypeError(f"FlatParams.from_arrays takes a mapping of names to arrays, got "
                             f"{type(arrays).__name__}")
@@ -117,9 +119,9 @@ class FlatParams:
             if a.dtype.kind not in "fiub":
                 raise TypeError(f"FlatParams.from_arrays: {k!r} has dtype {a.dtype}; "
                                 "parameters are real numbers")
-        if dtype is None:
-            kinds = {a.dtype for a in arrays.values()}
-            dtype = kinds.pop() if len(kinds) == 1 and kinds <= set(FLOAT_DTYPES) else np.float32
+        if dtype is None:  # the widest of their float dtypes, float32 when none is float
+            floats = [a.dtype for a in arrays.values() if a.dtype in FLOAT_DTYPES]
+            dtype = np.result_type(*floats) if floats else np.float32
         flat = cls({k: a.shape for k, a in arrays.items()}, dtype=dtype, device=device)
         for k, a in arrays.items():
             flat[k] = a  # a device view takes no [...] assignment on a GPU: __setitem__
@@ -185,4 +187,5 @@ class FlatParams:
         self._be.fill(self.grad, 0.0)
 
     def __repr__(self) -> str:
-        return f"FlatParams({self.shapes}, dtype={self.dtype.name})"
+        device = "" if self.device == "cpu" else f", device={self.device!r}"
+        return f"FlatParams({self.shapes}, dtype={self.dtype.name}{device})"

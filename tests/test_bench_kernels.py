@@ -90,6 +90,10 @@ def test_bench_command_json(capsys):
         assert r["n"] == 2000 and r["fastopt_ms"] > 0 and r["roofline_ms"] > 0
         assert r["pct_roofline"] == 100 * r["roofline_ms"] / r["fastopt_ms"]
     adam, sgd = out["rows"]
+    # GB/s as the table prints it: bytes moved per step (Adam: p, g, m, v read, p, m, v
+    # written; SGD: p, g read, p written; float32) over the median time
+    assert adam["gbps"] == pytest.approx(28 * 2000 / (adam["fastopt_ms"] * 1e-3) / 1e9)
+    assert sgd["gbps"] == pytest.approx(12 * 2000 / (sgd["fastopt_ms"] * 1e-3) / 1e9)
     assert adam["pct_divider"] == 100 * adam["divider_ms"] / adam["fastopt_ms"]
     assert sgd["divider_ms"] is None and sgd["pct_divider"] is None  # SGD does not divide
     assert out["header"]["serial_below"] > 0

@@ -87,3 +87,21 @@ def test_step_with_an_explicit_gradient_buffer():
     g[flat.offset("a") : flat.offset("a") + 10] = 1.0
     opt.step(g)
     assert np.all(flat["a"] == -1.0)
+
+
+def test_from_arrays_keeps_the_widest_float_dtype():
+    flat = fastopt.FlatParams.from_arrays({"a": np.full(2, 0.1), "b": np.zeros(2, np.float32)})
+    assert flat.dtype == np.float64 and flat["a"][0] == 0.1  # not rounded to float32
+    assert fastopt.FlatParams.from_arrays({"a": np.zeros(2, np.int64)}).dtype == np.float32
+
+
+def test_a_subset_steps_alone_and_an_empty_one_is_refused():
+    flat = fastopt.FlatParams({"a": 3, "b": 5, "c": 0})
+    flat.grads["a"][...] = 1.0
+    flat.grads["b"][...] = 1.0
+    opt = fastopt.SGD(flat.subset("a"), lr=0.5)
+    opt.step()
+    assert np.array_equal(flat["a"], [-0.5] * 3) and np.array_equal(flat["b"], [0.0] * 5)
+    for empty in (flat.subset(), flat.subset("c")):
+        with pytest.raises(ValueError, match="the optimizer got no parameters"):
+            fastopt.SGD([{"params": empty}])

@@ -237,7 +237,7 @@ def main(sizes: list[int], rules: list[str], dtype: str, quick: bool, as_json: b
         start = workloads.startup()
     if as_json:
         print(json.dumps({"header": info, "rows": [
-            {**asdict(r), "noisy": r.noisy, "pct_roofline": r.pct_roofline,
+            {**asdict(r), "gbps": r.gbps(), "noisy": r.noisy, "pct_roofline": r.pct_roofline,
              "pct_divider": r.pct_divider,
              "x_numpy": r.x_numpy,
              "x_torch": r.x_torch} for r in rows], "resnet50_adam_ms": resnet_ms,

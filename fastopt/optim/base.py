@@ -137,7 +137,7 @@ class Optimizer:
         return out
 
     def _build(self, params: Params) -> None:
-        if isinstance(params, (np.ndarray, FlatParams)) or is_device_array(params):
+        if isinstance(params, (np.ndarray, FlatParams, FlatSubset)) or is_device_array(params):
             groups = [{"params": params}]
         else:
             try:
@@ -213,6 +213,9 @@ class Optimizer:
             previous = k
         for lo, hi, k in runs:
             self._segments.append(_Segment(flat.data[lo:hi], lo, k, -1, grad=flat.grad[lo:hi]))
+        if not self._segments:
+            raise ValueError("the optimizer got no parameters (its FlatParams subsets hold no "
+                             "values)")
 
     def _build_arrays(self, arrays: list[tuple[int, list[Any]]]) -> None:
         offset = 0
