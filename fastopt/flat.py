@@ -143,7 +143,8 @@ class FlatParams:
         if self.device == "cpu":
             view[...] = value
         else:
-            host = np.broadcast_to(np.asarray(value, self.dtype), view.shape)
+            host = np.empty(view.shape, self.dtype)
+            host[...] = value  # NumPy's assignment rules, as on the host
             self._be.copy_from_host(view, host)
 
     def __contains__(self, name: object) -> bool:

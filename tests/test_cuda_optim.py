@@ -315,6 +315,10 @@ def test_flatparams_on_the_device():
     np.testing.assert_allclose(host(flat_d.data), flat_c.data, rtol=RTOL, atol=ATOL)
     flat_d["b"] = 1.5
     np.testing.assert_array_equal(host(flat_d["b"]), np.full(5, 1.5, np.float32))
+    flat_d["b"] = np.arange(5.0).reshape(1, 5)  # NumPy's assignment rules, as on the host
+    flat_c["b"] = np.arange(5.0).reshape(1, 5)
+    np.testing.assert_array_equal(host(flat_d["b"]), flat_c["b"])
+    assert repr(flat_d).endswith("device='cuda')") and "device" not in repr(flat_c)
     flat_d.zero_grad()
     assert not host(flat_d.grad).any()
 

@@ -105,3 +105,9 @@ def test_a_subset_steps_alone_and_an_empty_one_is_refused():
     for empty in (flat.subset(), flat.subset("c")):
         with pytest.raises(ValueError, match="the optimizer got no parameters"):
             fastopt.SGD([{"params": empty}])
+
+
+def test_an_optimizer_over_a_subset_counts_its_own_values():
+    flat = fastopt.FlatParams({"a": 3, "b": 5})
+    assert repr(fastopt.SGD(flat.subset("a"))) == "SGD(3 parameters, 1 group(s))"
+    assert repr(fastopt.SGD(flat)) == "SGD(8 parameters, 1 group(s))"

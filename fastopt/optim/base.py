@@ -195,6 +195,7 @@ class Optimizer:
                     )
                 owner[name] = k
         self._flat = flat
+        self._flat_names = list(owner)  # the arrays this optimizer steps
         self._be = backend_of([flat.data])
         self._origin = self._be.origin(flat.data)
         self._layout_size = flat.data.size
@@ -574,7 +575,8 @@ class Optimizer:
         self.skipped_steps = int(skipped)
 
     def __repr__(self) -> str:
-        n = self._flat.size if self._flat is not None else sum(p.size for p in self._params)
+        n = (sum(map(self._flat.size_of, self._flat_names)) if self._flat is not None
+             else sum(p.size for p in self._params))
         return f"{type(self).__name__}({n} parameters, {len(self.param_groups)} group(s))"
 
 
