@@ -247,8 +247,6 @@ class Optimizer:
             raise ValueError("the optimizer got no parameters")
         self._check_no_overlap()
         self._layout_size = offset
-        if self._be is not cpu:  # for _check_device_grads_apart
-            self._param_spans = [self._be.span(p) for p in self._params]
         if self._be is cpu:  # what holds the parameters' memory (see _check_grads_apart)
             owners = [cpu.owner(p) for p in self._params]
             plain = all(type(o) is np.ndarray for o in owners)
@@ -258,10 +256,10 @@ class Optimizer:
             self._one_owner = owners[0] if plain else None
 
     def _check_no_overlap(self) -> None:
-        spans = sorted((*self._be.span(p), j) for j, p in enumerate(self._params))
-        for (a0, n0, j0), (a1, _, j1) in zip(spans, spans[1:], strict=False):
-            if a0 + n0 > a1:
-                raise ValueError(f"params[{j0}] and params[{j1}] share memory")
+        self._param_spans = [self._be.span(p) for p in self._params]
+        hit = first_overlap(self._param_spans, lambda i, j: False)
+        if hit is not None:
+            raise ValueError(f"params[{hit[0]}] and params[{hit[1]}] share memory")
 
     def _param_sizes(self) -> np.ndarray:
         if self._flat is not None:
