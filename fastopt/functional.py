@@ -217,20 +217,18 @@ def _run(
            decoupled_weight_decay, maximize, grad_scale, dscale, noise, stream)
 
 
-def launch(
-    be: Any, rule: Callable, ps: list, gs: list, sts: list, offsets: list,
+def step_scalars(
     consts: tuple[float, ...], step: int, lr: float, weight_decay: float,
     decoupled_weight_decay: bool, maximize: bool, grad_scale: float, dscale: Any,
-    noise: GradientNoise | None, stream: Any, table: Any = None,
-) -> None:
-    """Run ``rule`` on validated arrays of driver ``be``: the step's scalars once, then one
-    kernel per array (``ps[j]``, ``gs[j]``, state tuple ``sts[j]``, noise position
-    ``offsets[j]``), or, on a GPU with several arrays, one kernel over all of them through
-    ``table`` (a ``be.ArrayTable`` of ``ps, sts, offsets``; made here when not given). The
-    functional calls and ``Optimizer.step`` both end here."""
-    # The step's constants, once, as Python floats: the kernel converts them to the
-    # parameters' dtype (one rounding, as np.float32(c) would do here).
-    # A scale or decay of exactly 1 is passed as None: the kernel then skips the multiply.
+    noise: GradientNoise | None,
+) -> tuple[tuple[float, ...], float | None, float | None, float | None, tuple | None]:
+    """The step kernels' scalar arguments, once per step: ``(h, scale, wd, decay, nz)``.
+
+    ``h``: the rule's constants as Python floats (the kernel converts them to the
+    parameters' dtype: one rounding, as ``np.float32(c)`` would do here). A scale or decay
+    of exactly 1, and a zero L2 decay, are None: the kernel then skips the multiply (numba
+    prunes the branch). ``nz``: ``(σ, t', k0, k1)`` of the gradient noise, or None; an
+    array's kernel takes ``noise_at(nz, offset)``."""
     h = tuple(map(float, consts))
     scale: float | None = float(-grad_scale if maximize else grad_scale)
     if scale == 1.0 and dscale is None:
@@ -241,22 +239,43 @@ def launch(
         wd, decay = (float(weight_decay) if weight_decay else None), 1.0
     if decay == 1.0:
         decay = None
-    noisy = noise is not None and noise.eta > 0.0
-    if noisy:
+    nz = None
+    if noise is not None and noise.eta > 0.0:
         k0, k1 = (int(k) for k in noise.key)
-        t_prime = step - 1
-        sigma = noise.std(step - 1)
+        nz = (noise.std(step - 1), step - 1, k0, k1)
+    return h, scale, wd, decay, nz
+
+
+def noise_at(nz: tuple | None, offset: int) -> tuple | None:
+    """The noise argument of the kernel for an array at noise position ``offset``:
+    ``(σ, offset, t', k0, k1)``, or None without noise."""
+    return None if nz is None else (nz[0], int(offset), nz[1], nz[2], nz[3])
+
+
+def launch(
+    be: Any, rule: Callable, ps: list, gs: list, sts: list, offsets: list,
+    consts: tuple[float, ...], step: int, lr: float, weight_decay: float,
+    decoupled_weight_decay: bool, maximize: bool, grad_scale: float, dscale: Any,
+    noise: GradientNoise | None, stream: Any, table: Any = None,
+) -> None:
+    """Run ``rule`` on validated arrays of driver ``be``: the step's scalars once
+    (:func:`step_scalars`), then one kernel per array (``ps[j]``, ``gs[j]``, state tuple
+    ``sts[j]``, noise position ``offsets[j]``), or, on a GPU with several arrays, one
+    kernel over all of them through ``table`` (a ``be.ArrayTable`` of ``ps, sts,
+    offsets``; made here when not given). The functional calls end here, and so do the
+    optimizers' steps on a GPU."""
+    h, scale, wd, decay, nz = step_scalars(consts, step, lr, weight_decay,
+                                           decoupled_weight_decay, maximize, grad_scale,
+                                           dscale, noise)
     if len(ps) > 1 and hasattr(be, "ArrayTable"):  # a GPU: one launch for all arrays
         if table is None:
             table = be.ArrayTable(ps, sts, offsets)
-        nz = (sigma, 0, t_prime, k0, k1) if noisy else None
-        be.step_table(rule, table, gs, h, scale, wd, decay, nz, stream, dscale)
+        be.step_table(rule, table, gs, h, scale, wd, decay, noise_at(nz, 0), stream, dscale)
         return
     for pj, gj, sj, off in zip(ps, gs, sts, offsets, strict=True):
         if len(pj.shape) != 1 or len(gj.shape) != 1:
             pj, gj, sj = be.flat_view(pj), be.flat_view(gj), tuple(map(be.flat_view, sj))
-        nz = (sigma, int(off), t_prime, k0, k1) if noisy else None
-        be.step(rule, pj, gj, sj, h, scale, wd, decay, nz, stream, dscale)
+        be.step(rule, pj, gj, sj, h, scale, wd, decay, noise_at(nz, off), stream, dscale)
 
 
 _COMMON_DOC = """
