@@ -148,6 +148,29 @@ def test_statistics_buffer_on_the_device():
     np.testing.assert_array_equal(host(drm), rm_before)
 
 
+def test_backward_outputs_over_the_device_statistics_rows_it_reads_are_refused():
+    """Backward reads rows 0 (mean) and 2 (1/sqrt(var + eps)) of the forward's (3, C)
+    statistics: a gradient written over either is refused, naming the row; over row 1
+    (the variance, not read) it is allowed, as on the host."""
+    x, gamma, beta, dy, c = _data((4, 3, 5), 1, seed=4)
+    big = to_device(np.zeros(3 * c + 2 * c))
+    stats = big[:3 * c].reshape(3, c)
+    _, cache = bn.forward(to_device(x), to_device(gamma), to_device(beta), stats_out=stats)
+    saved = host(stats)
+    ddy = to_device(dy)
+    for row, name in ((0, "mean"), (2, "inv_std")):
+        over = big[row * c:(row + 1) * c].view(np.float32)[:c]  # dgamma's bytes in the row
+        with pytest.raises(ValueError, match=rf"out \(dgamma\) shares memory with the "
+                                             rf"forward's {name}"):
+            bn.backward(ddy, cache, out=(None, over, None))
+    np.testing.assert_array_equal(host(stats), saved)
+    over_var = big[c:2 * c].view(np.float32)[:c]  # in the variance row: fine
+    dgamma = bn.backward(ddy, cache, out=(None, over_var, None))[1]
+    np.testing.assert_array_equal(host(stats)[[0, 2]], saved[[0, 2]])
+    np.testing.assert_allclose(host(dgamma), bn.backward(dy, bn.forward(x, gamma, beta)[1])[1],
+                               rtol=1e-4, atol=1e-5)
+
+
 def test_layer_on_the_device_with_flatparams_matches_the_cpu_layer():
     import fastopt
 

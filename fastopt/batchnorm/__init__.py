@@ -38,6 +38,7 @@ import numpy as np
 
 from .._checks import FLOAT_DTYPES, check_nonneg
 from ..drivers import is_device_array
+from . import overlap
 
 __all__ = ["BatchNorm", "BatchNormCache", "backward", "batch_stats", "forward"]
 
@@ -169,10 +170,6 @@ def _check_out(out: object, like: np.ndarray, what: str) -> np.ndarray:
     if not out.flags.writeable:
         raise ValueError(f"{what} is read-only")
     return out
-
-
-def _same_buffer(a: np.ndarray, b: np.ndarray) -> bool:
-    return a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
 
 
 def _check_momentum(momentum: object) -> float | None:
@@ -491,41 +488,34 @@ def _check_cpu_arrays(x, gamma, beta, training, running_mean, running_var, axis,
     if track:
         _check_channel_vector(running_mean, "running_mean", c, None, writable=training)
         _check_channel_vector(running_var, "running_var", c, None, writable=training)
-        if np.shares_memory(running_mean, running_var):
-            raise ValueError("running_mean and running_var share memory")
     _check_values_per_channel(x.shape, x.size // c, training)
-    keep_x = True
-    if out is None:
-        out = np.empty_like(x)
-    else:
+    if out is not None:
         _check_out(out, x, "out")
-        if np.shares_memory(out, x):
-            if training or not _same_buffer(out, x):
-                raise ValueError(
-                    "out overlaps x; backward reads x (out=x is allowed with training=False "
-                    "only, and then backward cannot run)"
-                )
-            keep_x = False
-    _check_apart(out, "out", [(gamma, "gamma"), (beta, "beta"), (running_mean, "running_mean"),
-                              (running_var, "running_var")])
-    if training and track:
-        for r, what in ((running_mean, "running_mean"), (running_var, "running_var")):
-            _check_apart(r, what, [(x, "x"), (gamma, "gamma"), (beta, "beta")])
     if stats_out is not None:
-        _check_stats_out(stats_out, c, [x, out, gamma, beta, running_mean, running_var])
+        _check_stats_out(stats_out, c)
+    overlap.check_forward(_host_span, x, gamma, beta, running_mean, running_var, out,
+                          stats_out, training, out_may_be_x=True, exact=np.shares_memory)
+    if out is None:
+        return x, c, s, affine, track, True, np.empty_like(x)
+    keep_x = _host_span(out) != _host_span(x)  # else y overwrites x (inference only)
     return x, c, s, affine, track, keep_x, out
 
 
-def _check_apart(written: np.ndarray, name: str, others: list) -> None:
-    """ValueError when ``written`` (an array the call writes) shares memory with one of
-    ``others`` (``(array or None, name)`` pairs)."""
-    for a, what in others:
-        if a is not None and np.shares_memory(written, a):
-            raise ValueError(f"{name} shares memory with {what}; {name} is written, so give it "
-                             "memory of its own")
+def _host_span(a: np.ndarray) -> tuple[int, int]:
+    """``(first byte, byte count)`` of a's memory, from its lowest to its highest byte
+    (any strides)."""
+    if a.size == 0:
+        return 0, 0
+    lo = hi = a.__array_interface__["data"][0]
+    for n, step in zip(a.shape, a.strides, strict=True):
+        if step < 0:
+            lo += (n - 1) * step
+        else:
+            hi += (n - 1) * step
+    return lo, hi + a.itemsize - lo
 
 
-def _check_stats_out(stats: object, c: int, others: list) -> None:
+def _check_stats_out(stats: object, c: int) -> None:
     if not isinstance(stats, np.ndarray):
         raise TypeError(f"stats_out must be a numpy.ndarray, got {type(stats).__name__}")
     if stats.shape != (3, c) or stats.dtype != np.float64:
@@ -535,8 +525,6 @@ def _check_stats_out(stats: object, c: int, others: list) -> None:
         )
     if not stats.flags.c_contiguous or not stats.flags.writeable:
         raise ValueError("stats_out must be C-contiguous and writable")
-    if any(a is not None and np.shares_memory(stats, a) for a in others):
-        raise ValueError("stats_out shares memory with another argument")
 
 
 def _plain_backward(dy, x, cache, out):
@@ -591,27 +579,12 @@ def _check_backward_arrays(dy, x, cache, out):
     dx, dgamma, dbeta = out if isinstance(out, tuple) else (out, None, None)
     if dx is not None:
         _check_out(dx, x, "out (dx)")
-        if np.shares_memory(dx, x):
-            raise ValueError("out (dx) overlaps the forward's x")
-        if np.shares_memory(dx, dy) and not _same_buffer(dx, dy):
-            raise ValueError("out (dx) partly overlaps dy (out=dy itself is allowed)")
     for buf, what in ((dgamma, "out (dgamma)"), (dbeta, "out (dbeta)")):
         if buf is not None:
             if cache.gamma is None:
                 raise ValueError(f"{what} given, but the forward had no gamma/beta")
             _check_channel_vector(buf, what, c, dt, writable=True)
-    if dgamma is not None and dbeta is not None and np.shares_memory(dgamma, dbeta):
-        raise ValueError("out (dgamma) and out (dbeta) share memory")
-    read = [(x, "the forward's x"), (cache.gamma, "the forward's gamma")]
-    if cache.training:  # the rows backward reads (in inference it reads fresh arrays)
-        read += [(cache.stats[0], "the forward's mean"),
-                 (cache.stats[2], "the forward's inv_std")]
-    if dx is not None:
-        _check_apart(dx, "out (dx)", read[1:] + [(dgamma, "out (dgamma)"),
-                                                (dbeta, "out (dbeta)")])
-    for buf, what in ((dgamma, "out (dgamma)"), (dbeta, "out (dbeta)")):
-        if buf is not None:
-            _check_apart(buf, what, read + [(dy, "dy")])
+    overlap.check_backward(_host_span, dy, cache, dx, dgamma, dbeta, exact=np.shares_memory)
     return dx, dgamma, dbeta
 
 

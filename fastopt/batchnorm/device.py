@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 
 from .._checks import FLOAT_DTYPES
-from ..drivers import cuda_driver, first_overlap, is_device_array
+from ..drivers import cuda_driver, is_device_array
+from . import overlap
 
 
 def _vector(be, a: Any, what: str, c: int, dtype: np.dtype | None) -> Any:
@@ -59,36 +60,9 @@ def _stats_buffer(be, a: Any, c: int) -> Any:
     return d
 
 
-#: Messages for overlapping pairs, as the host path words them; others: the generic one.
-_OVERLAP = {
-    ("out", "x"): "out overlaps x (on the GPU, y needs its own buffer)",
-    ("running_mean", "running_var"): "running_mean and running_var share memory",
-    ("out (dx)", "the forward's x"): "out (dx) overlaps the forward's x",
-    ("out (dx)", "dy"): "out (dx) partly overlaps dy (out=dy itself is allowed)",
-    ("out (dgamma)", "out (dbeta)"): "out (dgamma) and out (dbeta) share memory",
-}
-
-
-def _check_apart(be, arrays: list, written: int, same_ok: tuple = (),
-                 also: tuple = ()) -> None:
-    """The host path's overlap rules on device arrays: each of the first ``written``
-    ``(array or None, name)`` pairs of ``arrays`` (the arrays a call writes) apart from
-    every other array, and the pairs of indices in ``also`` apart, except a pair of names
-    in ``same_ok`` that is the very same buffer. Each span is read once (a pointer read;
-    ``be.overlap`` reads two)."""
-    spans = [(0, 0) if a is None else be.span(a) for a, _ in arrays]
-
-    def allowed(i: int, j: int) -> bool:
-        if i >= written and (i, j) not in also:
-            return True  # both only read
-        return (arrays[i][1], arrays[j][1]) in same_ok and spans[i] == spans[j]
-
-    hit = first_overlap(spans, allowed)
-    if hit is not None:
-        what, other = (arrays[k][1] for k in hit)
-        raise ValueError(_OVERLAP.get(
-            (what, other), f"{what} shares memory with {other}; {what} is written, so give it "
-                           "memory of its own"))
+#: The host's messages, but y over x, which the GPU path never allows.
+_MESSAGES = {**overlap.MESSAGES,
+             ("out", "x"): "out overlaps x (on the GPU, y needs its own buffer)"}
 
 
 def forward(x, gamma, beta, *, eps, training, running_mean, running_var, momentum, axis,
@@ -117,11 +91,8 @@ def forward(x, gamma, beta, *, eps, training, running_mean, running_var, momentu
     out = _output(be, out, x, "out")
     if stats_out is not None:
         stats_out = _stats_buffer(be, stats_out, c)
-    # written: y, the statistics, and the running statistics in training (in inference
-    # they are only read, but still never the same memory: indices 2 and 3)
-    _check_apart(be, [(out, "out"), (stats_out, "stats_out"), (running_mean, "running_mean"),
-                      (running_var, "running_var"), (x, "x"), (gamma, "gamma"),
-                      (beta, "beta")], 4 if training else 2, also=((2, 3),))
+    overlap.check_forward(be.span, x, gamma, beta, running_mean, running_var, out, stats_out,
+                          training, out_may_be_x=False, messages=_MESSAGES)
     # ---- checked: compute
     stream = be.current_stream(be.origin(x))
     if not affine:
@@ -167,10 +138,7 @@ def backward(dy, cache, out):
             raise ValueError(f"{what} given, but the forward had no gamma/beta")
     dgamma = be.zeros(c, dt) if dgamma is None else _vector(be, dgamma, "out (dgamma)", c, dt)
     dbeta = be.zeros(c, dt) if dbeta is None else _vector(be, dbeta, "out (dbeta)", c, dt)
-    _check_apart(be, [(dx, "out (dx)"), (dgamma, "out (dgamma)"), (dbeta, "out (dbeta)"),
-                      (x, "the forward's x"), (dy, "dy"), (cache.gamma, "the forward's gamma"),
-                      (cache.stats, "the forward's statistics")], 3,
-                 same_ok=(("out (dx)", "dy"),))
+    overlap.check_backward(be.span, dy, cache, dx, dgamma, dbeta)
     # ---- checked: compute
     stream = be.current_stream(be.origin(x))
     if cache.training:

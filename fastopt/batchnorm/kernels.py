@@ -542,7 +542,8 @@ _running_update_jit = compile_tree(_running_update, device_function)
 # The API's common-form path (``fastopt.batchnorm._plain_call``) checks everything but
 # overlap in Python, and the kernels check overlap first, before anything is written:
 # eight ``np.shares_memory`` calls cost ~3.5 us a training step here, these nanoseconds.
-# On a refusal the API runs its detailed checks, which name the overlap.
+# On a refusal the API runs its detailed checks (:mod:`.overlap`, the same rules), which
+# name the overlap.
 
 
 def _span(a):
