@@ -1,4 +1,4 @@
-"""Whole-model and BatchNorm benchmarks, each group with its yardsticks.
+"""Whole-model, step-overhead and BatchNorm benchmarks, each group with its yardsticks.
 
 ResNet-50 (161 arrays, 25.6M float32): fastopt Adam over the list and over one FlatParams,
 the same-traffic roofline over one buffer, torch fused and foreach Adam on the list.
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from fastopt.bench import batchnorm as bn_bench
-from fastopt.bench.workloads import resnet50_candidates
+from fastopt.bench.workloads import after_sweep_candidates, resnet50_candidates
 
 
 @pytest.fixture(scope="module")
@@ -28,6 +28,15 @@ def test_resnet50_adam(benchmark, resnet, label):
         pytest.skip("torch not installed")
     benchmark.group = "resnet50-adam"
     benchmark(resnet[label])
+
+
+@pytest.mark.parametrize("label", ["fastopt step", "kernel alone"])
+def test_adam_1e3_after_cache_sweep(benchmark, label):
+    """The step's Python in a training loop: each timed call right after a 64 MB sweep of
+    the caches, against the compiled kernel called alone (the same sweeps)."""
+    steps, sweep, _ = after_sweep_candidates(1000)
+    benchmark.group = "adam-1e3-after-cache-sweep"
+    benchmark.pedantic(steps[label], setup=sweep, rounds=200, warmup_rounds=2)
 
 
 def _bn_inputs(shape):

@@ -151,3 +151,18 @@ def test_a_row_whose_times_spread_is_marked(monkeypatch):
     assert row.noisy and not quiet.noisy
     lines = run.format_table([row, quiet]).splitlines()
     assert lines[2].startswith("Adam~") and lines[3].startswith("SGD ")
+
+
+def test_the_after_sweep_yardstick_is_the_same_step():
+    """The kernel the bench times alone after a cache sweep takes the optimizer's own first
+    step: the same parameters, bit for bit."""
+    from fastopt.bench.workloads import after_sweep_candidates, step_after_sweep
+
+    steps, sweep, params = after_sweep_candidates(100)
+    for label, step in steps.items():
+        sweep()
+        step()
+        assert not np.array_equal(params[label], np.ones(100, np.float32)), label
+    np.testing.assert_array_equal(params["fastopt step"], params["kernel alone"])
+    us = step_after_sweep(100, rounds=2)
+    assert set(us) == set(steps) and all(0 < t < 1e6 for t in us.values())

@@ -217,6 +217,8 @@ def main(sizes: list[int], rules: list[str], dtype: str, quick: bool, as_json: b
     info = header()
     if threshold:
         info["measured_crossover"] = serial_crossover(dt)
+        info["adam_1e3_after_sweep_us"] = workloads.step_after_sweep(
+            1000, rounds=30 if quick else 100)
     resnet_ms = None
     if resnet:
         if not as_json:
@@ -254,6 +256,11 @@ def main(sizes: list[int], rules: list[str], dtype: str, quick: bool, as_json: b
     if threshold:
         line += f" (Adam serial/parallel crossover measured now: {info['measured_crossover']})"
     print(line)
+    if threshold:
+        cold = info["adam_1e3_after_sweep_us"]
+        print(f"Adam step over 1e3 values right after a {workloads.SWEEP_BYTES >> 20} MB cache "
+              f"sweep (as after a forward/backward): {cold['fastopt step']:.0f} us, its "
+              f"kernel called alone {cold['kernel alone']:.0f} us")
     print("medians of interleaved runs; ratios > 1 mean fastopt is faster; "
           "% roofline = same-traffic kernel time / fastopt time; % div floor = the same with "
           "one square root and one division per value added (rules that divide: their "

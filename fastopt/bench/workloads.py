@@ -4,6 +4,9 @@
   shapes shipped in ``data/resnet50_shapes.json``), stepped with Adam as a list of separate
   arrays and as one FlatParams, against torch's fused and foreach Adam on the same list
   and the same-traffic roofline kernel over one buffer.
+* A step after a cache sweep: an Adam step over a small array right after 64 MB have gone
+  through the caches, as after a model's forward and backward pass, against its compiled
+  kernel called alone: what the step's Python costs in a training loop.
 * Start-up: a fresh process that imports fastopt and takes its first Adam step, with the
   kernel cache warm and cold.
 """
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -22,7 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import optim
+from .. import optim, rules
+from ..drivers import cpu
 from ..flat import FlatParams
 from . import torch_ref
 from .roofline import roofline_kernel
@@ -58,6 +63,48 @@ def resnet50_candidates(with_torch: bool = True) -> dict[str, Callable[[], None]
             out[f"torch {kind} list"] = torch_adam([np.ones(s, np.float32) for _, s in shapes],
                                                     grads, kind)
     return out
+
+
+#: Bytes each sweep moves through the caches (twice the 32 MB L3 of the project's machines).
+SWEEP_BYTES = 64 << 20
+
+
+def after_sweep_candidates(n: int = 1000) -> tuple[dict[str, Callable[[], None]],
+                                                     Callable[[], None],
+                                                     dict[str, np.ndarray]]:
+    """``(steps, sweep, params)``: an Adam step over ``n`` float32 values through the
+    optimizer and its compiled kernel called alone with the same arguments, by label; a
+    function that sweeps :data:`SWEEP_BYTES` through the caches (a NumPy copy), to run
+    before each; and the parameter array each step updates, by label."""
+    src = np.ones(SWEEP_BYTES // 16)
+    dst = np.empty_like(src)
+    g = np.full(n, 1e-2, np.float32)
+    params = {"fastopt step": np.ones(n, np.float32), "kernel alone": np.ones(n, np.float32)}
+    opt = optim.Adam(params["fastopt step"])
+    p, m, v = params["kernel alone"], np.zeros(n, np.float32), np.zeros(n, np.float32)
+    kernel = cpu.step_kernel(rules.adam, n >= cpu.SERIAL_BELOW)
+    h = rules.adam_constants(1, 1e-3, (0.9, 0.999), 1e-8)
+    steps: dict[str, Callable[[], None]] = {
+        "fastopt step": lambda: opt.step(g),
+        "kernel alone": lambda: kernel(p, g, (m, v), h, None, None, None, None),
+    }
+    return steps, lambda: np.copyto(dst, src), params
+
+
+def step_after_sweep(n: int = 1000, rounds: int = 100) -> dict[str, float]:
+    """Median microseconds of each of :func:`after_sweep_candidates`' steps, each timed
+    call right after a sweep (the two alternate)."""
+    steps, sweep, _ = after_sweep_candidates(n)
+    times: dict[str, list[float]] = {k: [] for k in steps}
+    for f in steps.values():
+        f()  # loaded (or compiled) before timing
+    for _ in range(rounds):
+        for k, f in steps.items():
+            sweep()
+            t0 = time.perf_counter()
+            f()
+            times[k].append(time.perf_counter() - t0)
+    return {k: 1e6 * statistics.median(t) for k, t in times.items()}
 
 
 def torch_adam(params: list[np.ndarray], grads: list[np.ndarray], kind: str,
