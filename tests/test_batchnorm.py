@@ -686,6 +686,34 @@ def test_backward_refuses_dx_over_the_forward_statistics():
     assert np.array_equal(stats, saved)
 
 
+def test_backward_checks_the_statistics_rows_it_reads_whatever_their_layout():
+    """A cache holding statistics whose rows interleave (a transposed (C, 3) array): a
+    dgamma over the mean's and inv_std's values is refused, nothing written."""
+    d = _fresh()
+    _, cache = bn.forward(d["x"], d["gamma"], d["beta"])
+    c = d["gamma"].size
+    big = np.zeros(4 * c, np.float64)
+    stats = big[:3 * c].reshape(c, 3).T  # rows interleaved in memory
+    stats[...] = cache.stats
+    saved = big.copy()
+    over = big.view(np.float32)[2 * c:3 * c]  # within big[c:1.5c]: mean[1], inv_std[0]...
+    with pytest.raises(ValueError, match="shares memory with the forward's (mean|inv_std)"):
+        bn.backward(d["dy"], cache._replace(stats=stats), out=(None, over, None))
+    np.testing.assert_array_equal(big, saved)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_backward_takes_one_strided_and_one_contiguous_parameter_gradient(dtype):
+    x, gamma, beta, dy = data((4, 3, 5), 1, dtype, seed=81)
+    _, cache = bn.forward(x, gamma, beta)
+    want = bn.backward(dy, cache)
+    dgamma = np.zeros(6, dtype)[::2]
+    got = bn.backward(dy, cache, out=(None, dgamma, np.zeros(3, dtype)))
+    assert got[1] is dgamma
+    for w, g in zip(want, got, strict=True):
+        np.testing.assert_array_equal(g, w)
+
+
 @pytest.mark.parametrize("case", list(BAD_BACKWARD))
 def test_bad_backward_input_is_refused_and_changes_nothing(case):
     change, exc, msg = BAD_BACKWARD[case]

@@ -599,14 +599,19 @@ def _backward_apart(dy, x, gamma, mean, inv_std, dgamma, dbeta, dx):
             and _apart_jit(dx, dgamma) and _apart_jit(dx, dbeta)
             and _apart_jit(dgamma, dbeta)):
         return False
-    for w in (dgamma, dbeta):
-        if not (_apart_jit(w, dy) and _apart_jit(w, x) and _apart_jit(w, gamma)
-                and _apart_jit(w, mean) and _apart_jit(w, inv_std)):
-            return False
-    return True
+    # two calls, not a loop over (dgamma, dbeta): a tuple of a strided and a contiguous
+    # array has two types, which numba cannot iterate
+    return (_apart_from_reads_jit(dgamma, dy, x, gamma, mean, inv_std)
+            and _apart_from_reads_jit(dbeta, dy, x, gamma, mean, inv_std))
+
+
+def _apart_from_reads(w, dy, x, gamma, mean, inv_std):
+    return (_apart_jit(w, dy) and _apart_jit(w, x) and _apart_jit(w, gamma)
+            and _apart_jit(w, mean) and _apart_jit(w, inv_std))
 
 
 _forward_apart_jit = device_function(_forward_apart)
+_apart_from_reads_jit = device_function(_apart_from_reads)
 _backward_apart_jit = device_function(_backward_apart)
 
 

@@ -56,13 +56,16 @@ def check_backward(span: Span, dy, cache, dx, dgamma, dbeta, *,
               (cache.x, "the forward's x"), (dy, "dy"), (cache.gamma, "the forward's gamma")]
     spans = _spans(span, arrays)
     if cache.training:
-        # The rows' spans from the (3, C) array's own: a view of a row of a GPU array
-        # costs ~30 us of host time. The rows themselves only for ``exact``.
-        first, n = span(cache.stats)
-        row = n // 3
-        rows = (cache.stats[0], cache.stats[2]) if exact is not None else (None, None)
+        stats = cache.stats
+        if exact is not None:  # host: the rows themselves (any layout)
+            rows = (stats[0], stats[2])
+            row_spans = [span(rows[0]), span(rows[1])]
+        else:  # GPU: the rows' spans from the contiguous (3, C) array's own (a view of a
+            rows = (None, None)  # row of a GPU array costs ~30 us of host time)
+            first, n = span(stats)
+            row_spans = [(first, n // 3), (first + 2 * (n // 3), n // 3)]
         arrays += [(rows[0], "the forward's mean"), (rows[1], "the forward's inv_std")]
-        spans += [(first, row), (first + 2 * row, row)]
+        spans += row_spans
     _check(arrays, spans, 3, (("out (dx)", "dy"),), (), exact, MESSAGES)
 
 
