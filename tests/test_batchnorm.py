@@ -404,6 +404,18 @@ def test_out_buffers_are_reused():
         bn.backward(dy, cache)
 
 
+def test_host_byte_spans_match_numpys_byte_bounds_for_any_layout():
+    from fastopt.drivers import cpu
+
+    bounds = getattr(np.lib, "array_utils", np).byte_bounds  # NumPy 1.x: np.byte_bounds
+    b = np.zeros(24)
+    for a in (b, b[::2], b[::-1], b[1::3], b.reshape(4, 6)[:, ::-2], b.reshape(4, 6).T,
+              b[5:6], b.astype(np.float32)[::-3]):
+        lo, n = cpu.byte_span(a)
+        assert (lo, lo + n) == tuple(bounds(a))
+    assert cpu.byte_span(b[:0]) == (0, 0)
+
+
 def test_the_kernels_overlap_test_is_conservative():
     """The kernels compare spans (first to last byte): never "apart" for arrays that share
     a byte, and "overlapping" for interleaved strided ones that share none."""
@@ -691,7 +703,8 @@ def test_backward_checks_the_statistics_rows_it_reads_whatever_their_layout():
     dgamma over the mean's and inv_std's values is refused by the host's rules. (The rules
     themselves: a backward call would first compile a kernel for strided statistics, ~16 s
     of a cold CI run, only to be refused.)"""
-    from fastopt.batchnorm import _host_span, overlap
+    from fastopt.batchnorm import overlap
+    from fastopt.drivers import cpu
 
     d = _fresh()
     _, cache = bn.forward(d["x"], d["gamma"], d["beta"])
@@ -701,7 +714,7 @@ def test_backward_checks_the_statistics_rows_it_reads_whatever_their_layout():
     stats[...] = cache.stats
     over = big.view(np.float32)[2 * c:3 * c]  # within big[c:1.5c]: mean[1], inv_std[0]...
     with pytest.raises(ValueError, match="shares memory with the forward's (mean|inv_std)"):
-        overlap.check_backward(_host_span, d["dy"], cache._replace(stats=stats), None, over,
+        overlap.check_backward(cpu.byte_span, d["dy"], cache._replace(stats=stats), None, over,
                                None, exact=np.shares_memory)
 
 

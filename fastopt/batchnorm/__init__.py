@@ -37,7 +37,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .._checks import FLOAT_DTYPES, check_nonneg
-from ..drivers import is_device_array
+from ..drivers import cpu, is_device_array
 from . import overlap
 
 __all__ = ["BatchNorm", "BatchNormCache", "backward", "batch_stats", "forward"]
@@ -493,26 +493,12 @@ def _check_cpu_arrays(x, gamma, beta, training, running_mean, running_var, axis,
         _check_out(out, x, "out")
     if stats_out is not None:
         _check_stats_out(stats_out, c)
-    overlap.check_forward(_host_span, x, gamma, beta, running_mean, running_var, out,
+    overlap.check_forward(cpu.byte_span, x, gamma, beta, running_mean, running_var, out,
                           stats_out, training, out_may_be_x=True, exact=np.shares_memory)
     if out is None:
         return x, c, s, affine, track, True, np.empty_like(x)
-    keep_x = _host_span(out) != _host_span(x)  # else y overwrites x (inference only)
+    keep_x = cpu.byte_span(out) != cpu.byte_span(x)  # else y overwrites x (inference only)
     return x, c, s, affine, track, keep_x, out
-
-
-def _host_span(a: np.ndarray) -> tuple[int, int]:
-    """``(first byte, byte count)`` of a's memory, from its lowest to its highest byte
-    (any strides)."""
-    if a.size == 0:
-        return 0, 0
-    lo = hi = a.__array_interface__["data"][0]
-    for n, step in zip(a.shape, a.strides, strict=True):
-        if step < 0:
-            lo += (n - 1) * step
-        else:
-            hi += (n - 1) * step
-    return lo, hi + a.itemsize - lo
 
 
 def _check_stats_out(stats: object, c: int) -> None:
@@ -584,7 +570,7 @@ def _check_backward_arrays(dy, x, cache, out):
             if cache.gamma is None:
                 raise ValueError(f"{what} given, but the forward had no gamma/beta")
             _check_channel_vector(buf, what, c, dt, writable=True)
-    overlap.check_backward(_host_span, dy, cache, dx, dgamma, dbeta, exact=np.shares_memory)
+    overlap.check_backward(cpu.byte_span, dy, cache, dx, dgamma, dbeta, exact=np.shares_memory)
     return dx, dgamma, dbeta
 
 

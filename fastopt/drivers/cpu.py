@@ -169,6 +169,20 @@ def span(a: np.ndarray) -> tuple[int, int]:
     return a.__array_interface__["data"][0], a.nbytes
 
 
+def byte_span(a: np.ndarray) -> tuple[int, int]:
+    """``(first byte, byte count)`` of a's memory, from its lowest to its highest byte, for
+    any strides (:func:`span` is the quicker form for C-contiguous arrays)."""
+    if a.size == 0:
+        return 0, 0
+    lo = hi = a.__array_interface__["data"][0]
+    for n, step in zip(a.shape, a.strides, strict=True):
+        if step < 0:
+            lo += (n - 1) * step
+        else:
+            hi += (n - 1) * step
+    return lo, hi + a.itemsize - lo
+
+
 def overlap(a: np.ndarray, b: np.ndarray) -> bool:
     return np.may_share_memory(a, b)
 
