@@ -4,9 +4,8 @@ import numpy as np
 import pytest
 
 from fastopt.bench import numpy_ref, torch_ref
-from fastopt.bench.roofline import divider_kernel, roofline_kernel
+from fastopt.bench.roofline import divider_kernel, parallel_yardstick, roofline_kernel
 from fastopt.bench.run import DIVIDING, RULES
-from fastopt.drivers import cpu
 
 CASES = [(r, n, "float32") for r in RULES for n in (10**4, 10**6, 10**7)]
 CASES += [("Adam", n, "float64") for n in (10**4, 10**6, 10**7)]
@@ -33,7 +32,7 @@ def test_fastopt(benchmark, rule, n, dtype):
 def test_roofline(benchmark, rule, n, dtype):
     _, k = RULES[rule]
     p, g, st = _arrays(n, dtype, k)
-    kernel = roofline_kernel(k, parallel=n >= cpu.SERIAL_BELOW)
+    kernel = roofline_kernel(k, parallel=parallel_yardstick(n, k, dtype))
     benchmark.group = f"{rule}-{n:.0e}-{dtype}"
     benchmark(kernel, p, g, st)
 
@@ -48,7 +47,7 @@ def test_divider_floor(benchmark, rule, n, dtype):
     rules that divide while their arrays fit in cache."""
     _, k = RULES[rule]
     p, g, st = _arrays(n, dtype, k)
-    kernel = divider_kernel(k, parallel=n >= cpu.SERIAL_BELOW)
+    kernel = divider_kernel(k, parallel=parallel_yardstick(n, k, dtype))
     benchmark.group = f"{rule}-{n:.0e}-{dtype}"
     benchmark(kernel, p, g, st)
 

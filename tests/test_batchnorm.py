@@ -77,7 +77,7 @@ def one_kernel_per_dtype(monkeypatch):
     size: both paths are checked and each kernel is compiled once per dtype, not twice
     (a cold compile is most of this file's run time)."""
 
-    def get(name, size):
+    def get(name, x):
         return lambda *args: bn_kernels.kernel(name, args[0].dtype == np.float32)(*args)
 
     monkeypatch.setattr(bn_kernels, "get", get)
@@ -443,8 +443,8 @@ def test_calls_the_kernel_refuses_run_through_the_detailed_checks(monkeypatch):
     expect = step()
     real, checks = bn_kernels.get, []
 
-    def refusing(name, size):  # a kernel that refuses every checked call
-        kernel = real(name, size)
+    def refusing(name, x):  # a kernel that refuses every checked call
+        kernel = real(name, x)
 
         def call(*args):
             checks.append(args[-1])
@@ -497,7 +497,7 @@ def _run_all(shape, axis, threads):
 def test_bit_identical_at_one_and_all_threads(shape, axis, monkeypatch):
     if numba.config.NUMBA_NUM_THREADS < 2:
         pytest.skip("needs at least two threads")
-    monkeypatch.setattr(bn_kernels, "get", lambda name, size: bn_kernels.kernel(name, True))
+    monkeypatch.setattr(bn_kernels, "get", lambda name, x: bn_kernels.kernel(name, True))
     one = _run_all(shape, axis, 1)
     many = _run_all(shape, axis, numba.config.NUMBA_NUM_THREADS)
     for a, b in zip(one, many, strict=True):

@@ -2,56 +2,52 @@
 
 import io
 
-import numba
 import numpy as np
 import pytest
 
 import fastopt
+from fastopt import parallel
 
 RULES = [
     fastopt.SGD, fastopt.Momentum, fastopt.Nesterov, fastopt.AdaGrad, fastopt.RMSprop,
     fastopt.Adam, fastopt.Nadam, fastopt.AMSGrad,
 ]
-N = 300_000  # above the serial threshold: the parallel kernels and the blocked reduction
+N = 300_000  # with parallel kernels: several blocks of the norm reduction per thread
+MAX = parallel.max_threads()
 
 
-def _run(cls, threads, steps=3, **kw):
+def _run(cls, threads, mode, steps=3, **kw):
     rng = np.random.default_rng(0)
     p = [rng.standard_normal(N).astype(np.float32), rng.standard_normal(1000).astype(np.float32)]
     grads = [[rng.standard_normal(a.size).astype(np.float32) for a in p] for _ in range(steps)]
-    old = numba.get_num_threads()
-    numba.set_num_threads(threads)
-    try:
+    with fastopt.thread_limit(threads), parallel.forced(mode):
         opt = cls(p, clip_norm=50.0, grad_noise=fastopt.GradientNoise(0.01, seed=9), **kw)
         for g in grads:
             opt.step(g)
-    finally:
-        numba.set_num_threads(old)
     return p, opt.state_dict()
 
 
 @pytest.mark.parametrize("cls", RULES, ids=lambda c: c.__name__)
-def test_bit_identical_at_one_and_all_threads(cls):
-    if numba.config.NUMBA_NUM_THREADS < 2:
+def test_bit_identical_serial_and_parallel_at_any_thread_count(cls):
+    """The serial kernels, and the parallel ones at every thread count: the same bits, so
+    fastopt's choice between them (fastopt.parallel.Choice) never changes a result."""
+    if MAX < 2:
         pytest.skip("needs at least two threads")
-    p1, s1 = _run(cls, 1)
-    pn, sn = _run(cls, numba.config.NUMBA_NUM_THREADS)
-    for a, b in zip(p1, pn, strict=True):
-        assert np.array_equal(a, b)
-    for k in s1:
-        assert np.array_equal(s1[k], sn[k]), k
+    p1, s1 = _run(cls, 1, "serial")
+    for threads in range(2, MAX + 1):
+        pn, sn = _run(cls, threads, "parallel")
+        for a, b in zip(p1, pn, strict=True):
+            assert np.array_equal(a, b)
+        for k in s1:
+            assert np.array_equal(s1[k], sn[k]), k
 
 
 def test_global_norm_bits_do_not_depend_on_threads():
     x = np.random.default_rng(1).standard_normal(10**6).astype(np.float32)
-    old = numba.get_num_threads()
-    try:
-        numba.set_num_threads(1)
+    with parallel.forced("serial"):
         one = fastopt.functional.global_norm([x])
-        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+    with parallel.forced("parallel"):
         many = fastopt.functional.global_norm([x])
-    finally:
-        numba.set_num_threads(old)
     assert one == many
     assert one == pytest.approx(np.sqrt(np.sum(x.astype(np.float64) ** 2)), rel=1e-12)
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import fastopt
-from fastopt.drivers import cpu
+from fastopt import parallel
 from fastopt.philox import philox4x32_10
 
 # Random123's known-answer vectors for philox4x32_10 (kat_vectors): counter, key, output.
@@ -94,7 +94,8 @@ def test_noise_matches_the_python_generator_and_is_shared_by_dtypes():
 
 
 def test_noise_counter_spans_the_parallel_path():
-    """Elements past the serial threshold draw their own counters (no repeats)."""
-    n = cpu.SERIAL_BELOW * 4
-    d = _noise_draws(n, 1, fastopt.GradientNoise(1.0))[0]
+    """Each element of a parallel kernel draws its own counter (no repeats)."""
+    n = 131_072
+    with parallel.forced("parallel"):
+        d = _noise_draws(n, 1, fastopt.GradientNoise(1.0))[0]
     assert len(np.unique(d)) > 0.999 * n

@@ -24,7 +24,7 @@ from reference import (
 
 import fastopt
 import fastopt.functional as F
-from fastopt.drivers.cpu import SERIAL_BELOW
+from fastopt import parallel
 
 DTYPES = [np.float64, np.float32]
 
@@ -325,7 +325,14 @@ def test_gradient_noise_flatparams_positions(dtype):
 
 # ------------------------------------------------------------------ the parallel path
 
-BIG = (1 << 20) + 77  # > 1e6 elements, far above SERIAL_BELOW
+BIG = (1 << 20) + 77  # > 1e6 elements: several blocks of the norm reduction per thread
+
+
+@pytest.fixture
+def parallel_kernels():
+    """The parallel kernels, whatever fastopt.parallel's measured choice would be."""
+    with parallel.forced("parallel"):
+        yield
 
 BIG_CASES = {
     "Adam-f32-clip-wd": ("adam", {"weight_decay": 0.01}, 1.0, np.float32),
@@ -337,8 +344,7 @@ BIG_CASES = {
 
 
 @pytest.mark.parametrize("case", list(BIG_CASES))
-def test_big_array_parallel_path(case):
-    assert BIG > SERIAL_BELOW and BIG > 1_000_000
+def test_big_array_parallel_path(case, parallel_kernels):
     rule, options, clip, dtype = BIG_CASES[case]
     ours, opt, ref = run_both(rule, options, dtype, [(BIG,)], steps=4, seed=10,
                               class_kwargs={"clip_norm": clip}, clip_norm=clip)
@@ -348,7 +354,7 @@ def test_big_array_parallel_path(case):
         assert all(s < 1 for s in ref.clipped)
 
 
-def test_big_array_noise_sampled():
+def test_big_array_noise_sampled(parallel_kernels):
     """Parallel kernel with noise: check sampled elements (the pure-Python RNG is slow)."""
     dtype = np.float32
     noise = fastopt.GradientNoise(0.5, seed=2024)

@@ -205,7 +205,7 @@ def batch_stats(x: np.ndarray, axis: int = 1) -> tuple[np.ndarray, np.ndarray]:
     c, s = _geometry(x, axis)
     stats, ones, flat = np.empty((3, c)), np.ones(c, x.dtype), x.reshape(-1)
     # training=True with an empty y: the statistics pass only
-    _kernels().get("forward", x.size)(flat, c, s, ones, ones, 0.0, True, False, 0.0, ones, ones,
+    _kernels().get("forward", x)(flat, c, s, ones, ones, 0.0, True, False, 0.0, ones, ones,
                                    stats, flat[:0], False)
     return stats[0], stats[1]
 
@@ -308,7 +308,7 @@ def _forward_host(x, c, s, gamma, beta, eps, training, momentum, running_mean, r
     if not affine:
         gamma, beta = np.ones(c, dt), np.zeros(c, dt)
     flat_x, flat_y = x.reshape(-1), out.reshape(-1)
-    kernel = _kernels().get("forward", x.size)
+    kernel = _kernels().get("forward", x)
     if not training:
         if not kernel(flat_x, c, s, gamma, beta, eps, False, False, 0.0, running_mean,
                       running_var, _NO_STATS, flat_y, check):
@@ -394,7 +394,7 @@ def _backward_host(dy, x, cache, dx, dgamma, dbeta, check):
     else:
         mean = cache.running_mean.astype(np.float64)
         inv_std = 1.0 / np.sqrt(cache.running_var.astype(np.float64) + cache.eps)
-    if not _kernels().get("backward", x.size)(
+    if not _kernels().get("backward", x)(
         dy.reshape(-1), x.reshape(-1), c, s, cache.gamma if affine else np.ones(c, dt),
         mean, inv_std, cache.training, dgamma, dbeta, dx.reshape(-1), check,
     ):

@@ -47,9 +47,9 @@ the values shifted by the channel's first value there (the shifted-data algorith
 ``Σx² − nμ²`` cancellation. All in float64; y and dx are computed in x's dtype from
 per-channel constants rounded once.
 
-**Compilation** is lazy: each kernel is compiled on first use, once as a parallel kernel
-and once as a serial one (for inputs below :data:`SERIAL_BELOW` elements, where a
-parallel launch costs more than the work), per dtype, and cached on disk.
+**Compilation** is lazy: each kernel is compiled on first use, as a serial kernel and as a
+parallel one (which runs is :mod:`fastopt.parallel`'s choice, by measured speed: both give
+the same bits), per dtype, and cached on disk.
 """
 
 from __future__ import annotations
@@ -60,6 +60,7 @@ from functools import cache
 import numpy as np
 from numba import prange
 
+from .. import parallel
 from .._jit import announce_compile, bind, compile_tree, cpu_jit, device_function, source_tag
 from . import equations
 from .equations import backward_coefficients, input_gradient, normalize, running_moments
@@ -104,11 +105,6 @@ GROUP_MIN_TASKS = 8
 
 #: float64 accumulators of a column fold (see ``_acc_sum``).
 LANES = 64
-
-#: Below this many elements a call runs the serial kernels: a parallel launch costs a few
-#: microseconds. Measured here (2 threads, float32 forward + backward): serial faster at
-#: 4096 elements, even at 16384, parallel 20% faster at 32768 and 40% at 131072.
-SERIAL_BELOW = 32768
 
 
 # ----------------------------------------------------------------------------- geometry
@@ -757,12 +753,23 @@ def kernel(name: str, parallel: bool) -> Callable:
     return cpu_jit(bind(_LOOPS[name], name_tag), parallel=parallel)
 
 
-def get(name: str, size: int) -> Callable:
-    """Kernel ``name`` for an input of ``size`` elements (serial below SERIAL_BELOW). Its
-    first compilation takes 15-25 s (here, per dtype): it is announced on stderr."""
-    parallel = size >= SERIAL_BELOW
-    k = kernel(name, parallel)
+def get(name: str, x: np.ndarray) -> Callable:
+    """Kernel ``name`` for input ``x``: a callable that runs the serial or the parallel
+    kernel, as :mod:`fastopt.parallel` chooses for this shape and dtype (serial below
+    its byte floor). A kernel's first compilation takes 15-25 s (here, per dtype): it is
+    announced on stderr."""
+    serial = _ready(name, False)
+    nbytes = 3 * x.nbytes  # about what a pass pair reads and writes
+    if nbytes < parallel.PARALLEL_MIN_BYTES:
+        return serial
+    choice = parallel.choice_for((name, x.shape, x.dtype.char))
+    par = _ready(name, True)
+    return lambda *args: parallel.run(choice, serial, par, args, nbytes)
+
+
+def _ready(name: str, parallel_: bool) -> Callable:
+    k = kernel(name, parallel_)
     if k.overloads:  # compiled or loaded in this process: the common, cheap case
         return k
-    return announce_compile(k, f"BatchNorm's {'parallel' if parallel else 'serial'} {name} "
+    return announce_compile(k, f"BatchNorm's {'parallel' if parallel_ else 'serial'} {name} "
                                "kernel")

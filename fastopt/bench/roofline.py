@@ -19,6 +19,7 @@ from functools import cache
 import numpy as np
 from numba import prange
 
+from .. import parallel
 from .._jit import bind, cpu_jit, device_function
 
 
@@ -94,3 +95,12 @@ def divider_kernel(n_state: int, parallel: bool = True):
 def bytes_moved(n: int, n_state: int, dtype) -> int:
     """Bytes one step moves: read p, g, states; write p, states."""
     return n * np.dtype(dtype).itemsize * (2 + n_state + 1 + n_state)
+
+
+def parallel_yardstick(n: int, n_state: int, dtype) -> bool:
+    """Whether a step's yardsticks run their parallel kernels: wherever fastopt could
+    choose its own parallel kernel (two or more threads, at least
+    ``fastopt.parallel.PARALLEL_MIN_BYTES`` moved), so they show the best either path
+    can do."""
+    return (parallel.get_num_threads() > 1
+            and bytes_moved(n, n_state, dtype) >= parallel.PARALLEL_MIN_BYTES)

@@ -17,10 +17,11 @@ import numba
 import numpy as np
 
 from .. import optim
+from .. import parallel as fastopt_threads
 from .._progress import progress
 from ..drivers import cpu
 from . import numpy_ref, torch_ref
-from .roofline import bytes_moved, divider_kernel, roofline_kernel
+from .roofline import bytes_moved, divider_kernel, parallel_yardstick, roofline_kernel
 
 #: Each rule's class and number of state arrays (which sets its traffic).
 RULES: dict[str, tuple[type[optim.Optimizer], int]] = {
@@ -128,7 +129,7 @@ def bench_rule(rule: str, n: int, dtype=np.float32, repeats: int = 20,
     p_fast = np.ones(n, dtype)
     opt = cls(p_fast)
     (p_roof,), st_roof = fresh(1), fresh(n_state)
-    parallel = n >= cpu.SERIAL_BELOW
+    parallel = parallel_yardstick(n, n_state, dtype)
     roof = roofline_kernel(n_state, parallel=parallel)
     p_np, st_np = np.ones(n, dtype), fresh(n_state)
     ref = numpy_ref.STEPS[rule]
@@ -176,7 +177,7 @@ def header() -> dict[str, object]:
         "threading_layer": _threading_layer(),
         "numba": numba.__version__,
         "numpy": np.__version__,
-        "serial_below": cpu.SERIAL_BELOW,
+        "threads": fastopt_threads.get_num_threads(),
     }
 
 
@@ -252,9 +253,11 @@ def main(sizes: list[int], rules: list[str], dtype: str, quick: bool, as_json: b
     print(f"fastopt bench: {info['machine']}, {info['cpus']} CPUs, numba {info['numba']} "
           f"({info['numba_threads']} threads, {info['threading_layer']} layer), "
           f"numpy {info['numpy']}")
-    line = f"serial path below {info['serial_below']} elements"
+    line = (f"fastopt: up to {info['threads']} threads; serial or parallel chosen per array by "
+            "measured time")
     if threshold:
-        line += f" (Adam serial/parallel crossover measured now: {info['measured_crossover']})"
+        line += (f" (the parallel Adam kernel alone first beats the serial one at "
+                 f"{info['measured_crossover']} values now)")
     print(line)
     if threshold:
         cold = info["adam_1e3_after_sweep_us"]

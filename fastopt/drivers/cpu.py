@@ -6,8 +6,9 @@ one scale, then the gradient noise, then L2 weight decay, or the decoupled decay
 parameter) and the rule, and writes parameter and state once. Nothing else touches memory.
 
 Each rule gets its own compiled copy of :func:`_step_loop` (``fastopt._jit.bind``),
-compiled lazily on first use, once as a parallel kernel and once as a serial one for small
-arrays, where a parallel launch costs more than the work. Optional transforms are passed as
+compiled lazily on first use, as a serial kernel and as a parallel one; which of the two a
+call runs is :mod:`fastopt.parallel`'s choice, by measured speed (both compute the same
+bits). Optional transforms are passed as
 ``None`` to switch them off: numba prunes ``if x is not None`` at compile time, so the
 plain step carries no noise or weight-decay code.
 
@@ -25,7 +26,7 @@ from functools import cache
 import numpy as np
 from numba import prange
 
-from .. import philox, rules
+from .. import parallel, philox, rules
 from .._checks import check_grad_array, check_param_array
 from .._jit import bind, compile_tree, cpu_jit, device_function, source_tag
 from .._memory import aligned_empty
@@ -35,11 +36,6 @@ from ._state import as_dtype_of, gather, noise_args, scatter
 
 #: Elements per block of the norm reduction (float64 partial per block).
 BLOCK = 4096
-
-#: Below this many elements a step runs serially. Measured on the project's 2-core
-#: machines (``python -m fastopt bench`` prints the crossover it sees): a parallel launch
-#: costs a few microseconds, about the time of a serial Adam step over ~3e4 float32.
-SERIAL_BELOW = 32768
 
 
 def ELEMENT(p, g, s, h, scale, wd, decay, noise, index):  # noqa: N802 - placeholder
@@ -126,15 +122,27 @@ def sumsq_kernel(parallel: bool) -> Callable:
     return cpu_jit(bind(_sumsq_loop, f"sumsq_{mode}"), parallel=parallel)
 
 
+def step_bytes(p: np.ndarray, n_state: int) -> int:
+    """Bytes a step moves: p, g and the state read, p and the state written."""
+    return p.nbytes * (3 + 2 * n_state)
+
+
 def step(rule, p, g, state, consts, scale, wd, decay, noise, stream=None, dscale=None) -> None:
     """Run one fused step of ``rule`` over the 1-D arrays ``p``, ``g`` and ``state``.
 
     Scalars are Python floats (``consts``: a tuple of them; ``wd`` may be None), converted
     to the parameter's dtype inside the kernel; ``noise`` is ``(sigma, offset, step, k0,
     k1)`` (a float and four ints) or None. ``stream`` and ``dscale`` exist for the CUDA
-    driver's signature and are unused here.
+    driver's signature and are unused here. Serial or parallel: a
+    :class:`fastopt.parallel.Choice` per rule and array size.
     """
-    step_kernel(rule, p.size >= SERIAL_BELOW)(p, g, state, consts, scale, wd, decay, noise)
+    args = (p, g, state, consts, scale, wd, decay, noise)
+    nbytes = step_bytes(p, len(state))
+    if nbytes < parallel.PARALLEL_MIN_BYTES:
+        step_kernel(rule, False)(*args)
+        return
+    parallel.run(parallel.choice_for((rule, p.size, p.dtype.char)), step_kernel(rule, False),
+                 step_kernel(rule, True), args, nbytes)
 
 
 def blocks(n: int) -> int:
@@ -147,8 +155,11 @@ def sum_of_squares(x: np.ndarray, partials: np.ndarray) -> float:
 
     ``partials`` is a float64 workspace of at least ``blocks(x.size)`` elements.
     """
-    nb = blocks(x.size)
-    return sumsq_kernel(x.size >= SERIAL_BELOW)(x, partials[:nb])
+    args = (x, partials[:blocks(x.size)])
+    if x.nbytes < parallel.PARALLEL_MIN_BYTES:
+        return sumsq_kernel(False)(*args)
+    return parallel.run(parallel.choice_for(("sumsq", x.size, x.dtype.char)),
+                        sumsq_kernel(False), sumsq_kernel(True), args, x.nbytes)
 
 
 # --------------------------------------------------------------------------- arrays

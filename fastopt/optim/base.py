@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import parallel
 from .._checks import HYPERPARAMETER_CHECKS, MAX_STEP, check_grad_array, check_nonneg, lr_at
 from .._memory import ALIGNMENT
 from ..drivers import backend_of, cpu, first_overlap, is_device_array
@@ -255,6 +256,14 @@ class Optimizer:
             # owner, every gradient is checked)
             self._one_owner = owners[0] if plain else None
 
+    @staticmethod
+    def _host_segment(rule: Callable, p: np.ndarray, st: tuple, off: int, i: int) -> tuple:
+        """``(serial kernel, parallel kernel or None, Choice, bytes moved, p, state, noise
+        offset, gradient index)`` of a host segment."""
+        nbytes = cpu.step_bytes(p, len(st))
+        par = cpu.step_kernel(rule, True) if nbytes >= parallel.PARALLEL_MIN_BYTES else None
+        return (cpu.step_kernel(rule, False), par, parallel.Choice(), nbytes, p, st, off, i)
+
     def _check_no_overlap(self) -> None:
         self._param_spans = [self._be.span(p) for p in self._params]
         hit = first_overlap(self._param_spans, lambda i, j: False)
@@ -295,14 +304,14 @@ class Optimizer:
                 self._rule(group), ids, len(ids) == len(self._segments),
                 [seg.p for seg in segs], [seg.state for seg in segs], [seg.lo for seg in segs],
             ))
-        # On the host, each segment's compiled kernel (parallel or serial by its size),
-        # picked once: a step then calls the kernels directly. After a forward and
-        # backward pass have swept the caches, every Python function a step runs costs
-        # microseconds: through the functional layer's generic launch, an Adam step over
-        # 1e3 values took 109 us here right after a sweep, 84 us this way (the kernel
-        # called alone: 20-38 us).
+        # On the host, each segment's compiled kernels, picked once: a step then calls
+        # them directly. After a forward and backward pass have swept the caches, every
+        # Python function a step runs costs microseconds: through the functional layer's
+        # generic launch, an Adam step over 1e3 values took 109 us here right after a
+        # sweep, 84 us this way (the kernel called alone: 20-38 us). A segment big enough
+        # for threads to pay has a parallel kernel too, and a Choice between the two.
         self._host_kernels = None if self._be is not cpu else [
-            [(cpu.step_kernel(rule, p.size >= cpu.SERIAL_BELOW), p, st, off, i)
+            [self._host_segment(rule, p, st, off, i)
              for i, p, st, off in zip(ids, ps, sts, offs, strict=True)]
             for rule, ids, _, ps, sts, offs in self._group_arrays
         ]
@@ -499,8 +508,12 @@ class Optimizer:
             h, sc, wd, decay, nz = step_scalars(
                 consts[k], t, lrs[k], group["weight_decay"], group["decoupled_weight_decay"],
                 group["maximize"], scale, None, self.grad_noise)
-            for kernel, p, st, off, i in host[k]:
-                kernel(p, gs[i], st, h, sc, wd, decay, noise_at(nz, off))
+            for serial, par, choice, nbytes, p, st, off, i in host[k]:
+                args = (p, gs[i], st, h, sc, wd, decay, noise_at(nz, off))
+                if par is None:
+                    serial(*args)
+                else:
+                    parallel.run(choice, serial, par, args, nbytes)
         self._group_state = new_group_state
         self.step_count = t
 
