@@ -83,7 +83,8 @@ def test_bench_command_json(capsys):
     from fastopt.__main__ import main
 
     rc = main(["bench", "--quick", "--sizes", "2000", "--rules", "Adam", "SGD", "--json",
-               "--no-resnet", "--no-startup", "--no-threshold", "--no-torch", "--no-batchnorm"])
+               "--no-resnet", "--no-startup", "--no-threshold", "--no-torch", "--no-batchnorm",
+               "--no-loops"])
     assert rc == 0
     out = json.loads(capsys.readouterr().out)
     assert [r["rule"] for r in out["rows"]] == ["Adam", "SGD"]

@@ -21,6 +21,7 @@ from .. import parallel as fastopt_threads
 from .._progress import progress
 from ..drivers import cpu
 from . import numpy_ref, torch_ref
+from .load import BUSY_CORES, measured
 from .roofline import bytes_moved, divider_kernel, parallel_yardstick, roofline_kernel
 
 #: Each rule's class and number of state arrays (which sets its traffic).
@@ -58,10 +59,13 @@ class Row:
     divider_ms: float | None = None
     #: median over fastest call, the worst of the row's callables (see NOISY_SPREAD)
     spread: float = 1.0
+    #: cores other processes used while the row ran (None: unknown; see .load)
+    other_cores: float | None = None
 
     @property
     def noisy(self) -> bool:
-        return self.spread > NOISY_SPREAD
+        busy = self.other_cores is not None and self.other_cores > BUSY_CORES
+        return self.spread > NOISY_SPREAD or busy
 
     @property
     def pct_roofline(self) -> float:
@@ -147,9 +151,10 @@ def bench_rule(rule: str, n: int, dtype=np.float32, repeats: int = 20,
         p_t = np.ones(n, dtype)
         fns["torch"], kind = torch_ref.make_step(rule, p_t, g.copy())
     spread: dict[str, float] = {}
-    med = _interleaved_medians(fns, repeats, budget_s, spread=spread)
+    # measured again once if another process used the cores meanwhile
+    med, others = measured(lambda: _interleaved_medians(fns, repeats, budget_s, spread=spread))
     return Row(rule, n, np.dtype(dtype).name, med["fastopt"], med["roofline"], med["numpy"],
-               med.get("torch"), kind, med.get("divider"), max(spread.values()))
+               med.get("torch"), kind, med.get("divider"), max(spread.values()), others)
 
 
 def serial_crossover(dtype=np.float32) -> int | None:
@@ -206,8 +211,9 @@ def format_table(rows: list[Row]) -> str:
 
 def main(sizes: list[int], rules: list[str], dtype: str, quick: bool, as_json: bool,
          with_torch: bool, threshold: bool, resnet: bool = True, startup: bool = True,
-         batchnorm: bool = True) -> int:
+         batchnorm: bool = True, loops: bool = True) -> int:
     from . import batchnorm as bn_bench
+    from . import loops as loop_bench
     from . import workloads
 
     dt = np.dtype(dtype).type
@@ -232,6 +238,12 @@ def main(sizes: list[int], rules: list[str], dtype: str, quick: bool, as_json: b
                                         with_torch=with_torch)
                    for shape in progress(bn_bench.SHAPES, "bench BatchNorm",
                                          enabled=not as_json)]
+    loop_results = None
+    if loops:
+        if not as_json:
+            print("bench: training loops (NumPy MLP, torch MLP) and steps beside a busy "
+                  "process ...", file=sys.stderr)
+        loop_results = loop_bench.run_all(quick, with_torch)
     start = None
     if startup:
         if not as_json:
@@ -248,6 +260,11 @@ def main(sizes: list[int], rules: list[str], dtype: str, quick: bool, as_json: b
                 {**asdict(r), "train_x_numpy": r.train_x_numpy, "train_x_torch": r.train_x_torch,
                  "train_x_torch_out": r.train_x_torch_out,
                  "infer_vs_copy": r.infer_vs_copy} for r in bn_rows],
+            "loops": None if loop_results is None else {
+                k: ([{**asdict(r), "step_s": r.step_s} for r in v]
+                    if isinstance(v, list) and v and isinstance(v[0], loop_bench.LoopRow)
+                    else v)
+                for k, v in loop_results.items()},
             "startup": start}, indent=1))
         return 0
     print(f"fastopt bench: {info['machine']}, {info['cpus']} CPUs, numba {info['numba']} "
@@ -270,9 +287,10 @@ def main(sizes: list[int], rules: list[str], dtype: str, quick: bool, as_json: b
           "floor while the arrays fit in cache)\n")
     print(format_table(rows))
     if any(r.noisy for r in rows):
-        print(f"~ this row's times spread widely (a median over {NOISY_SPREAD:g}x the fastest "
-              "call), as when another process competes for the cores: do not trust its "
-              "ratios; run it again on a quiet machine")
+        print(f"~ another process used the cores while this row ran (more than {BUSY_CORES:g} "
+              f"of a core, measured again once), or its times spread widely (a median over "
+              f"{NOISY_SPREAD:g}x the fastest call): do not trust its ratios; run it again on "
+              "a quiet machine")
     if resnet_ms:
         print("\nResNet-50, Adam step (161 arrays, 25.6M float32 values)")
         roof = resnet_ms["roofline, one buffer"]
@@ -288,6 +306,12 @@ def main(sizes: list[int], rules: list[str], dtype: str, quick: bool, as_json: b
               "(/copy: inference time over one read+write pass of x)")
         print(bn_bench.format_table(bn_rows))
         print(f"  ({bn_bench.ALLOCATION_NOTE})")
+    if loop_results:
+        print("\nTraining loops: the whole loop and its forward/backward pass (a step that "
+              "slows the code around it shows as a fwd/bwd change)")
+        print(loop_bench.format_loops(loop_results["numpy_mlp"] +
+                                      (loop_results["torch_mlp"] or [])))
+        print(loop_bench.format_busy(loop_results["beside_busy_process"]))
     if start:
         print(f"\nstart-up (fresh process: import fastopt + first Adam step): "
               f"cold cache {start['cold_import_and_step_s']:.2f} s, "
