@@ -148,6 +148,7 @@ HYPERPARAMETER_CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "initial_accumulator_value": check_nonneg,
     "momentum_decay": check_optional_nonneg,
     "bias_correction": check_bool,
+    "eps_hat": check_bool,
 }
 
 

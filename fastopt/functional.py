@@ -380,20 +380,25 @@ def rmsprop(
 def adam(
     p: Arrays, g: Arrays, m: Arrays, v: Arrays, step: int,
     lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, *,
+    bias_correction: bool = True, eps_hat: bool = False,
     weight_decay: float = 0.0, decoupled_weight_decay: bool = False, maximize: bool = False,
     grad_scale: float = 1.0, noise: GradientNoise | None = None, noise_offset: Offsets = 0,
     check: bool = True, stream: Any = None,
 ) -> None:
     """Adam (spec; Kingma & Ba 2015): ``m ← β₁m + (1−β₁)g;  v ← β₂v + (1−β₂)g²;
     w ← w − η m̂ / (√v̂ + ε)`` with ``m̂ = m/(1−β₁ᵗ)``, ``v̂ = v/(1−β₂ᵗ)``.
-    ``decoupled_weight_decay=True`` makes it AdamW."""
+    ``decoupled_weight_decay=True`` makes it AdamW. ``bias_correction=False``:
+    ``w ← w − η m / (√v + ε)``; ``eps_hat=True``: Keras' and TensorFlow's form,
+    ``η_t = η √(1 − β₂ᵗ) / (1 − β₁ᵗ);  w ← w − η_t m / (√v + ε̂)``."""
     if check:
         check_step(step)
         betas = check_betas(betas)
         check_nonneg("eps", eps)
-    _run(rules.adam, p, g, (m, v), rules.adam_constants(step, _lr(lr, check), betas, eps), step, lr,
-         weight_decay, decoupled_weight_decay, maximize, grad_scale, noise, noise_offset,
-         check, stream)
+        check_bool("bias_correction", bias_correction)
+        check_bool("eps_hat", eps_hat)
+    consts = rules.adam_constants(step, _lr(lr, check), betas, eps, bias_correction, eps_hat)
+    _run(rules.adam, p, g, (m, v), consts, step, lr, weight_decay, decoupled_weight_decay,
+         maximize, grad_scale, noise, noise_offset, check, stream)
 
 
 def nadam(

@@ -33,7 +33,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
                 "initial_accumulator_value": 0.0},
     "rmsprop": {"lr": 1e-2, "alpha": 0.9, "eps": 1e-6, "eps_inside_sqrt": True,
                 "centered": False, "momentum": 0.0},
-    "adam": {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8},
+    "adam": {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8, "bias_correction": True,
+             "eps_hat": False},
     "nadam": {"lr": 2e-3, "betas": (0.9, 0.999), "eps": 1e-8, "momentum_decay": None},
     "amsgrad": {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8, "bias_correction": False},
 }
@@ -145,9 +146,16 @@ def _moments(g, s, betas):
 def step_adam(w, g, s, t, lr, hp):
     b1, b2 = hp["betas"]
     m, v = _moments(g, s, hp["betas"])
-    m_hat = m / (1 - b1**t)
-    v_hat = v / (1 - b2**t)
-    w -= lr / (np.sqrt(v_hat) + hp["eps"]) * m_hat
+    if not hp["bias_correction"]:
+        w -= lr * m / (np.sqrt(v) + hp["eps"])
+    elif hp["eps_hat"]:
+        # Kingma & Ba, end of section 2 (Keras, TensorFlow): the corrections in the step size
+        lr_t = lr * math.sqrt(1 - b2**t) / (1 - b1**t)
+        w -= lr_t * m / (np.sqrt(v) + hp["eps"])
+    else:
+        m_hat = m / (1 - b1**t)
+        v_hat = v / (1 - b2**t)
+        w -= lr / (np.sqrt(v_hat) + hp["eps"]) * m_hat
 
 
 def nadam_mu(t: int, beta1: float, psi: float) -> float:

@@ -289,6 +289,10 @@ BAD_HYPER = [
      "eps_inside_sqrt must be True or False"),
     ("bias-correction-int", lambda: fastopt.AMSGrad(A, bias_correction=1),
      "bias_correction must be True or False"),
+    ("adam-bias-correction-none", lambda: fastopt.Adam(A, bias_correction=None),
+     "bias_correction must be True or False"),
+    ("adam-eps-hat-string", lambda: fastopt.Adam(A, eps_hat="yes"),
+     "eps_hat must be True or False"),
     ("clip-negative", lambda: fastopt.SGD(A, clip_norm=-1.0),
      "clip_norm must be finite and >= 0, got -1.0"),
     ("clip-nan", lambda: fastopt.Adam(A, clip_norm=float("nan")), "clip_norm must not be NaN"),
@@ -775,6 +779,8 @@ def test_functional_other_rules_refuse_before_writing():
         (lambda: F.amsgrad(p, g, m, v, g, 1), "state array 2 overlaps p or g"),
         (lambda: F.amsgrad(p, g, m, v, v.copy(), 1, bias_correction="yes"),
          "bias_correction must be True or False"),
+        (lambda: F.adam(p, g, m, v, 1, bias_correction=0), "bias_correction must be True"),
+        (lambda: F.adam(p, g, m, v, 1, eps_hat=1), "eps_hat must be True or False"),
     ]
     for call, message in cases:
         with pytest.raises(ValueError, match=esc(message)):

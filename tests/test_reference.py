@@ -52,6 +52,10 @@ RULE_CASES = {
                                   "centered": True, "momentum": 0.9}),
     "Adam": ("adam", {}),
     "Adam-betas": ("adam", {"lr": 3e-3, "betas": (0.8, 0.99), "eps": 1e-6}),
+    "Adam-no-bias-correction": ("adam", {"bias_correction": False}),
+    # a large ε, so that where it is added (to √v, or to √v̂) changes the result
+    "Adam-eps-hat": ("adam", {"eps_hat": True, "eps": 1e-3}),
+    "Adam-eps-hat-no-bias-correction": ("adam", {"eps_hat": True, "bias_correction": False}),
     "Nadam": ("nadam", {}),
     "Nadam-momentum_decay": ("nadam", {"momentum_decay": 4e-3}),
     "AMSGrad": ("amsgrad", {}),
@@ -457,6 +461,22 @@ def test_functional_nadam_threads_mu_product(momentum_decay):
     w, _ = _ref_run_functional("nadam", p0, [gs[0] for gs in grads],
                                {"momentum_decay": momentum_decay})
     assert_close(p, w, np.float64, "p")
+
+
+@pytest.mark.parametrize(("bias_correction", "eps_hat"), [(False, False), (True, True)])
+def test_functional_adam_other_forms(bias_correction, eps_hat):
+    """Adam without bias correction, and Keras' ε-hat form, against the reference; each
+    differs from the default form by far more than the tolerance."""
+    shape = (6, 13)
+    (p0,), grads = make_problem([shape], np.float64, 10, seed=19)
+    hp = {"bias_correction": bias_correction, "eps_hat": eps_hat, "eps": 1e-3}
+    p, m, v = p0.copy(), np.zeros(shape), np.zeros(shape)
+    for t, (g,) in enumerate(grads, start=1):
+        F.adam(p, g, m, v, t, eps=1e-3, bias_correction=bias_correction, eps_hat=eps_hat)
+    w, _ = _ref_run_functional("adam", p0, [gs[0] for gs in grads], hp)
+    assert_close(p, w, np.float64, "p")
+    default, _ = _ref_run_functional("adam", p0, [gs[0] for gs in grads], {"eps": 1e-3})
+    assert np.max(np.abs(w - default)) > 1e-4
 
 
 @pytest.mark.parametrize("bias_correction", [False, True])

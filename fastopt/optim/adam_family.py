@@ -21,17 +21,25 @@ class _AdamLike(Optimizer):
 class Adam(_AdamLike):
     """Adam (spec; Kingma & Ba 2015): ``m ← β₁m + (1−β₁)g;  v ← β₂v + (1−β₂)g²;
     w ← w − η m̂ / (√v̂ + ε)`` with bias-corrected ``m̂, v̂``; ``betas=(0.9, 0.999)``,
-    ``ε = 1e-8`` (as torch.optim.Adam). ``decoupled_weight_decay=True`` is AdamW."""
+    ``ε = 1e-8`` (as torch.optim.Adam). ``decoupled_weight_decay=True`` is AdamW.
+
+    ``bias_correction=False``: ``w ← w − η m / (√v + ε)``. ``eps_hat=True``: the form of
+    Keras, TensorFlow and many NumPy trainers (Kingma & Ba, end of section 2):
+    ``η_t = η √(1 − β₂ᵗ) / (1 − β₁ᵗ);  w ← w − η_t m / (√v + ε̂)``."""
 
     def __init__(self, params: Params, lr: Any = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8, **options: Any) -> None:
-        super().__init__(params, {"lr": lr, "betas": betas, "eps": eps}, **options)
+                 eps: float = 1e-8, *, bias_correction: bool = True, eps_hat: bool = False,
+                 **options: Any) -> None:
+        super().__init__(params, {"lr": lr, "betas": betas, "eps": eps,
+                                  "bias_correction": bias_correction, "eps_hat": eps_hat},
+                         **options)
 
     def _rule(self, group):
         return rules.adam
 
     def _constants(self, t, lr, group, group_state):
-        return rules.adam_constants(t, lr, group["betas"], group["eps"]), group_state
+        return rules.adam_constants(t, lr, group["betas"], group["eps"],
+                                    group["bias_correction"], group["eps_hat"]), group_state
 
 
 class Nadam(_AdamLike):

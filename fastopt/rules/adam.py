@@ -30,11 +30,21 @@ def adam(p, g, s, h):
 
 
 def adam_constants(
-    step: int, lr: float, betas: tuple[float, float], eps: float, bias_correction: bool = True
+    step: int, lr: float, betas: tuple[float, float], eps: float, bias_correction: bool = True,
+    eps_hat: bool = False,
 ) -> tuple[float, ...]:
-    """Host constants for step ``t = step`` (1 on the first step)."""
+    """Host constants for step ``t = step`` (1 on the first step).
+
+    ``bias_correction=False``: ``w ← w − η m / (√v + ε)``. ``eps_hat=True``: the form at
+    the end of Kingma & Ba's section 2, used by Keras and TensorFlow,
+    ``η_t = η √(1 − β₂ᵗ) / (1 − β₁ᵗ);  w ← w − η_t m / (√v + ε̂)``: the same step except
+    that ε̂ is added to the uncorrected √v (ε̂ = ε √(1 − β₂ᵗ) gives the default form).
+    Without bias correction the two forms are one."""
     b1, b2 = betas
-    if bias_correction:
+    if bias_correction and eps_hat:
+        step_size = lr * math.sqrt(1.0 - b2**step) / (1.0 - b1**step)
+        inv_bc2_sqrt = 1.0
+    elif bias_correction:
         step_size = lr / (1.0 - b1**step)
         inv_bc2_sqrt = 1.0 / math.sqrt(1.0 - b2**step)
     else:
