@@ -23,12 +23,13 @@ from .flat import FlatParams
 from .noise import GradientNoise
 from .optim import SGD, AdaGrad, Adam, AMSGrad, Momentum, Nadam, Nesterov, Optimizer, RMSprop
 from .parallel import get_num_threads, set_num_threads, thread_limit, threading_info
+from .precompile import precompile
 
 __version__ = "0.1.0"
 
 __all__ = [
     "SGD", "AMSGrad", "AdaGrad", "Adam", "BatchNorm", "Curriculum", "EarlyStopping",
     "FlatParams", "GradientNoise", "Momentum", "Nadam", "Nesterov", "Optimizer", "RMSprop",
-    "batchnorm", "data", "datasets", "functional", "get_num_threads", "parallel", "schedules",
-    "set_num_threads", "thread_limit", "threading_info",
+    "batchnorm", "data", "datasets", "functional", "get_num_threads", "parallel", "precompile",
+    "schedules", "set_num_threads", "thread_limit", "threading_info",
 ]

@@ -1,4 +1,5 @@
-"""Command line: ``python -m fastopt demo`` and ``python -m fastopt bench``."""
+"""Command line: ``python -m fastopt demo``, ``python -m fastopt bench`` and
+``python -m fastopt compile``."""
 
 from __future__ import annotations
 
@@ -48,7 +49,22 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--out", type=Path, default=Path("fastopt_demo.png"),
                       help="where to write the PNG (default fastopt_demo.png)")
     demo.add_argument("--quick", action="store_true", help="3 epochs, SGD and Adam only")
+    comp = sub.add_parser("compile", help="load or compile ahead of a run the kernels it will "
+                                          "use (kept in Numba's disk cache)")
+    comp.add_argument("--rules", nargs="+", default=None, help="rules (default: all eight)")
+    comp.add_argument("--dtypes", nargs="+", default=["float32"],
+                      choices=["float32", "float64"], help="default float32")
+    comp.add_argument("--clip", action="store_true", help="steps with clip_norm")
+    comp.add_argument("--weight-decay", action="store_true", help="steps with L2 weight decay")
+    comp.add_argument("--decoupled", action="store_true",
+                      help="steps with decoupled (AdamW-style) weight decay")
+    comp.add_argument("--noise", action="store_true", help="steps with gradient noise")
+    comp.add_argument("--maximize", action="store_true", help="steps with maximize=True")
+    comp.add_argument("--batchnorm", action="store_true", help="BatchNorm's kernels too")
     args = parser.parse_args(argv)
+
+    if args.command == "compile":
+        return _compile(parser, args)
 
     if args.command == "demo":
         from .demo import run as demo_run
@@ -89,6 +105,37 @@ def main(argv: list[str] | None = None) -> int:
     return run.main(sizes, rules, args.dtype, args.quick, args.json,
                     not args.no_torch, not args.no_threshold, not args.no_resnet,
                     not args.no_startup, not args.no_batchnorm, not args.no_loops)
+
+
+def _compile(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """``python -m fastopt compile``: a throwaway optimizer per rule and dtype with the
+    options asked for, handed to :func:`fastopt.precompile` with its parallel kernels
+    (the arrays' sizes are not known here)."""
+    import numpy as np
+
+    from . import optim
+    from .noise import GradientNoise
+    from .precompile import precompile
+
+    names = ["SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "Adam", "Nadam", "AMSGrad"]
+    rules = args.rules or names
+    unknown = [r for r in rules if r not in names]
+    if unknown:
+        parser.error(f"unknown rule(s) {unknown}; choose from {names}")
+    if args.weight_decay and args.decoupled:
+        parser.error("--weight-decay and --decoupled are two forms of weight decay: pick one")
+    options = {
+        "clip_norm": 1.0 if args.clip else None,
+        "grad_noise": GradientNoise(0.01) if args.noise else None,
+        "weight_decay": 0.01 if args.weight_decay or args.decoupled else 0.0,
+        "decoupled_weight_decay": args.decoupled,
+        "maximize": args.maximize,
+    }
+    opts = [getattr(optim, r)(np.zeros(1, dt), **options) for r in rules for dt in args.dtypes]
+    n = precompile(*opts, batchnorm=args.dtypes if args.batchnorm else (),
+                   parallel_kernels=True)
+    print(f"{n} kernel versions ready (in Numba's disk cache for later runs)")
+    return 0
 
 
 if __name__ == "__main__":

@@ -184,6 +184,23 @@ class FlatParams:
             raise ValueError(f"FlatParams.subset got a name twice: {names}")
         return FlatSubset(self, tuple(names))
 
+    def __getstate__(self) -> dict:
+        """Pickle and ``copy.deepcopy``: the layout and both buffers (host copies); the
+        views are made again on loading (views taken before pickling are not tied to
+        the loaded buffers: take them again)."""
+        return {"slots": self._slots, "dtype": self.dtype, "device": self.device,
+                "data": self._be.to_host(self.data), "grad": self._be.to_host(self.grad)}
+
+    def __setstate__(self, state: dict) -> None:
+        self._slots, self.dtype, self.device = state["slots"], state["dtype"], state["device"]
+        self._be = cuda_driver() if self.device == "cuda" else cpu
+        self.data = self._be.zeros(state["data"].size, self.dtype)
+        self.grad = self._be.zeros(state["grad"].size, self.dtype)
+        self._be.copy_from_host(self.data, state["data"])
+        self._be.copy_from_host(self.grad, state["grad"])
+        self.params = _Views(self, self.data)
+        self.grads = _Views(self, self.grad)
+
     def zero_grad(self) -> None:
         self._be.fill(self.grad, 0.0)
 

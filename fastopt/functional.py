@@ -107,25 +107,60 @@ def _lr(lr: Any, check: bool) -> Any:
     return lr
 
 
-def _check_entries_apart(be: Any, ps: list, gs: list, sts: list) -> None:
+def _plain_host_arrays(ps: list, gs: list, sts: list) -> tuple[bool, list[int] | None]:
+    """``(plain, owners)``. ``plain``: every array of the call passes the per-array checks,
+    told cheaply: plain C-contiguous ndarrays of p[0]'s float dtype, each shaped like its
+    parameter, those a step writes writable (the checks that say what is wrong run when
+    this says no). ``owners``: where plain, the ids of the ndarrays that allocated each
+    array's memory (``cpu.owner``), in the order p, g, state of each entry, or None where
+    some memory came from elsewhere. 6 entries of Adam: 9 us here, against 30 us for the
+    per-array checks and the owner lookups one by one."""
+    dt = ps[0].dtype
+    if type(ps[0]) is not np.ndarray or dt not in FLOAT_DTYPES:
+        return False, None
+    owners: list[int] | None = []
+    for p, g, st in zip(ps, gs, sts, strict=True):
+        shape = p.shape
+        for k, a in enumerate((p, g, *st)):
+            if type(a) is not np.ndarray or a.dtype is not dt or a.shape != shape:
+                return False, None
+            flags = a.flags  # one flags object per array: each access makes one
+            if not flags.c_contiguous or (k != 1 and not flags.writeable):  # k = 1: g
+                return False, None
+            if owners is not None:
+                o = a.base
+                if o is None and flags.owndata:
+                    owners.append(id(a))
+                elif o is not None and type(o) is np.ndarray and o.flags.owndata:
+                    owners.append(id(o))
+                else:
+                    owners = None
+    return True, owners
+
+
+def _check_entries_apart(be: Any, ps: list, gs: list, sts: list,
+                         owners: list[int] | None = None) -> None:
     """The overlap checks of a list call, all at once (one span per array): each array a
     step writes (p[j] and its state) apart from every other array, but g[j] may be p[j]
     itself, and gradients may share memory with each other.
 
     Host arrays whose memory belongs to different NumPy arrays cannot overlap, so only
     those sharing an owner (views of one buffer) have their spans compared: 161 separate
-    arrays cost ~0.1 ms here, views of one buffer ~1 ms."""
+    arrays cost ~0.1 ms here, views of one buffer ~1 ms. ``owners``: the owners' ids, where
+    the caller has them."""
     m = 2 + (len(sts[0]) if sts else 0)  # arrays per entry: array i is entry i // m's
     arrays = [a for p, g, st in zip(ps, gs, sts, strict=True) for a in (p, g, *st)]
     suspects: Sequence[int] = range(len(arrays))
     if be is cpu:
-        bases = [a.base for a in arrays]
-        if all(b is None or type(b) is np.ndarray for b in bases):  # no foreign buffers
-            ids = [id(a) if b is None else id(b) for a, b in zip(arrays, bases, strict=True)]
-            if len(set(ids)) == len(ids):
+        if owners is None:
+            found = list(map(cpu.owner, arrays))
+            if all(o is not None for o in found):  # all memory allocated by ndarrays
+                owners = list(map(id, found))
+        if owners is not None:
+            if len(set(owners)) == len(owners):
                 return
-            count = Counter(ids)
-            suspects = [i for i, k in enumerate(ids) if count[k] > 1]
+            count = Counter(owners)
+            suspects = [i for i, k in enumerate(owners) if count[k] > 1]
     spans = [be.span(arrays[i]) for i in suspects]
 
     def allowed(a: int, b: int) -> bool:
@@ -165,8 +200,9 @@ def _run(
     ps, gs, sts, offsets = _as_lists(p, g, state, noise_offset)
     if not ps:
         return
-    if not check and isinstance(ps[0], np.ndarray):
-        be = cpu  # the optimizer's per-step call: arrays validated when it was built
+    plain, owners = _plain_host_arrays(ps, gs, sts) if check else (False, None)
+    if plain or (not check and isinstance(ps[0], np.ndarray)):
+        be = cpu  # plain host arrays, or the optimizer's per-step call (validated then)
     else:
         be = backend_of([*ps, *gs, *(s for st in sts for s in st)] if check else ps[:1])
     device = be is not cpu
@@ -174,11 +210,14 @@ def _run(
         stream = be.current_stream(be.origin(ps[0]))
     if check:
         many = len(ps) > 1
-        checked = [check_step_arrays(be, pj, gj, sj, f"[{j}]" if many else "", not many)
-                   for j, (pj, gj, sj) in enumerate(zip(ps, gs, sts, strict=True))]
-        ps, gs, sts = ([c[k] for c in checked] for k in range(3))
+        if not plain:  # the per-array checks, which say what is wrong
+            checked = [check_step_arrays(be, pj, gj, sj, f"[{j}]" if many else "", not many)
+                       for j, (pj, gj, sj) in enumerate(zip(ps, gs, sts, strict=True))]
+            ps, gs, sts = ([c[k] for c in checked] for k in range(3))
+        elif not many:
+            check_step_arrays(be, ps[0], gs[0], sts[0], "")  # its overlap checks
         if many:
-            _check_entries_apart(be, ps, gs, sts)
+            _check_entries_apart(be, ps, gs, sts, owners)
         for j, off in enumerate(offsets):
             if (isinstance(off, bool) or not isinstance(off, (int, np.integer))
                     or not 0 <= off <= MAX_STEP - ps[j].size):

@@ -284,6 +284,11 @@ def forced(mode: str) -> Iterator[None]:
         _forced = previous
 
 
+def is_forced() -> bool:
+    """Whether a :func:`forced` block is in effect."""
+    return _forced is not None
+
+
 def run(choice: Choice, serial: Callable, parallel: Callable, args: tuple, nbytes: int) -> Any:
     """``serial(*args)`` or ``parallel(*args)``, as ``choice`` says (always serial with one
     thread or below :data:`PARALLEL_MIN_BYTES`); the call is timed for ``choice``."""

@@ -760,7 +760,7 @@ def get(name: str, x: np.ndarray) -> Callable:
     announced on stderr."""
     serial = _ready(name, False)
     nbytes = 3 * x.nbytes  # about what a pass pair reads and writes
-    if nbytes < parallel.PARALLEL_MIN_BYTES:
+    if nbytes < parallel.PARALLEL_MIN_BYTES and not parallel.is_forced():
         return serial
     choice = parallel.choice_for((name, x.shape, x.dtype.char))
     par = _ready(name, True)

@@ -198,11 +198,16 @@ def overlap(a: np.ndarray, b: np.ndarray) -> bool:
     return np.may_share_memory(a, b)
 
 
-def owner(a: np.ndarray) -> object:
-    """The object holding a's memory: a itself, or its base (NumPy points a view's base at
-    the array that owns the memory, or at a foreign buffer object)."""
-    b = a.base
-    return a if b is None else b
+def owner(a: np.ndarray) -> np.ndarray | None:
+    """The ndarray that allocated a's memory (a itself, or its base), or None where the
+    memory came from elsewhere: a foreign buffer, a memory map, a subclass (NumPy stops
+    collapsing ``.base`` at a subclass, so two views of one ``np.memmap`` can have
+    different bases). Arrays with different owners cannot overlap; where an owner is
+    None only their byte spans can tell."""
+    o = a.base
+    if o is None:
+        o = a
+    return o if type(o) is np.ndarray and o.flags.owndata else None
 
 
 def flat_view(a: np.ndarray) -> np.ndarray:

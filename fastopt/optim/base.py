@@ -197,6 +197,10 @@ class Optimizer:
                 owner[name] = k
         self._flat = flat
         self._flat_names = list(owner)  # the arrays this optimizer steps
+        self._group_members: list = [[] for _ in self.param_groups]  # names, per group
+        for k, sub in flats:
+            self._group_members[k] = list(sub.names)
+        self._group_members_of = owner  # name -> group
         self._be = backend_of([flat.data])
         self._origin = self._be.origin(flat.data)
         self._layout_size = flat.data.size
@@ -224,6 +228,8 @@ class Optimizer:
         seen: dict[int, str] = {}
         self._be = backend_of([p for _, ps in arrays for p in ps], "parameters")
         self._origin = self._be.origin(arrays[0][1][0]) if arrays[0][1] else "numpy"
+        self._group_members = [[] for _ in self.param_groups]  # param indices, per group
+        self._param_offsets: list[int] = []  # each parameter's place in the state layout
         for k, ps in arrays:
             for j, p in enumerate(ps):
                 what = f"params[{j}]" if len(self.param_groups) == 1 else (
@@ -240,6 +246,8 @@ class Optimizer:
                     )
                 idx = len(self._params)
                 self._params.append(p)
+                self._group_members[k].append(idx)
+                self._param_offsets.append(offset)
                 if p.size:
                     self._segments.append(_Segment(self._be.flat_view(p), offset, k, idx))
                 step = ALIGNMENT // p.dtype.itemsize
@@ -250,7 +258,7 @@ class Optimizer:
         self._layout_size = offset
         if self._be is cpu:  # what holds the parameters' memory (see _check_grads_apart)
             owners = [cpu.owner(p) for p in self._params]
-            plain = all(type(o) is np.ndarray for o in owners)
+            plain = all(o is not None for o in owners)
             self._param_owners = frozenset(map(id, owners)) if plain else None
             # one parameter: the array a gradient must not belong to (None: a foreign
             # owner, every gradient is checked)
@@ -375,7 +383,8 @@ class Optimizer:
                 o = grads.base  # _check_grads_apart's test for one array, inlined
                 if o is None:
                     o = grads
-                if o is self._one_owner or type(o) is not np.ndarray or self._one_owner is None:
+                if o is self._one_owner or self._one_owner is None or \
+                        type(o) is not np.ndarray or not o.flags.owndata:
                     self._check_grads_apart((grads,))
                 return [grads if grads.ndim == 1 else grads.reshape(-1)]
         if isinstance(grads, np.ndarray) or is_device_array(grads):
@@ -443,7 +452,7 @@ class Optimizer:
         if owners is not None:
             for g in grads:
                 o = cpu.owner(g)
-                if type(o) is not np.ndarray or id(o) in owners:
+                if o is None or id(o) in owners:
                     break
             else:
                 return
@@ -604,10 +613,130 @@ class Optimizer:
         self.step_count = int(step)
         self.skipped_steps = int(skipped)
 
+    # ----------------------------------------------------------------- state views
+    @property
+    def state(self) -> StateViews:
+        """Each parameter's state arrays as writable views shaped like the parameter:
+        ``opt.state[i]["m"]`` for the i-th array of a list, ``opt.state["w1"]["m"]`` for
+        a FlatParams array (``opt.state.keys()`` lists them; names as in
+        :meth:`state_dict`, e.g. Adam's ``m`` and ``v``). Reading them costs nothing;
+        writing them sets the optimizer's state (a framework restoring moments)."""
+        return StateViews(self)
+
+    def _state_views(self, key: Any) -> dict[str, Any]:
+        if self._flat is not None:
+            if key not in self._group_members_of:
+                raise KeyError(f"{key!r} is not an array this optimizer steps; it steps "
+                               f"{self._flat_names}")
+            k = self._group_members_of[key]
+            lo, shape = self._flat.offset(key), self._flat.shapes[key]
+        else:
+            if isinstance(key, bool) or not isinstance(key, (int, np.integer)) or \
+                    not -len(self._params) <= key < len(self._params):
+                raise KeyError(f"the state of parameter {key!r}: give its index in the "
+                               f"params list, 0 to {len(self._params) - 1}")
+            i = int(key) % len(self._params)
+            k = next(g for g, idx in enumerate(self._group_members) if i in idx)
+            lo, shape = self._param_offsets[i], tuple(self._params[i].shape)
+        n = int(np.prod(shape, dtype=np.int64))
+        return {name: self._state[name][lo : lo + n].reshape(shape)
+                for name in self._group_layout[k]}
+
+    # ----------------------------------------------------------------- precompile
+    def _warm_calls(self, parallel_kernels: bool | None = None) -> list[tuple[Callable, tuple]]:
+        """``(kernel, arguments)`` for each kernel variant this optimizer's steps can run,
+        on one-element scratch arrays, with the argument types its steps pass (Numba
+        compiles one version per type signature): each group's rule, with and without a
+        clip factor where clipping can apply; the norm reduction where the step takes
+        one. Serial kernels, and parallel ones where a step could choose them (or as
+        ``parallel_kernels`` says), with two or more threads. For
+        :func:`fastopt.precompile`."""
+        if self._be is not cpu:
+            raise TypeError(f"fastopt.precompile covers optimizers over host arrays; this "
+                            f"{type(self).__name__} over GPU arrays compiles its CUDA kernels "
+                            "at its first step")
+        threads = parallel.get_num_threads() > 1
+
+        def scratch() -> np.ndarray:
+            return np.zeros(1, self.dtype)
+
+        calls: list[tuple[Callable, tuple]] = []
+        any_parallel = False
+        for k, (rule, ids, _, _, sts, _) in enumerate(self._group_arrays):
+            if not ids:
+                continue
+            group = self.param_groups[k]
+            lr = lr_at(group["lr"], 0)
+            consts, _ = self._constants(1, lr, group, self._group_state[k])
+            has_parallel = any(par is not None for _, par, *_ in self._host_kernels[k])
+            use = has_parallel if parallel_kernels is None else parallel_kernels
+            modes = (False, True) if threads and use else (False,)
+            any_parallel |= len(modes) == 2
+            for grad_scale in ((1.0, 0.5) if self.clip_norm is not None else (1.0,)):
+                h, sc, wd, decay, nz = step_scalars(
+                    consts, 1, lr, group["weight_decay"], group["decoupled_weight_decay"],
+                    group["maximize"], grad_scale, None, self.grad_noise)
+                args = (scratch(), scratch(), tuple(scratch() for _ in sts[0]), h, sc, wd,
+                        decay, noise_at(nz, 0))
+                calls += [(cpu.step_kernel(rule, mode), args) for mode in modes]
+        if self.clip_norm is not None or self.skip_nonfinite:
+            for mode in ((False, True) if any_parallel else (False,)):
+                calls.append((cpu.sumsq_kernel(mode), (scratch(), np.empty(1))))
+        return calls
+
+    # ----------------------------------------------------------------- pickle, deepcopy
+    def __getstate__(self) -> dict[str, Any]:
+        """What pickle and ``copy.deepcopy`` keep: the parameters (the user's arrays, or
+        the FlatParams), the groups with their hyperparameters, the options and the
+        :meth:`state_dict`. The kernels, views and checks are made again on loading."""
+        if self._be is not cpu:
+            raise TypeError(
+                f"a {type(self).__name__} over GPU arrays cannot be pickled: save its "
+                "state_dict() (host arrays) and load it into a new optimizer over the "
+                "parameters on the device"
+            )
+        if self._flat is not None:
+            members = [self._flat.subset(*names) for names in self._group_members]
+        else:
+            members = [[self._params[i] for i in idx] for idx in self._group_members]
+        return {
+            "defaults": self.defaults,
+            "groups": [{**group, "params": m}
+                       for group, m in zip(self.param_groups, members, strict=True)],
+            "options": {"clip_norm": self.clip_norm, "grad_noise": self.grad_noise,
+                        "skip_nonfinite": self.skip_nonfinite},
+            "state": self.state_dict(),
+        }
+
+    def __setstate__(self, saved: dict[str, Any]) -> None:
+        Optimizer.__init__(self, saved["groups"], saved["defaults"], **saved["options"])
+        self.load_state_dict(saved["state"])
+
     def __repr__(self) -> str:
         n = (sum(map(self._flat.size_of, self._flat_names)) if self._flat is not None
              else sum(p.size for p in self._params))
         return f"{type(self).__name__}({n} parameters, {len(self.param_groups)} group(s))"
+
+
+class StateViews(Mapping):
+    """``opt.state``: parameter (index, or FlatParams name) -> ``{state name: view}``."""
+
+    def __init__(self, opt: Optimizer) -> None:
+        self._opt = opt
+
+    def __getitem__(self, key: Any) -> dict[str, Any]:
+        return self._opt._state_views(key)
+
+    def __iter__(self):
+        opt = self._opt
+        return iter(opt._flat_names if opt._flat is not None else range(len(opt._params)))
+
+    def __len__(self) -> int:
+        opt = self._opt
+        return len(opt._flat_names if opt._flat is not None else opt._params)
+
+    def __repr__(self) -> str:
+        return f"<state of {len(self)} parameters of {self._opt!r}>"
 
 
 #: A weak reference's referent (None once it is gone), for ``map``.
