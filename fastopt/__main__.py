@@ -82,6 +82,10 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--noise must be a finite number >= 0, got {args.noise}")
         if args.seed < 0:
             parser.error(f"--seed must be >= 0, got {args.seed}")
+        try:
+            args.out = demo_run.output_path(args.out)
+        except ValueError as exc:
+            parser.error(str(exc))
         return demo_run.main(rules, 3 if args.quick else args.epochs, args.batch_size,
                              args.seed, args.noise, args.curriculum, args.out)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -16,10 +17,26 @@ import numpy as np
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
+def plain_ndarray(a: np.ndarray, what: str) -> np.ndarray:
+    """``a`` as a plain ndarray: itself, or for a subclass (``np.memmap``, ``np.matrix``,
+    ...) a view of the same memory as a base-class array (so a step writes the subclass's
+    memory, e.g. the memory-mapped file, and its 1-D view is really 1-D). A
+    ``numpy.ma.MaskedArray`` is refused: fastopt would step its masked values too."""
+    if type(a) is np.ndarray:
+        return a
+    ma = sys.modules.get("numpy.ma")  # not imported: a cannot be a MaskedArray
+    if ma is not None and isinstance(a, ma.MaskedArray):
+        raise TypeError(f"{what} is a numpy.ma.MaskedArray, whose mask fastopt would ignore "
+                        "(it steps every value); pass np.ma.getdata(...) to step them all")
+    return a.view(np.ndarray)
+
+
 def check_param_array(a: Any, what: str, *, writable: bool = True) -> np.ndarray:
-    """A float32/float64, C-contiguous (and writable) ndarray, or a clear error."""
+    """A float32/float64, C-contiguous (and writable) ndarray, or a clear error; a
+    subclass as its plain view (:func:`plain_ndarray`)."""
     if not isinstance(a, np.ndarray):
         raise TypeError(f"{what} must be a numpy.ndarray, got {type(a).__name__}")
+    a = plain_ndarray(a, what)
     if a.dtype not in FLOAT_DTYPES:
         hint = (
             " (numba has no float16 on the CPU: keep a float32 master copy)"
@@ -37,9 +54,11 @@ def check_param_array(a: Any, what: str, *, writable: bool = True) -> np.ndarray
 
 
 def check_grad_array(g: Any, p: np.ndarray, what: str) -> np.ndarray:
-    """A gradient matching its parameter in shape and dtype, C-contiguous."""
+    """A gradient matching its parameter in shape and dtype, C-contiguous; a subclass as
+    its plain view (:func:`plain_ndarray`)."""
     if not isinstance(g, np.ndarray):
         raise ValueError(f"{what} must be a numpy.ndarray, got {type(g).__name__}")
+    g = plain_ndarray(g, what)
     if g.shape != p.shape:
         raise ValueError(f"{what} has shape {g.shape}, its parameter has shape {p.shape}")
     if g.dtype != p.dtype:
@@ -50,8 +69,13 @@ def check_grad_array(g: Any, p: np.ndarray, what: str) -> np.ndarray:
 
 
 def _as_float(name: str, value: Any) -> float:
+    """``value`` as a Python float. A NumPy float narrower than float64 is taken as the
+    decimal it prints as (``np.float32(0.99)`` is 0.99, not 0.9900000095367432): a
+    float32 hyperparameter then gives float64 parameters the constants its writer meant."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise ValueError(f"{name} must be a real number, got {value!r}")
+    if isinstance(value, np.floating) and value.dtype.itemsize < 8:
+        return float(str(value))
     return float(value)
 
 
@@ -122,14 +146,26 @@ def check_step(step: Any) -> int:
 
 
 def check_mu_product(value: Any) -> float:
-    """Nadam's running product of its momentum coefficients μ_t, each in (0, 1)."""
+    """Nadam's running product of its momentum coefficients μ_t, each in [0, 1): in [0, 1]
+    (it underflows to 0.0 after some hundred steps when β₁ is small, and is 0 from the
+    first step when β₁ = 0)."""
     if (isinstance(value, bool) or not isinstance(value, (int, float, np.number))
-            or not 0.0 < value <= 1.0):
+            or not 0.0 <= value <= 1.0):
         raise ValueError(
-            f"mu_product is a product of momentum coefficients: it must be in (0, 1] (1.0 "
+            f"mu_product is a product of momentum coefficients: it must be in [0, 1] (1.0 "
             f"before the first step), got {value!r}"
         )
     return float(value)
+
+
+def power(base: float, exponent: float) -> float:
+    """``base ** exponent``, inf where it overflows (Python's float power raises
+    OverflowError there): a schedule's or a noise variance's divisor, so that what has
+    decayed below the smallest float is 0.0 instead of an error at every later step."""
+    try:
+        return base**exponent
+    except OverflowError:
+        return math.inf
 
 
 #: How each hyperparameter is checked, by name. Used for constructor arguments and for

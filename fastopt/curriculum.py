@@ -223,14 +223,20 @@ class Curriculum:
 
     def _draw(self, batch_size: int) -> np.ndarray:
         m = self.pool_size()
-        if batch_size <= m:
-            picks = self._rng.choice(m, size=batch_size, replace=False)
-        else:
-            extra = self._rng.choice(m, size=batch_size % m, replace=False)
-            picks = np.concatenate([np.tile(np.arange(m), batch_size // m), extra])
-            self._rng.shuffle(picks)
+        state = self._rng.bit_generator.state
+        try:
+            if batch_size <= m:
+                picks = self._rng.choice(m, size=batch_size, replace=False)
+            else:
+                extra = self._rng.choice(m, size=batch_size % m, replace=False)
+                picks = np.concatenate([np.tile(np.arange(m), batch_size // m), extra])
+                self._rng.shuffle(picks)
+            batch = self.order[picks]
+        except BaseException:  # e.g. MemoryError for a huge batch: as if never called
+            self._rng.bit_generator.state = state
+            raise
         self._step += 1
-        return self.order[picks]
+        return batch
 
     def batches(self, batch_size: int, steps: int | None = None) -> Iterator[np.ndarray]:
         """An iterator of :meth:`batch` results: ``steps`` batches, or without end if

@@ -69,6 +69,18 @@ def _arrays(params: Any) -> list[np.ndarray]:
     return list(params)
 
 
+def _check_writable(params: Any) -> None:
+    """Every host array :meth:`EarlyStopping.restore` would write is writable, or a clear
+    error (checked before anything is written)."""
+    if isinstance(params, FlatParams):
+        return  # its buffers are the package's own, always writable
+    for i, a in enumerate(_arrays(params)):
+        if not a.flags.writeable:
+            where = "params" if isinstance(params, np.ndarray) else f"params[{i}]"
+            raise ValueError(f"{where} is read-only; restoring the best parameters writes "
+                             "into it (or use restore_best=False)")
+
+
 def _describe(layout: tuple) -> str:
     kind, arrays = layout
     shapes = ", ".join(f"{shape} {dtype}" for shape, dtype in arrays)
@@ -238,6 +250,8 @@ class EarlyStopping:
         """
         metric = _metric(metric)
         layout = None if params is None else _layout(params)
+        if params is not None and self.restore_best:
+            _check_writable(params)  # this call may restore into them: before any change
         if layout is not None and self._saved_layout is not None and layout != self._saved_layout:
             raise ValueError(
                 f"params is a {_describe(layout)}, but the best parameters kept so far are "
@@ -314,6 +328,7 @@ class EarlyStopping:
                 f"cannot restore into a {_describe(layout)}: the best parameters kept are "
                 f"a {_describe(self._saved_layout)}"
             )
+        _check_writable(params)
         for dst, buf in zip(_arrays(params), self._saved, strict=True):
             if isinstance(params, FlatParams) and params.device != "cpu":
                 params._be.copy(dst, buf)

@@ -6,6 +6,8 @@ An optimizer over a FlatParams steps every array in one fused pass over ``data``
 
 from __future__ import annotations
 
+import math
+import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
@@ -93,8 +95,13 @@ class FlatParams:
                 raise ValueError(f"FlatParams[{name!r}] has an invalid shape {shape}")
             shape = tuple(int(d) for d in shape)
             slots[name] = (offset, shape)
-            size = int(np.prod(shape, dtype=np.int64))
+            size = math.prod(shape)  # Python ints: NumPy's int64 product would wrap
             offset += -(-size // step) * step
+            if offset * dtype.itemsize > sys.maxsize:
+                raise ValueError(
+                    f"FlatParams[{name!r}] of shape {shape} takes the buffer to {offset} values "
+                    f"of {dtype.itemsize} bytes, more than a process can address"
+                )
         self._slots = slots
         self.dtype = dtype
         #: The 1-D parameter buffer (all arrays, with alignment padding).

@@ -35,7 +35,6 @@ factor computed on the GPU needs no host round trip.
 
 from __future__ import annotations
 
-import math
 import numbers
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -58,7 +57,7 @@ from ._checks import (
 from .drivers import backend_of, check_step_arrays, cpu, is_device_array
 from .drivers import first_overlap as _first_overlap
 from .noise import GradientNoise
-from .rules.transforms import clip_scale
+from .rules.transforms import add_totals, clip_scale, norm_of
 
 __all__ = [
     "adagrad", "adam", "amsgrad", "clip_scale", "global_norm", "momentum", "nadam",
@@ -101,10 +100,9 @@ def _as_lists(p: Arrays, g: Arrays, state: tuple[Arrays, ...], noise_offset: Off
 
 
 def _lr(lr: Any, check: bool) -> Any:
-    """``lr`` checked (a number >= 0) where ``check``: before the rule's constants use it."""
-    if check:
-        check_nonneg("lr", lr)
-    return lr
+    """``lr`` checked (a number >= 0, as a Python float) where ``check``: before the rule's
+    constants use it."""
+    return check_nonneg("lr", lr) if check else lr
 
 
 def _plain_host_arrays(ps: list, gs: list, sts: list) -> tuple[bool, list[int] | None]:
@@ -233,15 +231,15 @@ def _run(
             if pj.dtype != ps[0].dtype:
                 raise ValueError(f"p[{j}] is {pj.dtype} but p[0] is {ps[0].dtype}")
         check_step(step)
-        check_nonneg("lr", lr)
-        check_nonneg("weight_decay", weight_decay)
+        lr = check_nonneg("lr", lr)
+        weight_decay = check_nonneg("weight_decay", weight_decay)
         check_bool("decoupled_weight_decay", decoupled_weight_decay)
         check_bool("maximize", maximize)
         if noise is not None and not isinstance(noise, GradientNoise):
             raise ValueError(f"noise must be a fastopt.GradientNoise or None, got {noise!r}")
     if type(grad_scale) is float or isinstance(grad_scale, numbers.Real):
         if check:
-            check_nonneg("grad_scale", grad_scale)
+            grad_scale = check_nonneg("grad_scale", grad_scale)
         dscale = None
     else:  # a clip factor that lives on the device (optimizer.step with clip_norm)
         dscale, grad_scale = grad_scale, 1.0
@@ -342,7 +340,7 @@ def momentum(
 ) -> None:
     """Momentum (spec): ``v ← γ v + η g;  w ← w − v`` with ``γ = momentum``."""
     if check:
-        check_nonneg("momentum", momentum)
+        momentum = check_nonneg("momentum", momentum)
     _run(rules.momentum, p, g, (v,), rules.momentum_constants(_lr(lr, check), momentum), step, lr,
          weight_decay, decoupled_weight_decay, maximize, grad_scale, noise, noise_offset,
          check, stream)
@@ -358,7 +356,7 @@ def nesterov(
     """Nesterov momentum (spec), holding the look-ahead point ``φ = w − γ v`` in ``p``:
     ``v' = γ v + η g(φ);  φ ← φ − v' − γ (v' − v);  v ← v'``."""
     if check:
-        check_nonneg("momentum", momentum)
+        momentum = check_nonneg("momentum", momentum)
     _run(rules.nesterov, p, g, (v,), rules.nesterov_constants(_lr(lr, check), momentum), step, lr,
          weight_decay, decoupled_weight_decay, maximize, grad_scale, noise, noise_offset,
          check, stream)
@@ -374,7 +372,7 @@ def adagrad(
     """AdaGrad (spec): ``G ← G + g²;  w ← w − η g / √(G + ε)``
     (``eps_inside_sqrt=False``: torch's ``/(√G + ε)``)."""
     if check:
-        check_nonneg("eps", eps)
+        eps = check_nonneg("eps", eps)
         check_bool("eps_inside_sqrt", eps_inside_sqrt)
     _run(rules.adagrad, p, g, (acc,),
          rules.adagrad_constants(_lr(lr, check), eps, eps_inside_sqrt), step, lr, weight_decay,
@@ -396,9 +394,9 @@ def rmsprop(
     ``momentum > 0`` (needs ``momentum_buffer``).
     """
     if check:
-        check_unit("alpha", alpha)
-        check_nonneg("eps", eps)
-        check_nonneg("momentum", momentum)
+        alpha = check_unit("alpha", alpha)
+        eps = check_nonneg("eps", eps)
+        momentum = check_nonneg("momentum", momentum)
         check_bool("eps_inside_sqrt", eps_inside_sqrt)
         check_bool("centered", centered)
         if centered and grad_avg is None:
@@ -432,7 +430,7 @@ def adam(
     if check:
         check_step(step)
         betas = check_betas(betas)
-        check_nonneg("eps", eps)
+        eps = check_nonneg("eps", eps)
         check_bool("bias_correction", bias_correction)
         check_bool("eps_hat", eps_hat)
     consts = rules.adam_constants(step, _lr(lr, check), betas, eps, bias_correction, eps_hat)
@@ -457,8 +455,8 @@ def nadam(
     if check:
         check_step(step)
         betas = check_betas(betas)
-        check_nonneg("eps", eps)
-        check_optional_nonneg("momentum_decay", momentum_decay)
+        eps = check_nonneg("eps", eps)
+        momentum_decay = check_optional_nonneg("momentum_decay", momentum_decay)
         mu_product = check_mu_product(mu_product)
     consts, mu_product = rules.nadam_constants(step, _lr(lr, check), betas, eps, momentum_decay,
                                                mu_product)
@@ -480,7 +478,7 @@ def amsgrad(
     if check:
         check_step(step)
         betas = check_betas(betas)
-        check_nonneg("eps", eps)
+        eps = check_nonneg("eps", eps)
         check_bool("bias_correction", bias_correction)
     consts = rules.amsgrad_constants(step, _lr(lr, check), betas, eps, bias_correction)
     _run(rules.amsgrad, p, g, (m, v, v_max), consts, step, lr, weight_decay,
@@ -490,26 +488,47 @@ def amsgrad(
 def global_norm(grads: Sequence[Any], workspace: Any = None) -> float:
     """``‖g‖₂`` over all arrays, in float64, with the same bits at any thread count.
 
-    NaN if any element is NaN or infinite. ``workspace``: an optional float64 array of at
-    least ``ceil(max size / 4096)`` elements (GPU arrays: ``Σ ceil(size / 4096)``), reused
-    to avoid an allocation per call. GPU arrays: reduced on the device in a fixed order;
-    the one float is read back.
+    NaN if any element is NaN, else ∞ if any is infinite (as ``np.linalg.norm`` and
+    torch). ``workspace``: an optional writable, contiguous 1-D float64 array of at least
+    ``ceil(max size / 4096)`` elements (GPU arrays: ``Σ ceil(size / 4096)``) that shares
+    no memory with the gradients, reused to avoid an allocation per call (a smaller one is
+    not used). GPU arrays: reduced on the device in a fixed order; the one float is read
+    back.
     """
     grads = list(grads)
     be = backend_of(grads, "gradients")
     if be is not cpu:
         arrays = [be.flat_view(be.as_device_array(g, f"grads[{j}]")) for j, g in enumerate(grads)]
-        return math.sqrt(be.global_sum_of_squares(arrays, workspace))
+        return norm_of(be.global_sum_of_squares(arrays, workspace))
     arrays = [np.ascontiguousarray(g).reshape(-1) for g in grads]
     for j, a in enumerate(arrays):
         if a.dtype not in FLOAT_DTYPES:
             raise TypeError(f"grads[{j}] has dtype {a.dtype}; global_norm needs float32 or "
                             "float64")
+    if workspace is not None:
+        _check_workspace(workspace, arrays)
     need = max((cpu.blocks(a.size) for a in arrays), default=0)
     if workspace is None or workspace.size < need:
         workspace = np.empty(need, np.float64)
     total = 0.0
     for a in arrays:
         if a.size:
-            total += cpu.sum_of_squares(a, workspace)
-    return math.sqrt(total)
+            total = add_totals(total, cpu.sum_of_squares(a, workspace))
+    return norm_of(total)
+
+
+def _check_workspace(w: Any, arrays: list[np.ndarray]) -> None:
+    """:func:`global_norm`'s host workspace: a writable, contiguous 1-D float64 ndarray
+    apart from every gradient, or a clear error before anything is written."""
+    if not isinstance(w, np.ndarray) or is_device_array(w):
+        raise TypeError(f"global_norm's workspace must be a float64 numpy.ndarray, got "
+                        f"{type(w).__name__}")
+    if w.dtype != np.float64 or w.ndim != 1:
+        raise TypeError(f"global_norm's workspace must be a 1-D float64 array (the float64 "
+                        f"partial sums), got {w.ndim}-D {w.dtype}")
+    if not w.flags.c_contiguous or not w.flags.writeable:
+        raise ValueError("global_norm's workspace must be contiguous and writable")
+    for j, a in enumerate(arrays):
+        if np.shares_memory(w, a):
+            raise ValueError(f"global_norm's workspace shares memory with grads[{j}]; give it "
+                             "memory of its own")

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._checks import check_nonneg
+from ._checks import check_nonneg, power
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ class GradientNoise:
 
     def variance(self, completed_steps: int) -> float:
         """σ² for the step after ``completed_steps`` (t') steps."""
-        return self.eta / (1.0 + completed_steps) ** self.gamma
+        return self.eta / power(1.0 + completed_steps, self.gamma)
 
     def std(self, completed_steps: int) -> float:
         return math.sqrt(self.variance(completed_steps))

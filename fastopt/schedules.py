@@ -47,6 +47,7 @@ from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from ._checks import check_finite as _real
+from ._checks import power as _power
 
 __all__ = [
     "Schedule",
@@ -186,7 +187,7 @@ class Power:
         return 0.5 < self.power <= 1.0 and self.decay > 0.0 and self.lr0 > 0.0
 
     def __call__(self, t: int) -> float:
-        return self.lr0 / (1.0 + self.decay * _step(t)) ** self.power
+        return self.lr0 / _power(1.0 + self.decay * _step(t), self.power)
 
 
 @dataclass(frozen=True)

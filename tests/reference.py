@@ -295,7 +295,8 @@ class RefOptimizer:
         # 2. clip_norm: one factor from the global L2 norm over ALL parameters
         if self.clip_norm is not None:
             norm = math.sqrt(sum(float(np.sum(g**2)) for g in gs))
-            s = min(1.0, self.clip_norm / (norm + 1e-6))
+            # torch's clip_grad_norm_: NaN propagates (np.minimum, not Python's min)
+            s = float(np.minimum(1.0, self.clip_norm / (norm + 1e-6)))
             gs = [s * g for g in gs]
             self.clipped.append(s)
         # 3. gradient noise: g ← g + σ_t z, σ_t² = η / (1 + t')^γ

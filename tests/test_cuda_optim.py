@@ -365,7 +365,9 @@ def test_global_norm_on_the_device():
     assert got == pytest.approx(expected, rel=1e-12)
     again = F.global_norm([to_device(x) for x in xs])
     assert again == got  # a fixed reduction order: the same bits every run
-    xs[1][5] = np.inf
+    xs[1][5] = np.inf  # as np.linalg.norm: an infinite element, an infinite norm
+    assert F.global_norm([to_device(x) for x in xs]) == math.inf
+    xs[2][1, 1] = np.nan  # and NaN wins
     assert math.isnan(F.global_norm([to_device(x) for x in xs]))
 
 

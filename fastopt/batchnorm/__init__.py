@@ -36,7 +36,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .._checks import FLOAT_DTYPES, check_nonneg
+from .._checks import FLOAT_DTYPES, check_nonneg, plain_ndarray
 from ..drivers import cpu, is_device_array
 from . import overlap
 
@@ -59,6 +59,7 @@ def _kernels():
 EPS = 1e-6
 
 _NO_STATS = np.empty((3, 0))  # inference: the kernel writes no statistics
+_PLACEHOLDER = {dt: np.empty(0, dt) for dt in FLOAT_DTYPES}  # no running statistics
 
 
 class BatchNormCache(NamedTuple):
@@ -105,6 +106,7 @@ def _dtype_hint(dt: np.dtype) -> str:
 def _check_input(x: object, what: str = "x") -> np.ndarray:
     if not isinstance(x, np.ndarray):
         raise TypeError(f"{what} must be a numpy.ndarray, got {type(x).__name__}")
+    x = plain_ndarray(x, what)
     if x.dtype not in FLOAT_DTYPES:
         raise TypeError(
             f"{what} has dtype {x.dtype}; BatchNorm needs float32 or float64"
@@ -144,6 +146,7 @@ def _check_channel_vector(a: object, what: str, c: int, dtype: np.dtype | None,
                           *, writable: bool = False) -> np.ndarray:
     if not isinstance(a, np.ndarray):
         raise TypeError(f"{what} must be a numpy.ndarray, got {type(a).__name__}")
+    a = plain_ndarray(a, what)
     if a.shape != (c,):
         raise ValueError(f"{what} has shape {a.shape}; x has {c} channels, so it must be ({c},)")
     if dtype is not None and a.dtype != dtype:
@@ -154,12 +157,16 @@ def _check_channel_vector(a: object, what: str, c: int, dtype: np.dtype | None,
         )
     if writable and not a.flags.writeable:
         raise ValueError(f"{what} is read-only; BatchNorm updates it in place")
+    if writable and c > 1 and abs(a.strides[0]) < a.itemsize:
+        raise ValueError(f"{what}'s channels share memory (stride {a.strides[0]}): each "
+                         "channel's value is written, so each needs memory of its own")
     return a
 
 
 def _check_out(out: object, like: np.ndarray, what: str) -> np.ndarray:
     if not isinstance(out, np.ndarray):
         raise TypeError(f"{what} must be a numpy.ndarray, got {type(out).__name__}")
+    out = plain_ndarray(out, what)
     if out.shape != like.shape or out.dtype != like.dtype:
         raise ValueError(
             f"{what} has shape {out.shape} and dtype {out.dtype}; it must be "
@@ -190,6 +197,7 @@ def _check_counter(counter: object) -> np.ndarray:
             "num_batches_tracked must be a writable one-element integer ndarray "
             f"(e.g. np.zeros((), np.int64)), got {counter!r}"
         )
+    counter = plain_ndarray(counter, "num_batches_tracked")
     if counter.reshape(-1)[0] < 0:
         raise ValueError(f"num_batches_tracked counts batches: it must be >= 0, got {counter!r}")
     return counter
@@ -293,10 +301,11 @@ def forward(
                               running_mean=running_mean, running_var=running_var,
                               momentum=momentum, axis=axis, out=out,
                               num_batches_tracked=num_batches_tracked, stats_out=stats_out)
-    x, c, s, affine, track, keep_x, out = _check_cpu_arrays(
-        x, gamma, beta, training, running_mean, running_var, axis, out, stats_out)
-    return _forward_host(x, c, s, gamma, beta, eps, training, momentum, running_mean,
-                         running_var, out, num_batches_tracked, stats_out, keep_x, False)
+    a = _check_cpu_arrays(x, gamma, beta, training, running_mean, running_var, axis, out,
+                          stats_out, num_batches_tracked)
+    return _forward_host(a.x, a.c, a.s, a.gamma, a.beta, eps, training, momentum,
+                         a.running_mean, a.running_var, a.out, a.num_batches_tracked,
+                         a.stats_out, a.keep_x, False)
 
 
 def _forward_host(x, c, s, gamma, beta, eps, training, momentum, running_mean, running_var,
@@ -307,6 +316,12 @@ def _forward_host(x, c, s, gamma, beta, eps, training, momentum, running_mean, r
     affine = gamma is not None
     if not affine:
         gamma, beta = np.ones(c, dt), np.zeros(c, dt)
+    elif not (gamma.flags.writeable and beta.flags.writeable):
+        # only read, but a read-only array is another type to Numba: a copy of C values
+        # spares a second compilation of the kernel (15-25 s)
+        gamma, beta = gamma.copy(), beta.copy()
+    if not training and not (running_mean.flags.writeable and running_var.flags.writeable):
+        running_mean, running_var = running_mean.copy(), running_var.copy()
     flat_x, flat_y = x.reshape(-1), out.reshape(-1)
     kernel = _kernels().get("forward", x)
     if not training:
@@ -318,8 +333,8 @@ def _forward_host(x, c, s, gamma, beta, eps, training, momentum, running_mean, r
     track = running_mean is not None
     nbt = num_batches_tracked
     factor = 0.0
-    if not track:  # typed placeholders (not written): the same compiled kernel serves both
-        running_mean = running_var = gamma
+    if not track:  # typed placeholders, never read or written: the same compiled kernel
+        running_mean = running_var = _PLACEHOLDER[dt]  # serves both
     elif momentum is None:  # the k-th update weighs 1/k; the counter moves once it is done
         factor = 1.0 / float(int(nbt.reshape(-1)[0]) + 1)
     else:
@@ -364,6 +379,7 @@ def backward(
     x = cache.x
     if x is None:
         raise ValueError("this forward wrote y over x (out=x), so backward cannot run")
+    _check_cache(cache)
     bufs = _plain_backward(dy, x, cache, out)
     if bufs is not None:  # valid, in the common form, overlap aside (the kernel checks it)
         done = _backward_host(dy, x, cache, *bufs, True)
@@ -374,6 +390,45 @@ def backward(
 
         return device.backward(dy, cache, out)
     return _backward_host(dy, x, cache, *_check_backward_arrays(dy, x, cache, out), False)
+
+
+def _vector_ok(a: object, shape: tuple, dtypes: tuple) -> bool:
+    """A host or GPU array of ``shape`` and one of ``dtypes``."""
+    return (isinstance(a, np.ndarray) or is_device_array(a)) and tuple(a.shape) == shape \
+        and np.dtype(a.dtype) in dtypes
+
+
+def _check_cache(cache: BatchNormCache) -> None:
+    """The cache's fields as :func:`forward` made them: its geometry that of its x, its
+    arrays of the right shapes and dtypes (a cache edited with ``_replace`` would make the
+    kernels read the wrong memory), or a clear error."""
+    x, c, s = cache.x, cache.channels, cache.spatial
+    if not (isinstance(x, np.ndarray) or is_device_array(x)):
+        raise TypeError(f"cache.x must be the forward's x, got {type(x).__name__}")
+    shape, dt = tuple(x.shape), np.dtype(x.dtype)
+    size = int(np.prod(shape, dtype=object))
+    ok = (type(c) is int and type(s) is int and c >= 1 and s >= 1 and len(shape) >= 2
+          and size > 0 and dt in FLOAT_DTYPES
+          and ((shape[1] == c and s == size // (shape[0] * c))
+               or (shape[-1] == c and s == 1)))
+    if not ok:
+        raise ValueError(f"cache.channels={c!r} and cache.spatial={s!r} do not fit cache.x "
+                         f"of shape {shape}: pass the cache forward returned, unchanged")
+    if type(cache.training) is not bool:
+        raise ValueError(f"cache.training must be True or False, got {cache.training!r}")
+    if cache.gamma is not None and not _vector_ok(cache.gamma, (c,), (dt,)):
+        raise ValueError(f"cache.gamma must be ({c},) {dt}, as the forward's")
+    if cache.training:
+        if not _vector_ok(cache.stats, (3, c), (FLOAT_DTYPES[1],)):
+            raise ValueError(f"cache.stats must be the forward's (3, {c}) float64 statistics")
+        if isinstance(cache.stats, np.ndarray) and not cache.stats.flags.c_contiguous:
+            raise ValueError("cache.stats must be C-contiguous, as the forward made it")
+    else:
+        for name in ("running_mean", "running_var"):
+            if not _vector_ok(getattr(cache, name), (c,), FLOAT_DTYPES):
+                raise ValueError(f"cache.{name} must be a ({c},) float32 or float64 array")
+        if not (type(cache.eps) is float and 0.0 <= cache.eps < _INF):
+            raise ValueError(f"cache.eps must be a float >= 0, got {cache.eps!r}")
 
 
 def _backward_host(dy, x, cache, dx, dgamma, dbeta, check):
@@ -454,8 +509,9 @@ def _plain_call(x, gamma, beta, eps, training, momentum, running_mean, running_v
     elif not (type(rm) is np.ndarray and type(rv) is np.ndarray and rm.shape == cs
               and rv.shape == cs and (rm.dtype is _F32 or rm.dtype is _F64)
               and (rv.dtype is _F32 or rv.dtype is _F64)
-              and (not training or (rm.flags.writeable and rv.flags.writeable))):
-        return None
+              and (not training or (rm.flags.writeable and rv.flags.writeable
+                                    and rm.flags.c_contiguous and rv.flags.c_contiguous))):
+        return None  # (written strided statistics: the detailed checks see their strides)
     if out is not None and not (type(out) is np.ndarray and out.shape == shape
                                 and out.dtype is dt and out.flags.c_contiguous
                                 and out.flags.writeable):
@@ -463,8 +519,10 @@ def _plain_call(x, gamma, beta, eps, training, momentum, running_mean, running_v
     nbt = num_batches_tracked
     if nbt is not None and not (type(nbt) is np.ndarray and nbt.size == 1
                                 and nbt.dtype.kind in "iu" and nbt.flags.writeable
-                                and nbt.reshape(-1)[0] >= 0):
-        return None
+                                and nbt.reshape(-1)[0] >= 0
+                                and _owned_apart(nbt, (x, gamma, beta, rm, rv, out,
+                                                       stats_out))):
+        return None  # (the kernel does not see the counter: its overlap is checked here)
     so = stats_out
     if so is not None and not (
             type(so) is np.ndarray and so.shape == (3, c) and so.dtype is _F64
@@ -473,37 +531,72 @@ def _plain_call(x, gamma, beta, eps, training, momentum, running_mean, running_v
     return c, s
 
 
+class _HostArrays(NamedTuple):
+    """:func:`forward`'s host arrays, checked (subclasses as their plain views)."""
+
+    x: np.ndarray
+    c: int
+    s: int
+    gamma: np.ndarray | None
+    beta: np.ndarray | None
+    running_mean: np.ndarray | None
+    running_var: np.ndarray | None
+    out: np.ndarray  # allocated when not given
+    keep_x: bool  # False when out is x (inference only): the cache cannot run backward
+    num_batches_tracked: np.ndarray | None
+    stats_out: np.ndarray | None
+
+
+def _owned_apart(a: np.ndarray, others: tuple) -> bool:
+    """Whether ``a``'s memory was allocated by an ndarray that holds none of ``others``
+    (None entries ignored): then they cannot overlap. False where that cannot be told
+    so cheaply (the detailed checks then compare bytes)."""
+    mine = cpu.owner(a)
+    if mine is None:
+        return False
+    for b in others:
+        if b is not None:
+            theirs = cpu.owner(b)
+            if theirs is None or theirs is mine:
+                return False
+    return True
+
+
 def _check_cpu_arrays(x, gamma, beta, training, running_mean, running_var, axis, out,
-                      stats_out=None):
-    """:func:`forward`'s checks of host arrays: ``(x, C, S, affine, track, keep_x, out)``
-    (out allocated when None; keep_x False when out is x, in inference)."""
+                      stats_out=None, num_batches_tracked=None) -> _HostArrays:
+    """:func:`forward`'s checks of host arrays, with the overlap rules."""
     x = _check_input(x)
     c, s = _geometry(x, axis)
     dt = x.dtype
-    affine = gamma is not None
-    if affine:
-        _check_channel_vector(gamma, "gamma", c, dt)
-        _check_channel_vector(beta, "beta", c, dt)
-    track = running_mean is not None
-    if track:
-        _check_channel_vector(running_mean, "running_mean", c, None, writable=training)
-        _check_channel_vector(running_var, "running_var", c, None, writable=training)
+    if gamma is not None:
+        gamma = _check_channel_vector(gamma, "gamma", c, dt)
+        beta = _check_channel_vector(beta, "beta", c, dt)
+    if running_mean is not None:
+        running_mean = _check_channel_vector(running_mean, "running_mean", c, None,
+                                             writable=training)
+        running_var = _check_channel_vector(running_var, "running_var", c, None,
+                                            writable=training)
     _check_values_per_channel(x.shape, x.size // c, training)
     if out is not None:
-        _check_out(out, x, "out")
+        out = _check_out(out, x, "out")
     if stats_out is not None:
-        _check_stats_out(stats_out, c)
+        stats_out = _check_stats_out(stats_out, c)
+    nbt = num_batches_tracked
+    if nbt is not None:
+        nbt = plain_ndarray(nbt, "num_batches_tracked")
+    written_nbt = nbt if training and running_mean is not None else None
     overlap.check_forward(cpu.byte_span, x, gamma, beta, running_mean, running_var, out,
-                          stats_out, training, out_may_be_x=True, exact=np.shares_memory)
-    if out is None:
-        return x, c, s, affine, track, True, np.empty_like(x)
-    keep_x = cpu.byte_span(out) != cpu.byte_span(x)  # else y overwrites x (inference only)
-    return x, c, s, affine, track, keep_x, out
+                          stats_out, training, out_may_be_x=True, exact=np.shares_memory,
+                          num_batches_tracked=written_nbt)
+    keep_x = out is None or cpu.byte_span(out) != cpu.byte_span(x)  # else y over x
+    return _HostArrays(x, c, s, gamma, beta, running_mean, running_var,
+                       np.empty_like(x) if out is None else out, keep_x, nbt, stats_out)
 
 
-def _check_stats_out(stats: object, c: int) -> None:
+def _check_stats_out(stats: object, c: int) -> np.ndarray:
     if not isinstance(stats, np.ndarray):
         raise TypeError(f"stats_out must be a numpy.ndarray, got {type(stats).__name__}")
+    stats = plain_ndarray(stats, "stats_out")
     if stats.shape != (3, c) or stats.dtype != np.float64:
         raise ValueError(
             f"stats_out has shape {stats.shape} and dtype {stats.dtype}; it must be (3, {c}) "
@@ -511,6 +604,7 @@ def _check_stats_out(stats: object, c: int) -> None:
         )
     if not stats.flags.c_contiguous or not stats.flags.writeable:
         raise ValueError("stats_out must be C-contiguous and writable")
+    return stats
 
 
 def _plain_backward(dy, x, cache, out):
@@ -545,7 +639,7 @@ def _plain_backward(dy, x, cache, out):
     cs = (cache.channels,)
     for v in (dg, db):
         if v is not None and not (type(v) is np.ndarray and v.shape == cs and v.dtype is dt
-                                  and v.flags.writeable):
+                                  and v.flags.writeable and v.flags.c_contiguous):
             return None
     return dx, dg, db
 

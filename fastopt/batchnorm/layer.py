@@ -269,6 +269,7 @@ class BatchNorm:
             raise ValueError("calibrate got no batches")
         if n_tot < 2:
             raise ValueError("calibrate needs at least two values per channel in all")
+        self._detach_cache()
         self._be.copy_from_host(self.running_mean, mean.astype(self.dtype))
         self._be.copy_from_host(self.running_var, (m2 / (n_tot - 1)).astype(self.dtype))
         return self
@@ -326,9 +327,29 @@ class BatchNorm:
         targets = {"running_mean": self.running_mean, "running_var": self.running_var}
         if self.affine:
             targets.update(weight=self.gamma, bias=self.beta)
+        self._detach_cache()
         for k, buf in targets.items():
             self._be.copy_from_host(buf, arrays[k])
         self._batches[...] = count
+
+    def _detach_cache(self) -> None:
+        """Before the layer changes its running statistics or α in place: the last
+        forward's cache keeps copies of those it refers to, so a backward after that
+        still computes the forward's gradient."""
+        cache = self._cache
+        if cache is None:
+            return
+
+        def own(a: Any) -> Any:
+            if a is None:
+                return None
+            b = self._be.empty(a.shape, a.dtype)
+            self._be.copy(b, a)
+            return b
+
+        self._cache = cache._replace(gamma=own(cache.gamma),
+                                     running_mean=own(cache.running_mean),
+                                     running_var=own(cache.running_var))
 
     def __repr__(self) -> str:
         return (f"BatchNorm({self.num_features}, eps={self.eps}, momentum={self.momentum}, "

@@ -36,13 +36,15 @@ Pairs = Sequence[tuple[Any, str]]
 
 def check_forward(span: Span, x, gamma, beta, running_mean, running_var, out, stats_out,
                   training: bool, *, out_may_be_x: bool, exact: Callable | None = None,
-                  messages: dict = MESSAGES) -> None:
+                  messages: dict = MESSAGES, num_batches_tracked=None) -> None:
     """:func:`fastopt.batchnorm.forward`'s rules (``out``, ``stats_out``: None when not
-    given; ``out_may_be_x``: whether y may be written over x itself, in inference)."""
-    arrays = [(out, "out"), (stats_out, "stats_out"), (running_mean, "running_mean"),
+    given; ``out_may_be_x``: whether y may be written over x itself, in inference;
+    ``num_batches_tracked``: the counter when the call increments it, a host array)."""
+    arrays = [(out, "out"), (stats_out, "stats_out"),
+              (num_batches_tracked, "num_batches_tracked"), (running_mean, "running_mean"),
               (running_var, "running_var"), (x, "x"), (gamma, "gamma"), (beta, "beta")]
     same_ok = (("out", "x"),) if out_may_be_x and not training else ()
-    _check(arrays, _spans(span, arrays), 4 if training else 2, same_ok, ((2, 3),), exact,
+    _check(arrays, _spans(span, arrays), 5 if training else 3, same_ok, ((3, 4),), exact,
            messages)
 
 

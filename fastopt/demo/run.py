@@ -10,6 +10,8 @@ Rosenbrock function.
 
 from __future__ import annotations
 
+import os
+import textwrap
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -132,6 +134,20 @@ def format_table(results: list[Result]) -> str:
     return "\n".join(lines)
 
 
+def coincidence_note(rules: list[str]) -> str:
+    """Why some of ``rules``' curves lie on top of each other in the figure, or ''."""
+    notes = []
+    same_step = [r for r in ("SGD", "Momentum", "Nesterov") if r in rules]
+    if len(same_step) > 1:
+        notes.append(f"{', '.join(same_step)} take the same effective step here (SGD's lr "
+                     f"{LR['SGD']:g} = Momentum's lr/(1 - momentum) = {LR['Momentum']:g}/0.1), "
+                     "so their curves nearly coincide")
+    if "Adam" in rules and "Nadam" in rules:
+        notes.append("Nadam differs from Adam by a look-ahead of a (1 - beta1) = 0.1 share "
+                     "of the step, so their curves nearly coincide too")
+    return ";\n".join(notes)
+
+
 def plot(results: list[Result], rules: list[str], out: Path) -> bool:
     """Write the two-panel PNG; False (and nothing written) without matplotlib."""
     try:
@@ -142,11 +158,14 @@ def plot(results: list[Result], rules: list[str], out: Path) -> bool:
     except ImportError:
         return False
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 5))
-    for r in results:
-        ax1.plot(np.arange(1, len(r.val_loss) + 1), r.val_loss, label=r.rule, lw=1.6)
+    styles = ["-", "--", ":", "-."]  # curves that coincide stay visible
+    for k, r in enumerate(results):
+        ax1.plot(np.arange(1, len(r.val_loss) + 1), r.val_loss, styles[k % len(styles)],
+                 label=f"{r.rule} (lr {LR[r.rule]:g})", lw=1.6)
     ax1.set(xlabel="epoch", ylabel="validation loss (cross-entropy)", yscale="log",
             title="8x8 digits, MLP with BatchNorm")
-    ax1.legend()
+    ax1.legend(fontsize=8)
+    note = coincidence_note([r.rule for r in results])
     xs, ys = np.meshgrid(np.linspace(-2, 2, 300), np.linspace(-1, 3, 300))
     ax2.contour(xs, ys, rosenbrock(xs, ys), levels=np.logspace(-1, 3.5, 20), cmap="Greys",
                 linewidths=0.6)
@@ -159,18 +178,48 @@ def plot(results: list[Result], rules: list[str], out: Path) -> bool:
     ax2.set(xlim=(-2, 2), ylim=(-1, 3), xlabel="x", ylabel="y",
             title="Rosenbrock, 600 steps from (-1.5, 2)")
     ax2.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
+    if note:  # a caption under both panels
+        fig.text(0.01, 0.01, "\n".join(textwrap.fill(n, 160) for n in note.split("\n")),
+                 fontsize=8, color="0.25", va="bottom")
+    fig.tight_layout(rect=(0, 0.09 if note else 0, 1, 1))
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return True
 
 
+def output_path(out: Path | str) -> Path:
+    """Where the figure goes, checked before any training: an existing directory gets
+    ``fastopt_demo.png`` inside it; a name without a suffix gets ``.png`` (matplotlib
+    would add it); a suffix matplotlib cannot write, or a folder that cannot be made or
+    written, is a ``ValueError`` that says so."""
+    out = Path(out)
+    if out.is_dir():
+        out = out / "fastopt_demo.png"
+    elif not out.suffix:
+        out = out.with_suffix(".png")
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        pass  # no figure will be written; nothing more to check
+    else:
+        formats = FigureCanvasAgg(Figure()).get_supported_filetypes()
+        if out.suffix[1:].lower() not in formats:
+            raise ValueError(f"--out {out}: matplotlib cannot write {out.suffix!r} files; "
+                             f"use one of {', '.join('.' + f for f in sorted(formats))}")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(f"--out {out}: cannot make its folder ({exc})") from None
+    if not os.access(out.parent, os.W_OK):
+        raise ValueError(f"--out {out}: its folder {out.parent} is not writable")
+    return out
+
+
 def main(rules: list[str], epochs: int, batch_size: int, seed: int, noise: float | None,
          curriculum: bool, out: Path, patience: int = 5) -> int:
-    out = Path(out)
-    if not out.suffix:  # matplotlib would add one: say the file it writes
-        out = out.with_suffix(".png")
+    out = output_path(out)
     data = split(seed)
     print(f"digits: {len(data[0][0])} train, {len(data[1][0])} validation, "
           f"{len(data[2][0])} test images; up to {epochs} epochs, batch {batch_size}, "

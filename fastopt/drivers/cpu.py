@@ -30,7 +30,7 @@ from .. import parallel, philox, rules
 from .._checks import check_grad_array, check_param_array
 from .._jit import bind, compile_tree, cpu_jit, device_function, source_tag
 from .._memory import aligned_empty
-from ..rules.transforms import norm_scale, transformed
+from ..rules.transforms import add_totals, nonfinite, norm_scale, transformed
 from . import _state as _state_module
 from ._state import as_dtype_of, gather, noise_args, scatter
 
@@ -87,15 +87,30 @@ def _sumsq_loop(x, partials):
             j += 1
         s = ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
         if not math.isfinite(s):
-            # Tell a non-finite input (NaN) from a float64 overflow of finite inputs (inf).
+            # Tell a NaN input (NaN) and an infinite one (−∞) from a float64 overflow of
+            # finite inputs (+∞): see norm_of and nonfinite in rules.transforms.
             for k in range(lo, hi):
-                if not math.isfinite(x[k]):
+                if math.isnan(x[k]):
                     s = np.nan
                     break
+                if math.isinf(x[k]):
+                    s = -np.inf
         partials[b] = s
     total = 0.0
+    nan = False
+    inf = False
     for b in range(nblocks):
-        total += partials[b]
+        s = partials[b]
+        if math.isnan(s):
+            nan = True
+        elif s == -np.inf:
+            inf = True
+        else:
+            total += s
+    if nan:
+        return np.nan
+    if inf:
+        return -np.inf
     return total
 
 
@@ -151,7 +166,9 @@ def blocks(n: int) -> int:
 
 
 def sum_of_squares(x: np.ndarray, partials: np.ndarray) -> float:
-    """``Σ x²`` in float64 over a 1-D array, deterministically; NaN if any x is NaN/Inf.
+    """``Σ x²`` in float64 over a 1-D array, deterministically; NaN if any x is NaN, else
+    −∞ if any is infinite (+∞ only when finite values overflow; see
+    ``rules.transforms.norm_of``).
 
     ``partials`` is a float64 workspace of at least ``blocks(x.size)`` elements.
     """
@@ -228,6 +245,10 @@ def to_host(a: np.ndarray) -> np.ndarray:
     return a.copy()
 
 
+def copy(dst: np.ndarray, src: np.ndarray) -> None:
+    np.copyto(dst, src)
+
+
 def copy_from_host(dst: np.ndarray, src: np.ndarray) -> None:
     np.copyto(dst, src)
 
@@ -257,7 +278,7 @@ def clip_or_skip(grads, workspace: NormWorkspace, clip_norm, skip_nonfinite, str
     ``tables`` exist for the CUDA driver's signature)."""
     total = 0.0
     for g in grads:
-        total += sum_of_squares(g, workspace.partials)
-    if math.isnan(total) and skip_nonfinite:
+        total = add_totals(total, sum_of_squares(g, workspace.partials))
+    if skip_nonfinite and nonfinite(total):
         return True, 1.0, None
     return False, (norm_scale(total, clip_norm) if clip_norm is not None else 1.0), None

@@ -33,7 +33,7 @@ from numba import config, cuda, types
 
 from .._checks import FLOAT_DTYPES
 from .._jit import bind, compile_tree
-from ..rules.transforms import clip_scale, norm_scale, transformed
+from ..rules.transforms import clip_scale, nonfinite, norm_of, norm_scale, transformed
 from ._state import as_dtype_of, gather, noise_args, scatter
 from .cuda_pointers import gather_at, load_at, row, scatter_at, store_at
 
@@ -231,19 +231,40 @@ def _block_sum(t, acc, bad):
 
 
 def _square_into(v, acc, bad):
-    """``(acc + v², bad)`` in float64, ``bad`` set to 1 when v is NaN/Inf."""
+    """``(acc + v², bad)`` in float64, ``bad``'s bit 1 set when v is infinite, bit 2 when
+    it is NaN."""
     v = np.float64(v)
-    return acc + v * v, (bad if math.isfinite(v) else 1)
+    if math.isfinite(v):
+        return acc + v * v, bad
+    return acc, bad | (2 if math.isnan(v) else 1)
+
+
+def _reported(total, flag):
+    """A sum of squares as the reductions report it: NaN for a NaN input (flag bit 2), −∞
+    for an infinite one (bit 1), else the sum (see rules.transforms.norm_of)."""
+    if flag & 2:
+        return math.nan
+    if flag & 1:
+        return -math.inf
+    return total
 
 
 def _block_partial(t, acc, bad, partials, k):
-    """The block's sum of squares into ``partials[k]`` (NaN if it held a NaN/Inf)."""
+    """The block's sum of squares into ``partials[k]``, as :func:`_reported`."""
     total, flag = BLOCK_SUM(t, acc, bad)
     if t == 0:
-        partials[k] = math.nan if flag else total
+        partials[k] = REPORTED(total, flag)
 
 
 def SQUARE_INTO(v, acc, bad):  # noqa: N802 - placeholder, bound to compiled _square_into
+    raise NotImplementedError
+
+
+def REPORTED(total, flag):  # noqa: N802 - placeholder, bound to the compiled _reported
+    raise NotImplementedError
+
+
+def NORM_OF(total):  # noqa: N802 - placeholder, bound to the compiled norm_of
     raise NotImplementedError
 
 
@@ -285,18 +306,27 @@ def _table_sumsq_kernel(table, nchunks, proto, partials, first):
 
 
 def _finalize_kernel(partials, n, out, max_norm, dscale):
-    """``out[0] = Σ partials[:n]`` in a fixed order; ``dscale[0]`` = the clip factor."""
+    """``out[0] = Σ partials[:n]`` in a fixed order, reported as :func:`_reported`;
+    ``dscale[0]`` = the clip factor."""
     t = cuda.threadIdx.x
     acc = 0.0
+    bad = 0
     j = t
     while j < n:
-        acc += partials[j]
+        s = partials[j]
+        if math.isnan(s):
+            bad |= 2
+        elif s == -math.inf:
+            bad |= 1
+        else:
+            acc += s
         j += TPB
-    total, _ = BLOCK_SUM(t, acc, 0)
+    total, flag = BLOCK_SUM(t, acc, bad)
     if t == 0:
+        total = REPORTED(total, flag)
         out[0] = total
         if dscale is not None:
-            dscale[0] = CLIP_SCALE(math.sqrt(total), max_norm)
+            dscale[0] = CLIP_SCALE(NORM_OF(total), max_norm)
 
 
 @cache
@@ -321,13 +351,15 @@ def _device_functions() -> dict[str, Callable]:
 @cache
 def _reduction_kernels() -> tuple[Callable, Callable, Callable]:
     block_sum = _device(_block_sum)
+    reported = _device(_reported)
     parts = {"SQUARE_INTO": _device(_square_into),
-             "BLOCK_PARTIAL": _device(bind(_block_partial, BLOCK_SUM=block_sum))}
+             "BLOCK_PARTIAL": _device(bind(_block_partial, BLOCK_SUM=block_sum,
+                                           REPORTED=reported))}
     sumsq = kernel(bind(_sumsq_kernel, **parts))
     table_sumsq = kernel(bind(_table_sumsq_kernel, CHUNK_OF=_device_functions()["CHUNK_OF"],
                               **parts))
-    finalize = kernel(bind(_finalize_kernel, BLOCK_SUM=block_sum,
-                           CLIP_SCALE=_device(clip_scale)))
+    finalize = kernel(bind(_finalize_kernel, BLOCK_SUM=block_sum, REPORTED=reported,
+                           CLIP_SCALE=_device(clip_scale), NORM_OF=_device(norm_of)))
     return sumsq, table_sumsq, finalize
 
 
@@ -471,7 +503,8 @@ def table_sum_of_squares_async(
 
 def global_sum_of_squares(arrays: Sequence[Any], workspace: Any = None, stream: Any = None
                           ) -> float:
-    """``Σ x²`` over device arrays, reduced on the device; reads back one float64."""
+    """``Σ x²`` over device arrays, reduced on the device; reads back one float64 (NaN for
+    a NaN input, −∞ for an infinite one: ``rules.transforms.norm_of``)."""
     for j, x in enumerate(arrays):
         if np.dtype(x.dtype) not in FLOAT_DTYPES:
             raise TypeError(f"grads[{j}] has dtype {x.dtype}; global_norm needs float32 or "
@@ -732,6 +765,6 @@ def clip_or_skip(grads, workspace: NormWorkspace, clip_norm, skip_nonfinite, str
     if stream:
         stream.synchronize()
     total = float(host[0])
-    if math.isnan(total):
+    if nonfinite(total):
         return True, 1.0, None
     return False, (norm_scale(total, clip_norm) if clip_norm is not None else 1.0), None

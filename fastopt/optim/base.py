@@ -351,16 +351,34 @@ class Optimizer:
                 f"with {len(self._group_layout)}: make a new optimizer to add or remove groups"
             )
         for k, group in enumerate(self.param_groups):
+            if not isinstance(group, dict):
+                raise ValueError(f"parameter group {k} must stay a dict of hyperparameters, "
+                                 f"got {type(group).__name__}")
             missing = [n for n in self.defaults if n not in group]
             if missing:
                 raise ValueError(f"parameter group {k} has lost its hyperparameters {missing}")
-            self._checked_hyperparameters(group, f" (in parameter group {k})")
+            # the checked values replace what was set: plain floats and tuples, which no
+            # later in-place edit can change behind the next step's back
+            group.update(self._checked_hyperparameters(group, f" (in parameter group {k})"))
             if self._state_names(group) != self._group_layout[k]:
                 raise ValueError(
                     f"parameter group {k} now needs state {self._state_names(group)} but was "
                     f"built with {self._group_layout[k]}; make a new optimizer to change that"
                 )
         self._validated_groups = [dict(g) for g in self.param_groups]
+
+    def _groups_edited(self) -> bool:
+        """Whether a group or a value of one was set since the last check: values compared
+        by identity (an equal value set again is checked again, cheaply; an ndarray set
+        as a hyperparameter never meets ``==``)."""
+        seen = self._validated_groups
+        if len(self.param_groups) != len(seen):
+            return True
+        for group, old in zip(self.param_groups, seen, strict=True):
+            if type(group) is not dict or group.keys() != old.keys() \
+                    or not all(map(operator.is_, group.values(), old.values())):
+                return True
+        return False
 
     def _gradients(self, grads: Any) -> Sequence[Any]:
         """One validated 1-D gradient per segment (nothing is written here)."""
@@ -394,10 +412,13 @@ class Optimizer:
         if len(grads) != len(self._params):
             raise ValueError(f"got {len(grads)} gradients for {len(self._params)} parameters")
         if self._be is cpu:  # the common case, with the per-array checks inlined
+            checked = list(grads)
             for j, (g, p) in enumerate(zip(grads, self._params, strict=True)):
                 if not (type(g) is np.ndarray and g.shape == p.shape and g.dtype == p.dtype
                         and g.flags.c_contiguous):
-                    check_grad_array(g, p, f"grads[{j}]")  # says what is wrong
+                    # says what is wrong; a subclass comes back as its plain view
+                    checked[j] = check_grad_array(g, p, f"grads[{j}]")
+            grads = checked
             self._check_grads_apart(grads)
             return [g if g.ndim == 1 else g.reshape(-1)
                     for g in [grads[j] for j in self._segment_params]]
@@ -476,9 +497,12 @@ class Optimizer:
         """Take one step in place. ``grads`` mirrors the params (an array, or a list in the
         same order); for a FlatParams, leave it out to use ``flat.grad``."""
         gs = self._gradients(grads)
-        if self.param_groups != self._validated_groups:  # edited since the last step
+        if self._groups_edited():
             self._check_groups()
         t = self.step_count + 1
+        if t > MAX_STEP:
+            raise ValueError("this optimizer has taken 2**63 - 1 steps, the most its kernels "
+                             "count (int64); make a new one")
         lrs = [lr_at(group["lr"], t - 1) for group in self.param_groups]
         stream = None if self._be is cpu else self._be.current_stream(self._origin)
         scale, dscale = 1.0, None
@@ -570,10 +594,15 @@ class Optimizer:
         for key, value in (("step", step), ("skipped_steps", skipped)):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
                 raise ValueError(f"state dict {key!r} must be an int >= 0, got {value!r}")
-            if value >= MAX_STEP:  # the next step's number must fit the kernels' int64
-                raise ValueError(f"state dict {key!r} must be below 2**63 - 1, got {value!r}")
+            if value > MAX_STEP:  # step numbers are the kernels' int64
+                raise ValueError(f"state dict {key!r} must be at most 2**63 - 1, got {value!r}")
         sizes = sd.get("param_sizes")
-        if not isinstance(sizes, np.ndarray) or not np.array_equal(sizes, self._param_sizes()):
+        try:
+            given = np.asarray(sizes)
+        except Exception:  # noqa: BLE001 - an object NumPy cannot take: reported below
+            given = None
+        if given is None or given.dtype.kind not in "iu" or \
+                not np.array_equal(given, self._param_sizes()):
             raise ValueError(
                 f"state dict 'param_sizes' {sizes!r} does not match this optimizer's parameter "
                 f"sizes {self._param_sizes().tolist()}: a checkpoint of another model?"

@@ -16,7 +16,8 @@ def amsgrad(p, g, s, h):
     step_size, beta1, one_minus_beta1, beta2, one_minus_beta2, inv_bc2_sqrt, eps = h
     m = ema(m, g, beta1, one_minus_beta1)
     v = ema(v, g * g, beta2, one_minus_beta2)
-    v_max = max(v_max, v)
+    # max(v̂, v) with NaN kept, as np.maximum and torch.maximum (Python's max drops a NaN v)
+    v_max = v_max if (v_max >= v or v_max != v_max) else v
     return adam_update(p, m, v_max, step_size, inv_bc2_sqrt, eps), (m, v, v_max)
 
 

@@ -46,14 +46,43 @@ def transformed(rule: Callable) -> Callable:
 
 @device
 def clip_scale(norm, max_norm):
-    """torch's ``clip_grad_norm_`` factor ``min(1, max_norm / (norm + 1e-6))``.
+    """torch's ``clip_grad_norm_`` factor ``min(1, max_norm / (norm + 1e-6))``, NaN
+    propagating as torch's clamp does: an infinite norm gives 0 (so an infinite gradient
+    element becomes NaN, ∞·0, and the others 0), a NaN norm gives NaN. ``skip_nonfinite``
+    is the way to skip such steps instead.
 
-    Written as a plain comparison so the host and a GPU kernel agree, NaN included: a NaN
-    norm gives 1 (Python's ``min(1.0, nan)``)."""
+    Written as a plain comparison so the host and a GPU kernel agree."""
     r = max_norm / (norm + 1e-6)
-    return r if r < 1.0 else 1.0
+    return 1.0 if r >= 1.0 else r
+
+
+@device
+def norm_of(total):
+    """``‖g‖₂`` from a sum of squares as the reductions report it (``drivers.cpu.
+    sum_of_squares``): NaN for a NaN gradient, ∞ for an infinite one (reported as −∞)."""
+    if total >= 0.0:
+        return math.sqrt(total)
+    if total == -math.inf:
+        return math.inf
+    return math.nan
+
+
+def add_totals(a: float, b: float) -> float:
+    """Two reported sums of squares added: NaN wins, then −∞ (an infinite gradient), even
+    beside a +∞ that finite values overflowed to."""
+    if math.isnan(a) or math.isnan(b):
+        return math.nan
+    if a == -math.inf or b == -math.inf:
+        return -math.inf
+    return a + b
+
+
+def nonfinite(total: float) -> bool:
+    """Whether a reported sum of squares says a gradient held a NaN or an infinity (a +∞
+    from finite values too large to square in float64 is not that)."""
+    return math.isnan(total) or total == -math.inf
 
 
 def norm_scale(total: float, max_norm: float) -> float:
-    """The clip factor from a sum of squares ``total``."""
-    return clip_scale(math.sqrt(total), max_norm)
+    """The clip factor from a reported sum of squares ``total``."""
+    return clip_scale(norm_of(total), max_norm)
