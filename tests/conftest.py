@@ -33,3 +33,22 @@ def _strict_simulator() -> None:
 
 if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1" and importlib.util.find_spec("numba_cuda"):
     _strict_simulator()
+
+
+def _hypothesis_profiles() -> None:
+    """The fuzzer's (tests/test_fuzz.py) runs: ``fuzz-ci``, bounded and derandomised (the
+    same cases every run: the test command), and ``fuzz-long`` (random, 2,000 cases per
+    entry point): ``python -m pytest tests/test_fuzz.py --hypothesis-profile=fuzz-long``."""
+    try:
+        from hypothesis import HealthCheck, settings
+    except ImportError:
+        return
+    slow = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much]
+    settings.register_profile("fuzz-ci", max_examples=150, deadline=None, derandomize=True,
+                              suppress_health_check=slow, print_blob=True)
+    settings.register_profile("fuzz-long", max_examples=2000, deadline=None,
+                              suppress_health_check=slow, print_blob=True)
+    settings.load_profile("fuzz-ci")
+
+
+_hypothesis_profiles()

@@ -61,7 +61,7 @@ def test_views_of_one_memmap_are_one_memory_for_the_overlap_checks():
     with pytest.raises(ValueError, match="overlaps params"):
         opt.step(g)
     assert np.array_equal(mm, np.arange(10))
-    m, v = np.zeros(9), np.zeros(9)
+    v = np.zeros(9)
     with pytest.raises(ValueError, match="share memory"):
         F.adam([p, np.zeros(3)], [np.ones(9), np.ones(3)], [np.asarray(mm)[1:], np.zeros(3)],
                [v, np.zeros(3)], 1)
