@@ -512,3 +512,13 @@ def test_early_stopping_keeps_the_best_copy_on_the_device():
     np.testing.assert_array_equal(host(flat["w"]), np.ones(4, np.float32))
     with pytest.raises(TypeError, match="FlatParams"):
         fastopt.EarlyStopping().update(1.0, [to_device(np.ones(3, np.float32))])
+
+
+def test_global_norm_checks_a_device_workspace():
+    g = to_device(np.arange(100.0))
+    with pytest.raises(TypeError, match="1-D float64 device array"):
+        F.global_norm([g], to_device(np.zeros(4, np.float32)))
+    with pytest.raises(ValueError, match="shares memory with grads"):
+        F.global_norm([g], g)
+    assert F.global_norm([g], to_device(np.zeros(4))) == pytest.approx(
+        np.linalg.norm(np.arange(100.0)), rel=1e-13)

@@ -510,6 +510,17 @@ def global_sum_of_squares(arrays: Sequence[Any], workspace: Any = None, stream: 
             raise TypeError(f"grads[{j}] has dtype {x.dtype}; global_norm needs float32 or "
                             "float64")
     need = max(1, sum(blocks(x.size) for x in arrays))
+    if workspace is not None:
+        workspace = as_device_array(workspace, "global_norm's workspace")
+        if np.dtype(workspace.dtype) != np.float64 or len(workspace.shape) != 1:
+            raise TypeError("global_norm's workspace must be a 1-D float64 device array (the "
+                            f"float64 partial sums), got {workspace.dtype} {workspace.shape}")
+        w0, wn = span(workspace)
+        for j, x in enumerate(arrays):
+            x0, xn = span(x)
+            if x0 < w0 + wn and w0 < x0 + xn and wn and xn:
+                raise ValueError(f"global_norm's workspace shares memory with grads[{j}]; "
+                                 "give it memory of its own")
     if workspace is None or workspace.size < need:
         workspace = cuda.device_array(need, np.float64)
     out = cuda.device_array(1, np.float64)
