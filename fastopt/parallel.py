@@ -66,7 +66,7 @@ PARALLEL_GAIN = 0.9
 #: Calls between two tries of the kernel not in use: PROBE_FIRST after a change of mind,
 #: then doubling up to PROBE_MAX while the choice holds.
 PROBE_FIRST = 4
-PROBE_MAX = 256
+PROBE_MAX = 1024
 
 #: Weight of a new timing in the running time of the kernel in use.
 EWMA = 0.25
@@ -226,7 +226,9 @@ class Choice:
     it, and finds cold caches); after that the kernel in use is timed at every call (a
     running average), and every ``interval`` calls the other one is tried once: parallel
     is taken when it beats serial by :data:`PARALLEL_GAIN`, and dropped as soon as its
-    running time is no better than serial's last one.
+    running time is no better than serial's last one. The interval doubles (up to
+    :data:`PROBE_MAX`) whenever a try confirms the choice or parallel is dropped, so a
+    loaded machine, where parallel keeps losing, pays for few tries.
     """
 
     __slots__ = ("parallel", "seconds", "warm", "countdown", "interval")
@@ -252,17 +254,20 @@ class Choice:
         if trying:
             self.seconds[i] = seconds
             want = self.seconds[1] < PARALLEL_GAIN * self.seconds[0]
-            if want == self.parallel:
+            if want == self.parallel:  # the choice holds: try the other less often
                 self.interval = min(2 * self.interval, PROBE_MAX)
             else:
-                self.parallel, self.interval = want, PROBE_FIRST
+                self.parallel = want
             self.countdown = self.interval
             return
         old = self.seconds[i]
         self.seconds[i] = seconds if old == math.inf else old + EWMA * (seconds - old)
         self.countdown -= 1
-        if parallel and self.seconds[1] >= self.seconds[0]:  # lost its lead: serial now
-            self.parallel, self.interval, self.countdown = False, PROBE_FIRST, PROBE_FIRST
+        if parallel and self.seconds[1] >= self.seconds[0]:
+            # lost its lead (as under another process's load, where a lucky try can win):
+            # serial now, and parallel tried less often
+            self.parallel = False
+            self.interval = self.countdown = min(2 * self.interval, PROBE_MAX)
 
 
 _forced: bool | None = None  # see forced()

@@ -168,8 +168,10 @@ def test_a_choice_stays_serial_when_parallel_is_slower_and_drops_a_slowing_one(m
     k.cost["parallel"] = 1.5
     k.run(c, 8)
     assert not c.parallel
-    # its running time passes serial's at the 3rd call; tried again 4 calls later
-    assert k.calls == ["parallel"] * 3 + ["serial"] * 3 + ["parallel", "serial"]
+    # its running time passes serial's at the 3rd call; tried again only 64 calls later
+    # (the interval, 32 then, doubles when parallel is dropped)
+    assert k.calls == ["parallel"] * 3 + ["serial"] * 5
+    assert c.interval == 64 and c.countdown == 64 - 5
 
 
 @needs_two

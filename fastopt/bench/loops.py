@@ -297,7 +297,7 @@ def format_busy(rows: list[dict]) -> str:
 
 def run_all(quick: bool = False, with_torch: bool = True) -> dict:
     """Every loop workload, as the bench command runs them."""
-    steps, rounds = (20, 1) if quick else (100, 3)
+    steps, rounds = (20, 1) if quick else (100, 5)
     out = {"numpy_mlp": compare_loops("numpy_mlp", steps, rounds)}
     out["torch_mlp"] = (compare_loops("torch_mlp", steps, rounds)
                         if with_torch and torch_ref.available() else None)
