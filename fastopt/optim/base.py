@@ -412,13 +412,14 @@ class Optimizer:
         if len(grads) != len(self._params):
             raise ValueError(f"got {len(grads)} gradients for {len(self._params)} parameters")
         if self._be is cpu:  # the common case, with the per-array checks inlined
-            checked = list(grads)
+            checked = None
             for j, (g, p) in enumerate(zip(grads, self._params, strict=True)):
                 if not (type(g) is np.ndarray and g.shape == p.shape and g.dtype == p.dtype
                         and g.flags.c_contiguous):
                     # says what is wrong; a subclass comes back as its plain view
+                    checked = checked or list(grads)
                     checked[j] = check_grad_array(g, p, f"grads[{j}]")
-            grads = checked
+            grads = grads if checked is None else checked
             self._check_grads_apart(grads)
             return [g if g.ndim == 1 else g.reshape(-1)
                     for g in [grads[j] for j in self._segment_params]]
