@@ -2,6 +2,7 @@
 another machine:
 
     python bench/thread_policies.py            # both parts, ~4 minutes on 2 cores
+    python bench/thread_policies.py --loop --rounds 5   # steadier medians
     python bench/thread_policies.py --loop     # the training loop under each policy
     python bench/thread_policies.py --sizes    # serial vs parallel kernels, alone and
                                                # right after a BLAS call
@@ -25,6 +26,8 @@ import time
 
 import numpy as np
 
+_KEEP_HEAP = {"MALLOC_TRIM_THRESHOLD_": str(256 << 20), "MALLOC_MMAP_THRESHOLD_": str(64 << 20)}
+
 #: name -> (environment, fastopt's kernels: "choice" (its own) or "parallel" (forced))
 POLICIES = {
     "NumPy Adam step (baseline)": ({}, None),
@@ -35,6 +38,11 @@ POLICIES = {
     "parallel kernels, fastopt's short spin": ({}, "parallel"),
     "parallel kernels, workqueue layer": ({"NUMBA_THREADING_LAYER": "workqueue"}, "parallel"),
     "serial kernels (NUMBA_NUM_THREADS=1)": ({"NUMBA_NUM_THREADS": "1"}, "choice"),
+    # glibc returns the heap's top to the system when over 2x the largest freed block:
+    # with a step that allocates nothing, the forward's temporaries then fault their pages
+    # in again every step. These two keep the heap (the allocator, not the threads):
+    "NumPy Adam step, glibc heap kept": (_KEEP_HEAP, None),
+    "fastopt as shipped, glibc heap kept": (_KEEP_HEAP, "choice"),
 }
 
 CHILD = """
@@ -55,7 +63,7 @@ def loop_policies(steps: int = 100, rounds: int = 3) -> None:
     runs: dict[str, list[dict]] = {k: [] for k in POLICIES}
     clean = {k: v for k, v in os.environ.items()
              if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY", "NUMBA_THREADING_LAYER",
-                          "NUMBA_NUM_THREADS")}
+                          "NUMBA_NUM_THREADS", *_KEEP_HEAP)}
     for r in range(rounds):
         for name in (list(POLICIES) if r % 2 == 0 else list(POLICIES)[::-1]):
             env, mode = POLICIES[name]
@@ -123,8 +131,9 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--loop", action="store_true")
     ap.add_argument("--sizes", action="store_true")
+    ap.add_argument("--rounds", type=int, default=3, help="fresh processes per policy")
     args = ap.parse_args()
     if args.loop or not args.sizes:
-        loop_policies()
+        loop_policies(rounds=args.rounds)
     if args.sizes or not args.loop:
         kernel_sizes()
