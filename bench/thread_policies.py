@@ -6,12 +6,17 @@ another machine:
     python bench/thread_policies.py --loop     # the training loop under each policy
     python bench/thread_policies.py --sizes    # serial vs parallel kernels, alone and
                                                # right after a BLAS call
+    python bench/thread_policies.py --wake     # what waking idle threads costs
+
+Part 3 times a tiny parallel loop after its threads were idle for a while, under each
+wait policy (libgomp's spin counts, passive waiting, the workqueue layer).
 
 Part 1 runs the bench's NumPy MLP loop (fastopt.bench.loops, 100 steps) in fresh processes
 under each threading policy, alternating, three rounds, and prints medians of the whole
 loop and of its forward/backward pass. Part 2 times fastopt's serial and parallel Adam
-kernels on one array, back to back ("alone") and each right after three 256x512x512
-matrix products on NumPy's BLAS ("after BLAS"), under fastopt's own settings.
+kernels on one array, each one's calls back to back ("alone") and alternating, each right
+after three 256x512x512 matrix products on NumPy's BLAS ("after BLAS"), under fastopt's
+own settings.
 """
 
 from __future__ import annotations
@@ -97,43 +102,103 @@ def kernel_sizes(sizes=(30_000, 100_000, 300_000, 1_000_000, 3_000_000, 10_000_0
           "256x512x512 matrix products")
     print(f"{'n':>10}{'serial':>10}{'parallel':>10}{'par/ser':>9}   |{'serial':>10}"
           f"{'parallel':>10}{'par/ser':>9}  (after BLAS)")
-    for n in sizes:
-        arrays = {k: tuple(np.zeros(n, np.float32) for _ in range(3)) for k in kernels}
-        g = np.full(n, 1e-3, np.float32)
+    # every "alone" row first: after a matrix product OpenBLAS's threads keep polling the
+    # cores for a while, which would reach into the next "alone" row
+    rows: dict[int, list[str]] = {n: [] for n in sizes}
+    for blas in (False, True):
+        for n in sizes:
+            arrays = {k: tuple(np.zeros(n, np.float32) for _ in range(3)) for k in kernels}
+            g = np.full(n, 1e-3, np.float32)
 
-        def call(k, arrays=arrays, g=g):
-            p, m, v = arrays[k]
-            if k == "parallel":
-                parallel.call_parallel(kernels[k], (p, g, (m, v), h, None, None, None, None),
-                                       parallel.get_num_threads())
-            else:
-                kernels[k](p, g, (m, v), h, None, None, None, None)
+            def call(k, arrays=arrays, g=g):
+                p, m, v = arrays[k]
+                args = (p, g, (m, v), h, None, None, None, None)
+                if k == "parallel":
+                    parallel.call_parallel(kernels[k], args, parallel.get_num_threads())
+                else:
+                    kernels[k](*args)
 
-        row = []
-        for blas in (False, True):
+            reps = max(20, min(300, int(3e7 / n)))
             times: dict[str, list[float]] = {k: [] for k in kernels}
             for k in kernels:
                 call(k)
-            for _ in range(max(20, min(300, int(3e7 / n)))):
-                for k in kernels:
-                    if blas:
-                        for _ in range(3):
-                            a @ b
-                    t0 = time.perf_counter()
-                    call(k)
-                    times[k].append(time.perf_counter() - t0)
+            # alone: each kernel's calls back to back (threads kept awake between them);
+            # after BLAS: the kernels alternating, each call right after the products
+            order = ([k for k in kernels for _ in range(reps)] if not blas
+                     else [k for _ in range(reps) for k in kernels])
+            for k in order:
+                if blas:
+                    for _ in range(3):
+                        a @ b
+                t0 = time.perf_counter()
+                call(k)
+                times[k].append(time.perf_counter() - t0)
             s, p = (1e6 * statistics.median(times[k]) for k in kernels)
-            row.append(f"{s:>10.1f}{p:>10.1f}{p / s:>9.2f}")
-        print(f"{n:>10.0e}{row[0]}   |{row[1]}")
+            rows[n].append(f"{s:>10.1f}{p:>10.1f}{p / s:>9.2f}")
+    for n, (alone, after) in rows.items():
+        print(f"{n:>10.0e}{alone}   |{after}")
+
+WAKE_CHILD = """
+import json, statistics, time, numpy as np
+from fastopt import parallel, rules
+from fastopt.drivers import cpu
+k = cpu.step_kernel(rules.sgd, True)
+p = np.zeros(64, np.float32); g = np.ones_like(p)
+args = (p, g, (), (0.1,), None, None, None, None)
+n = parallel.get_num_threads()
+parallel.call_parallel(k, args, n)
+out = {}
+for gap in (0, 30, 100, 300, 1000, 10000):
+    ts = []
+    for _ in range(200 if gap < 1000 else 50):
+        parallel.call_parallel(k, args, n)
+        end = time.perf_counter() + gap * 1e-6
+        while time.perf_counter() < end:  # the main thread busy, as with other work
+            pass
+        t0 = time.perf_counter(); parallel.call_parallel(k, args, n)
+        ts.append(time.perf_counter() - t0)
+    out[gap] = 1e6 * statistics.median(ts)
+print(json.dumps(out))
+"""
+
+WAKE_POLICIES = {
+    "libgomp's own spin (GOMP_SPINCOUNT=300000)": {"GOMP_SPINCOUNT": "300000"},
+    "fastopt's spin (GOMP_SPINCOUNT=3000)": {},
+    "GOMP_SPINCOUNT=300": {"GOMP_SPINCOUNT": "300"},
+    "OMP_WAIT_POLICY=passive": {"OMP_WAIT_POLICY": "passive"},
+    "workqueue layer": {"NUMBA_THREADING_LAYER": "workqueue"},
+}
+
+
+def wake_up() -> None:
+    """The time of a tiny parallel loop (64 values) after its threads were left idle for
+    a while, under each wait policy: a loop that finds them asleep pays their wake-up."""
+    clean = {k: v for k, v in os.environ.items()
+             if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY", "NUMBA_THREADING_LAYER")}
+    gaps = None
+    rows = []
+    for name, env in WAKE_POLICIES.items():
+        out = subprocess.run([sys.executable, "-c", WAKE_CHILD], env={**clean, **env},
+                             capture_output=True, text=True, check=True)
+        got = json.loads(out.stdout.splitlines()[-1])
+        gaps = list(got)
+        rows.append(f"{name:<46}" + "".join(f"{got[k]:>9.1f}" for k in gaps))
+    print("a tiny parallel loop, medians in us, after the threads were idle for (us):")
+    print(f"{'policy':<46}" + "".join(f"{k:>9}" for k in gaps))
+    print("\n".join(rows))
 
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--loop", action="store_true")
     ap.add_argument("--sizes", action="store_true")
+    ap.add_argument("--wake", action="store_true")
     ap.add_argument("--rounds", type=int, default=3, help="fresh processes per policy")
     args = ap.parse_args()
-    if args.loop or not args.sizes:
+    every = not (args.loop or args.sizes or args.wake)
+    if args.loop or every:
         loop_policies(rounds=args.rounds)
-    if args.sizes or not args.loop:
+    if args.sizes or every:
         kernel_sizes()
+    if args.wake or every:
+        wake_up()

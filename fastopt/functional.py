@@ -111,8 +111,8 @@ def _plain_host_arrays(ps: list, gs: list, sts: list) -> tuple[bool, list[int] |
     parameter, those a step writes writable (the checks that say what is wrong run when
     this says no). ``owners``: where plain, the ids of the ndarrays that allocated each
     array's memory (``cpu.owner``), in the order p, g, state of each entry, or None where
-    some memory came from elsewhere. 6 entries of Adam: 9 us here, against 30 us for the
-    per-array checks and the owner lookups one by one."""
+    some memory came from elsewhere. 6 entries of Adam: 9 us here; the whole checked call
+    took 50 us with it, 61 us with the per-array checks (30 us unchecked)."""
     if type(ps[0]) is not np.ndarray or ps[0].dtype not in FLOAT_DTYPES:
         return False, None
     dt = ps[0].dtype

@@ -7,16 +7,16 @@ project's 2-core machines (``docs/threads.md`` has the tables and the commands):
 
 * **Idle threads spin only briefly.** Numba's default threading layer on Linux is GNU
   OpenMP, whose idle threads spin for milliseconds after each parallel loop, on the cores
-  the BLAS needs next: a NumPy MLP loop's forward/backward took 1.6-1.9 s per 100 steps
-  instead of 0.89 s. When fastopt starts that layer itself, and neither ``OMP_WAIT_POLICY``
-  nor ``GOMP_SPINCOUNT`` is set, libgomp spins :data:`SPIN_COUNT` times (30-100 µs here)
+  the BLAS needs next: a NumPy MLP loop's forward/backward took 1.8-2x as long. When
+  fastopt starts that layer itself, and neither ``OMP_WAIT_POLICY`` nor
+  ``GOMP_SPINCOUNT`` is set, libgomp spins :data:`SPIN_COUNT` times (30-100 µs here)
   before it sleeps: long enough to go from one array of a step to the next without a
   wake-up, short enough to hand the cores back. Sleeping at once (``OMP_WAIT_POLICY=
-  passive``) costs a 25-90 µs wake-up at every parallel loop.
+  passive``) costs a 50-70 µs wake-up at every parallel loop.
 * **Parallel only where it is faster, here and now.** After a BLAS call OpenBLAS's idle
   threads keep polling the cores, and a parallel step waits for its second thread: an Adam
-  step over 1e5 float32 took 3.9x its serial time there, over 1e6 1.4x, while alone it
-  takes 0.6x. Under another process's load a parallel loop waits out time slices. No size
+  step over 1e5 float32 took 3.8x its serial time there, over 1e6 1.2x, while alone it
+  takes 0.56-0.70x. Under another process's load a parallel loop waits out time slices. No size
   threshold is right in all three places, so each call site (an optimizer's array, a
   BatchNorm shape, ...) holds a :class:`Choice`: it times its serial and its parallel
   kernel as they run, uses whichever has been faster there lately, and tries the other one
@@ -54,8 +54,8 @@ from ._import_hooks import around_import
 SPIN_COUNT = 3000
 
 #: A kernel call that moves fewer bytes than this always runs serially: below it a parallel
-#: loop cannot win back a sleeping thread's wake-up (alone, parallel Adam first won at
-#: ~0.8 MB with busy threads, ~8 MB with sleeping ones).
+#: loop cannot win back a sleeping thread's wake-up (alone, parallel Adam won from ~0.8 MB
+#: with awake threads; a wake-up costs 25-130 µs: docs/threads.md).
 PARALLEL_MIN_BYTES = 1 << 20
 
 #: Parallel is chosen when its time is below this fraction of the serial time: it occupies
