@@ -30,7 +30,16 @@ from .. import parallel, philox, rules
 from .._checks import check_grad_array, check_param_array
 from .._jit import bind, compile_tree, cpu_jit, device_function, source_tag
 from .._memory import aligned_empty
-from ..rules.transforms import add_totals, nonfinite, norm_scale, transformed
+from ..rules.transforms import (
+    INF_SEEN,
+    NAN_SEEN,
+    add_totals,
+    flags_of,
+    nonfinite,
+    norm_scale,
+    reported,
+    transformed,
+)
 from . import _state as _state_module
 from ._state import as_dtype_of, gather, noise_args, scatter
 
@@ -40,6 +49,14 @@ BLOCK = 4096
 
 def ELEMENT(p, g, s, h, scale, wd, decay, noise, index):  # noqa: N802 - placeholder
     raise NotImplementedError  # bound to a compiled rules.transformed(rule) per kernel
+
+
+def REPORTED(total, flags):  # noqa: N802 - placeholder, bound to rules.transforms.reported
+    raise NotImplementedError
+
+
+def FLAGS_OF(total):  # noqa: N802 - placeholder, bound to rules.transforms.flags_of
+    raise NotImplementedError
 
 
 def _step_loop(p, g, st, h, scale, wd, decay, noise):
@@ -86,32 +103,24 @@ def _sumsq_loop(x, partials):
             s0 += a0 * a0
             j += 1
         s = ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
+        flags = 0
         if not math.isfinite(s):
-            # Tell a NaN input (NaN) and an infinite one (−∞) from a float64 overflow of
-            # finite inputs (+∞): see norm_of and nonfinite in rules.transforms.
+            # Tell a NaN input and an infinite one from a float64 overflow of finite inputs
+            # (rules.transforms.reported)
             for k in range(lo, hi):
                 if math.isnan(x[k]):
-                    s = np.nan
-                    break
-                if math.isinf(x[k]):
-                    s = -np.inf
-        partials[b] = s
+                    flags |= NAN_SEEN
+                elif math.isinf(x[k]):
+                    flags |= INF_SEEN
+        partials[b] = REPORTED(s, flags)
     total = 0.0
-    nan = False
-    inf = False
+    flags = 0
     for b in range(nblocks):
-        s = partials[b]
-        if math.isnan(s):
-            nan = True
-        elif s == -np.inf:
-            inf = True
-        else:
-            total += s
-    if nan:
-        return np.nan
-    if inf:
-        return -np.inf
-    return total
+        f = FLAGS_OF(partials[b])
+        flags |= f
+        if f == 0:
+            total += partials[b]
+    return REPORTED(total, flags)
 
 
 @cache
@@ -134,7 +143,9 @@ def step_kernel(rule: Callable, parallel: bool) -> Callable:
 @cache
 def sumsq_kernel(parallel: bool) -> Callable:
     mode = "parallel" if parallel else "serial"
-    return cpu_jit(bind(_sumsq_loop, f"sumsq_{mode}"), parallel=parallel)
+    return cpu_jit(bind(_sumsq_loop, f"sumsq_{mode}_{_tag()}",
+                        REPORTED=device_function(reported),
+                        FLAGS_OF=device_function(flags_of)), parallel=parallel)
 
 
 def step_bytes(p: np.ndarray, n_state: int) -> int:

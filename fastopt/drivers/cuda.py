@@ -33,7 +33,17 @@ from numba import config, cuda, types
 
 from .._checks import FLOAT_DTYPES
 from .._jit import bind, compile_tree
-from ..rules.transforms import clip_scale, nonfinite, norm_of, norm_scale, transformed
+from ..rules.transforms import (
+    INF_SEEN,
+    NAN_SEEN,
+    clip_scale,
+    flags_of,
+    nonfinite,
+    norm_of,
+    norm_scale,
+    reported,
+    transformed,
+)
 from ._state import as_dtype_of, gather, noise_args, scatter
 from .cuda_pointers import gather_at, load_at, row, scatter_at, store_at
 
@@ -231,26 +241,16 @@ def _block_sum(t, acc, bad):
 
 
 def _square_into(v, acc, bad):
-    """``(acc + v², bad)`` in float64, ``bad``'s bit 1 set when v is infinite, bit 2 when
-    it is NaN."""
+    """``(acc + v², bad)`` in float64, ``bad`` raising rules.transforms' flags for an
+    infinite or a NaN v."""
     v = np.float64(v)
     if math.isfinite(v):
         return acc + v * v, bad
-    return acc, bad | (2 if math.isnan(v) else 1)
-
-
-def _reported(total, flag):
-    """A sum of squares as the reductions report it: NaN for a NaN input (flag bit 2), −∞
-    for an infinite one (bit 1), else the sum (see rules.transforms.norm_of)."""
-    if flag & 2:
-        return math.nan
-    if flag & 1:
-        return -math.inf
-    return total
+    return acc, bad | (NAN_SEEN if math.isnan(v) else INF_SEEN)
 
 
 def _block_partial(t, acc, bad, partials, k):
-    """The block's sum of squares into ``partials[k]``, as :func:`_reported`."""
+    """The block's sum of squares into ``partials[k]``, reported (rules.transforms)."""
     total, flag = BLOCK_SUM(t, acc, bad)
     if t == 0:
         partials[k] = REPORTED(total, flag)
@@ -260,7 +260,11 @@ def SQUARE_INTO(v, acc, bad):  # noqa: N802 - placeholder, bound to compiled _sq
     raise NotImplementedError
 
 
-def REPORTED(total, flag):  # noqa: N802 - placeholder, bound to the compiled _reported
+def REPORTED(total, flag):  # noqa: N802 - placeholder, bound to the compiled reported
+    raise NotImplementedError
+
+
+def FLAGS_OF(total):  # noqa: N802 - placeholder, bound to the compiled flags_of
     raise NotImplementedError
 
 
@@ -306,20 +310,17 @@ def _table_sumsq_kernel(table, nchunks, proto, partials, first):
 
 
 def _finalize_kernel(partials, n, out, max_norm, dscale):
-    """``out[0] = Σ partials[:n]`` in a fixed order, reported as :func:`_reported`;
+    """``out[0] = Σ partials[:n]`` in a fixed order, reported (rules.transforms);
     ``dscale[0]`` = the clip factor."""
     t = cuda.threadIdx.x
     acc = 0.0
     bad = 0
     j = t
     while j < n:
-        s = partials[j]
-        if math.isnan(s):
-            bad |= 2
-        elif s == -math.inf:
-            bad |= 1
-        else:
-            acc += s
+        f = FLAGS_OF(partials[j])
+        bad |= f
+        if f == 0:
+            acc += partials[j]
         j += TPB
     total, flag = BLOCK_SUM(t, acc, bad)
     if t == 0:
@@ -351,15 +352,16 @@ def _device_functions() -> dict[str, Callable]:
 @cache
 def _reduction_kernels() -> tuple[Callable, Callable, Callable]:
     block_sum = _device(_block_sum)
-    reported = _device(_reported)
+    reported_ = _device(reported)
     parts = {"SQUARE_INTO": _device(_square_into),
              "BLOCK_PARTIAL": _device(bind(_block_partial, BLOCK_SUM=block_sum,
-                                           REPORTED=reported))}
+                                           REPORTED=reported_))}
     sumsq = kernel(bind(_sumsq_kernel, **parts))
     table_sumsq = kernel(bind(_table_sumsq_kernel, CHUNK_OF=_device_functions()["CHUNK_OF"],
                               **parts))
-    finalize = kernel(bind(_finalize_kernel, BLOCK_SUM=block_sum, REPORTED=reported,
-                           CLIP_SCALE=_device(clip_scale), NORM_OF=_device(norm_of)))
+    finalize = kernel(bind(_finalize_kernel, BLOCK_SUM=block_sum, REPORTED=reported_,
+                           FLAGS_OF=_device(flags_of), CLIP_SCALE=_device(clip_scale),
+                           NORM_OF=_device(norm_of)))
     return sumsq, table_sumsq, finalize
 
 

@@ -56,6 +56,33 @@ def clip_scale(norm, max_norm):
     return 1.0 if r >= 1.0 else r
 
 
+#: Flags a reduction raises for what its inputs held: an infinity, a NaN.
+INF_SEEN = 1
+NAN_SEEN = 2
+
+
+@device
+def reported(total, flags):
+    """A sum of squares as the reductions report it, from the flags its inputs raised: NaN
+    for a NaN input, −∞ for an infinite one (no NaN), else the sum (+∞ only when finite
+    values overflow). Each block partial is reported so, and so is the total."""
+    if flags & NAN_SEEN:
+        return math.nan
+    if flags & INF_SEEN:
+        return -math.inf
+    return total
+
+
+@device
+def flags_of(reported_total):
+    """The flags a reported sum of squares stands for (the inverse of :func:`reported`)."""
+    if math.isnan(reported_total):
+        return NAN_SEEN
+    if reported_total == -math.inf:
+        return INF_SEEN
+    return 0
+
+
 @device
 def norm_of(total):
     """``‖g‖₂`` from a sum of squares as the reductions report it (``drivers.cpu.
@@ -70,17 +97,13 @@ def norm_of(total):
 def add_totals(a: float, b: float) -> float:
     """Two reported sums of squares added: NaN wins, then −∞ (an infinite gradient), even
     beside a +∞ that finite values overflowed to."""
-    if math.isnan(a) or math.isnan(b):
-        return math.nan
-    if a == -math.inf or b == -math.inf:
-        return -math.inf
-    return a + b
+    return reported(a + b, flags_of(a) | flags_of(b))
 
 
 def nonfinite(total: float) -> bool:
     """Whether a reported sum of squares says a gradient held a NaN or an infinity (a +∞
     from finite values too large to square in float64 is not that)."""
-    return math.isnan(total) or total == -math.inf
+    return flags_of(total) != 0
 
 
 def norm_scale(total: float, max_norm: float) -> float:
