@@ -11,7 +11,7 @@ Compilation is lazy (nothing at import) and cached on disk (``cache=True``). Num
 cache on the source file of the compiled function only, so :func:`source_tag` folds the
 sources of everything bound into the function's name: editing a rule can never load a stale
 kernel. Where no cache directory is writable, numba raises at decoration time; we fall back
-to an uncached kernel instead of failing (``numba-rules.md``).
+to an uncached kernel instead of failing (``docs/numba.md``).
 """
 
 from __future__ import annotations

@@ -62,32 +62,32 @@ class Curriculum:
 
     Pacing functions ``fraction(i)`` (``i`` = step, 0 at the first batch):
 
-    ``"exponential"`` (default), the *fixed exponential pacing* of Hacohen & Weinshall
-        (2019), "On the power of curriculum learning in training deep networks"::
+    * ``"exponential"`` (default), the *fixed exponential pacing* of Hacohen & Weinshall
+      (2019), "On the power of curriculum learning in training deep networks"::
 
-            fraction(i) = min(1, start * inc ** floor(i / step_length))
+          fraction(i) = min(1, start * inc ** floor(i / step_length))
 
-        i.e. ``g(i) = min(1, start * inc**floor(i / step_length)) * N``: the pool starts
-        at ``start`` of the data and is multiplied by ``inc`` every ``step_length`` steps.
-    ``"linear"``, DeepSpeed's ``fixed_linear`` curriculum schedule::
+      i.e. ``g(i) = min(1, start * inc**floor(i / step_length)) * N``: the pool starts
+      at ``start`` of the data and is multiplied by ``inc`` every ``step_length`` steps.
+    * ``"linear"``, DeepSpeed's ``fixed_linear`` curriculum schedule::
 
-            fraction(i) = min(1, start + (1 - start) * i / total_steps)
+          fraction(i) = min(1, start + (1 - start) * i / total_steps)
 
-    ``"root"``, DeepSpeed's ``fixed_root`` schedule with ``root_degree = p``::
+    * ``"root"``, DeepSpeed's ``fixed_root`` schedule with ``root_degree = p``::
 
-            fraction(i) = min(1, start + (1 - start) * (i / total_steps) ** (1 / p))
+          fraction(i) = min(1, start + (1 - start) * (i / total_steps) ** (1 / p))
 
-        (``p = 2`` square root, ``p = 3`` cube root; ``p = 1`` is ``"linear"``.) This is
-        DeepSpeed's formula with ``min_difficulty = start`` and ``max_difficulty = 1``,
-        read as fractions of the data; DeepSpeed's further rounding of the difficulty down
-        to a multiple of ``difficulty_step`` is not applied (the pool size is rounded as
-        above instead). Both grow from ``start`` at step 0 to the whole set at step
-        ``total_steps`` and stay there. (Platanios et al.'s competence function
-        ``(start**p + (1 - start**p) * i / T) ** (1/p)`` is a different curve; pass it
-        as a callable if you want it.)
-    ``"step"``, a single step: ``fraction(i) = start`` for ``i < step_length``, then 1.
-    A callable ``pacing(i) -> fraction``: any function of the step returning a fraction
-        in (0, 1]; another value raises ``ValueError`` when it is used.
+      (``p = 2`` square root, ``p = 3`` cube root; ``p = 1`` is ``"linear"``.) This is
+      DeepSpeed's formula with ``min_difficulty = start`` and ``max_difficulty = 1``,
+      read as fractions of the data; DeepSpeed's further rounding of the difficulty down
+      to a multiple of ``difficulty_step`` is not applied (the pool size is rounded as
+      above instead). Both grow from ``start`` at step 0 to the whole set at step
+      ``total_steps`` and stay there. (Platanios et al.'s competence function
+      ``(start**p + (1 - start**p) * i / T) ** (1/p)`` is a different curve; pass it
+      as a callable if you want it.)
+    * ``"step"``, a single step: ``fraction(i) = start`` for ``i < step_length``, then 1.
+    * A callable ``pacing(i) -> fraction``: any function of the step returning a fraction
+      in (0, 1]; another value raises ``ValueError`` when it is used.
 
     Sampling: :meth:`batch(batch_size) <batch>` returns ``batch_size`` int64 indices drawn
     uniformly from the current pool, then advances ``step`` by one. Within a batch the

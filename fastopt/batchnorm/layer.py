@@ -125,7 +125,9 @@ class BatchNorm:
 
     @staticmethod
     def flat_shapes(num_features: int, prefix: str) -> dict[str, tuple[int]]:
-        """The FlatParams entries a ``BatchNorm(num_features, params=(flat, prefix))`` uses::
+        """The FlatParams entries a ``BatchNorm(num_features, params=(flat, prefix))`` uses.
+
+        For example::
 
             flat = FlatParams({"w1": (784, 256), **BatchNorm.flat_shapes(256, "bn1")})
             bn1 = BatchNorm(256, params=(flat, "bn1"))
