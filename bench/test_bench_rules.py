@@ -3,9 +3,10 @@
 import numpy as np
 import pytest
 
-from fastopt.bench import numpy_ref, torch_ref
+from fastopt.bench import torch_ref
 from fastopt.bench.roofline import divider_kernel, parallel_yardstick, roofline_kernel
 from fastopt.bench.run import DIVIDING, RULES
+from fastopt.rules.registry import registry
 
 CASES = [(r, n, "float32") for r in RULES for n in (10**4, 10**6, 10**7)]
 CASES += [("Adam", n, "float64") for n in (10**4, 10**6, 10**7)]
@@ -57,11 +58,15 @@ def test_numpy_reference(benchmark, rule, n, dtype):
     _, k = RULES[rule]
     p, g, st = _arrays(n, dtype, k)
     benchmark.group = f"{rule}-{n:.0e}-{dtype}"
-    benchmark(numpy_ref.STEPS[rule], p, g, st, 10)
+    benchmark(registry()[rule].numpy_step, p, g, st, 10)
+
+
+TORCH_CASES = [c for c in CASES if registry()[c[0]].torch is not None]
 
 
 @pytest.mark.skipif(not torch_ref.available(), reason="torch not installed")
-@pytest.mark.parametrize("rule,n,dtype", CASES, ids=IDS)
+@pytest.mark.parametrize("rule,n,dtype", TORCH_CASES,
+                         ids=[f"{r}-{n:.0e}-{d}" for r, n, d in TORCH_CASES])
 def test_torch(benchmark, rule, n, dtype):
     _, k = RULES[rule]
     p, g, _ = _arrays(n, dtype, k)

@@ -15,21 +15,24 @@ algebra imported on the way (:mod:`fastopt._numba_startup`).
 
 # _numba_startup comes first: importing it installs its import hook before anything can
 # start Numba's CPU target.
-from . import _numba_startup, batchnorm, data, datasets, functional, parallel, schedules  # noqa: F401
+from . import _numba_startup, batchnorm, data, datasets, functional, optim, parallel, schedules  # noqa: F401
 from .batchnorm import BatchNorm
 from .curriculum import Curriculum
 from .early_stopping import EarlyStopping
 from .flat import FlatParams
 from .noise import GradientNoise
-from .optim import SGD, AdaGrad, Adam, AMSGrad, Momentum, Nadam, Nesterov, Optimizer, RMSprop
+from .optim import RULE_NAMES, Optimizer
 from .parallel import get_num_threads, set_num_threads, thread_limit, threading_info
 from .precompile import precompile
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "SGD", "AMSGrad", "AdaGrad", "Adam", "BatchNorm", "Curriculum", "EarlyStopping",
-    "FlatParams", "GradientNoise", "Momentum", "Nadam", "Nesterov", "Optimizer", "RMSprop",
-    "batchnorm", "data", "datasets", "functional", "get_num_threads", "parallel", "precompile",
-    "schedules", "set_num_threads", "thread_limit", "threading_info",
+# One class per registered rule (fastopt.rules.registry): fastopt.Adam, fastopt.Lion, ...
+globals().update({name: getattr(optim, name) for name in RULE_NAMES})
+
+__all__ = [  # noqa: PLE0604 - the rules' classes come from the registry
+    *RULE_NAMES, "BatchNorm", "Curriculum", "EarlyStopping", "FlatParams", "GradientNoise",
+    "Optimizer", "batchnorm", "data", "datasets", "functional", "get_num_threads", "optim",
+    "parallel", "precompile", "schedules", "set_num_threads", "thread_limit",
+    "threading_info",
 ]

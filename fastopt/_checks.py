@@ -168,24 +168,29 @@ def power(base: float, exponent: float) -> float:
         return math.inf
 
 
-#: How each hyperparameter is checked, by name. Used for constructor arguments and for
-#: every group's overrides, so a bad value is refused wherever it comes from.
-HYPERPARAMETER_CHECKS: dict[str, Callable[[str, Any], Any]] = {
-    "lr": lambda _n, x: check_lr(x),
-    "weight_decay": check_nonneg,
-    "decoupled_weight_decay": check_bool,
-    "maximize": check_bool,
-    "momentum": check_nonneg,
-    "alpha": check_unit,
-    "betas": lambda _n, x: check_betas(x),
-    "eps": check_nonneg,
-    "eps_inside_sqrt": check_bool,
-    "centered": check_bool,
-    "initial_accumulator_value": check_nonneg,
-    "momentum_decay": check_optional_nonneg,
-    "bias_correction": check_bool,
-    "eps_hat": check_bool,
-}
+def check_positive(name: str, x: Any) -> float:
+    x = _real(name, x)
+    if not (0.0 < x < math.inf):
+        raise ValueError(f"{name} must be finite and > 0, got {x}")
+    return x
+
+
+def check_hp_lr(_name: str, x: Any) -> float | Callable[[int], float]:
+    """``lr`` as a hyperparameter: a number >= 0, or a schedule ``t' -> lr``."""
+    return check_lr(x)
+
+
+def check_hp_betas(_name: str, x: Any) -> tuple[float, float]:
+    return check_betas(x)
+
+
+def check_pair(name: str, x: Any, first: str, second: str) -> tuple[Any, Any]:
+    """A pair ``(first, second)``, or a clear error."""
+    try:
+        a, b = x
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a pair ({first}, {second}), got {x!r}") from None
+    return a, b
 
 
 def lr_at(lr: float | Callable[[int], float], completed_steps: int) -> float:

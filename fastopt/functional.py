@@ -36,33 +36,19 @@ factor computed on the GPU needs no host round trip.
 from __future__ import annotations
 
 import numbers
-from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
-from . import rules
-from ._checks import (
-    FLOAT_DTYPES,
-    MAX_STEP,
-    check_betas,
-    check_bool,
-    check_mu_product,
-    check_nonneg,
-    check_optional_nonneg,
-    check_step,
-    check_unit,
-)
+from ._checks import FLOAT_DTYPES, MAX_STEP, check_nonneg, check_step
 from .drivers import backend_of, check_step_arrays, cpu, is_device_array
-from .drivers import first_overlap as _first_overlap
+from .drivers.overlap import check_entries_apart
 from .noise import GradientNoise
+from .rules.registry import Rule, annotation, hyperparameter_doc, registry, signature_order
 from .rules.transforms import add_totals, clip_scale, norm_of
 
-__all__ = [
-    "adagrad", "adam", "amsgrad", "clip_scale", "global_norm", "momentum", "nadam",
-    "nesterov", "rmsprop", "sgd",
-]
+__all__ = ["clip_scale", "global_norm", *(r.function for r in registry().values())]  # noqa: PLE0604
 
 
 Arrays = np.ndarray | Sequence[np.ndarray]
@@ -99,12 +85,6 @@ def _as_lists(p: Arrays, g: Arrays, state: tuple[Arrays, ...], noise_offset: Off
     return ps, gs, sts, offsets
 
 
-def _lr(lr: Any, check: bool) -> Any:
-    """``lr`` checked (a number >= 0, as a Python float) where ``check``: before the rule's
-    constants use it."""
-    return check_nonneg("lr", lr) if check else lr
-
-
 def _plain_host_arrays(ps: list, gs: list, sts: list) -> tuple[bool, list[int] | None]:
     """``(plain, owners)``. ``plain``: every array of the call passes the per-array checks,
     told cheaply: plain C-contiguous ndarrays of p[0]'s float dtype, each shaped like its
@@ -134,48 +114,6 @@ def _plain_host_arrays(ps: list, gs: list, sts: list) -> tuple[bool, list[int] |
                 else:
                     owners = None
     return True, owners
-
-
-def _check_entries_apart(be: Any, ps: list, gs: list, sts: list,
-                         owners: list[int] | None = None) -> None:
-    """The overlap checks of a list call, all at once (one span per array): each array a
-    step writes (p[j] and its state) apart from every other array, but g[j] may be p[j]
-    itself, and gradients may share memory with each other.
-
-    Host arrays whose memory belongs to different NumPy arrays cannot overlap, so only
-    those sharing an owner (views of one buffer) have their spans compared: 161 separate
-    arrays cost ~0.1 ms here, views of one buffer ~1 ms. ``owners``: the owners' ids, where
-    the caller has them."""
-    m = 2 + (len(sts[0]) if sts else 0)  # arrays per entry: array i is entry i // m's
-    arrays = [a for p, g, st in zip(ps, gs, sts, strict=True) for a in (p, g, *st)]
-    suspects: Sequence[int] = range(len(arrays))
-    if be is cpu:
-        if owners is None:
-            found = list(map(cpu.owner, arrays))
-            if all(o is not None for o in found):  # all memory allocated by ndarrays
-                owners = list(map(id, found))
-        if owners is not None:
-            if len(set(owners)) == len(owners):
-                return
-            count = Counter(owners)
-            suspects = [i for i, k in enumerate(owners) if count[k] > 1]
-    spans = [be.span(arrays[i]) for i in suspects]
-
-    def allowed(a: int, b: int) -> bool:
-        (ja, ka), (jb, kb) = divmod(suspects[a], m), divmod(suspects[b], m)
-        if ka == 1 and kb == 1:
-            return True  # gradients are only read
-        return ja == jb and {ka, kb} == {0, 1} and spans[a] == spans[b]  # g[j] is p[j]
-
-    hit = _first_overlap(spans, allowed)
-    if hit is not None:
-        a, b = (_role_name(*divmod(suspects[i], m)) for i in hit)
-        raise ValueError(f"{a} and {b} share memory: each array a step writes needs memory "
-                         "of its own (the same array twice in the lists?)")
-
-
-def _role_name(j: int, kind: int) -> str:
-    return ("p", "g")[kind] + f"[{j}]" if kind < 2 else f"state array {kind - 2}[{j}]"
 
 
 def _run(
@@ -215,7 +153,7 @@ def _run(
         elif not many:
             check_step_arrays(be, ps[0], gs[0], sts[0], "")  # its overlap checks
         if many:
-            _check_entries_apart(be, ps, gs, sts, owners)
+            check_entries_apart(be, ps, gs, sts, owners)
         for j, off in enumerate(offsets):
             if (isinstance(off, bool) or not isinstance(off, (int, np.integer))
                     or not 0 <= off <= MAX_STEP - ps[j].size):
@@ -230,11 +168,6 @@ def _run(
         for j, pj in enumerate(ps):
             if pj.dtype != ps[0].dtype:
                 raise ValueError(f"p[{j}] is {pj.dtype} but p[0] is {ps[0].dtype}")
-        check_step(step)
-        lr = check_nonneg("lr", lr)
-        weight_decay = check_nonneg("weight_decay", weight_decay)
-        check_bool("decoupled_weight_decay", decoupled_weight_decay)
-        check_bool("maximize", maximize)
         if noise is not None and not isinstance(noise, GradientNoise):
             raise ValueError(f"noise must be a fastopt.GradientNoise or None, got {noise!r}")
     if type(grad_scale) is float or isinstance(grad_scale, numbers.Real):
@@ -304,7 +237,13 @@ def launch(
     h, scale, wd, decay, nz = step_scalars(consts, step, lr, weight_decay,
                                            decoupled_weight_decay, maximize, grad_scale,
                                            dscale, noise)
-    if len(ps) > 1 and hasattr(be, "ArrayTable"):  # a GPU: one launch for all arrays
+    if not be.ON_DEVICE:
+        for pj, gj, sj, off in zip(ps, gs, sts, offsets, strict=True):
+            if len(pj.shape) != 1 or len(gj.shape) != 1:
+                pj, gj, sj = be.flat_view(pj), be.flat_view(gj), tuple(map(be.flat_view, sj))
+            be.step(rule, pj, gj, sj, h, scale, wd, decay, noise_at(nz, off))
+        return
+    if len(ps) > 1:  # a GPU: one launch for all arrays
         if table is None:
             table = be.ArrayTable(ps, sts, offsets)
         be.step_table(rule, table, gs, h, scale, wd, decay, noise_at(nz, 0), stream, dscale)
@@ -315,174 +254,127 @@ def launch(
         be.step(rule, pj, gj, sj, h, scale, wd, decay, noise_at(nz, off), stream, dscale)
 
 
-_COMMON_DOC = """
-    Common keywords: ``weight_decay``, ``decoupled_weight_decay``, ``maximize``,
-    ``grad_scale``, ``noise``, ``noise_offset``, ``check`` (see the module docstring)."""
+# ------------------------------------------------------------------ one function per rule
+#: The common keywords of every rule's function, documented once.
+COMMON_DOC = """weight_decay : float, default 0.0
+    λ: L2 decay ``g ← g + λw``, or with ``decoupled_weight_decay`` ``w ← w(1 − ηλ)``.
+decoupled_weight_decay : bool
+    Decay the weights directly (AdamW) instead of adding ``λw`` to the gradient.
+maximize : bool, default False
+    ``g ← −g``.
+grad_scale : float, default 1.0
+    ``g ← s·g`` (the clip factor from :func:`clip_scale`); for GPU arrays also a
+    one-element device array of the parameters' dtype.
+noise : GradientNoise | None, default None
+    Gradient noise ``g ← g + N(0, σ²)``; element ``i`` draws counter
+    ``(noise_offset + i, t')``.
+noise_offset : int | Sequence[int], default 0
+    The array's position in the noise stream (lists: the first array's, or one per array).
+check : bool, default True
+    False skips the argument checks (for callers that validated once).
+stream : numba stream, optional
+    GPU arrays: the stream to launch on (default: the arrays' library's current stream)."""
 
 
-def sgd(
-    p: Arrays, g: Arrays, step: int, lr: float, *,
-    weight_decay: float = 0.0, decoupled_weight_decay: bool = False, maximize: bool = False,
-    grad_scale: float = 1.0, noise: GradientNoise | None = None, noise_offset: Offsets = 0,
-    check: bool = True, stream: Any = None,
-) -> None:
-    """Gradient descent, ``w ← w − η g`` (spec: batch/stochastic/minibatch GD)."""
-    _run(rules.sgd, p, g, (), rules.sgd_constants(_lr(lr, check)), step, lr, weight_decay,
-         decoupled_weight_decay, maximize, grad_scale, noise, noise_offset, check, stream)
-
-
-def momentum(
-    p: Arrays, g: Arrays, v: Arrays, step: int, lr: float,
-    momentum: float = 0.9, *,
-    weight_decay: float = 0.0, decoupled_weight_decay: bool = False, maximize: bool = False,
-    grad_scale: float = 1.0, noise: GradientNoise | None = None, noise_offset: Offsets = 0,
-    check: bool = True, stream: Any = None,
-) -> None:
-    """Momentum (spec): ``v ← γ v + η g;  w ← w − v`` with ``γ = momentum``."""
+def _step(rule: Rule, p: Arrays, g: Arrays, states: tuple, hp: dict[str, Any],
+          group: dict[str, float], step: int, grad_scale: Any, noise: GradientNoise | None,
+          noise_offset: Offsets, check: bool, stream: Any) -> Any:
+    """A rule's functional call: the hyperparameters checked (``check``), the state its
+    options keep picked from ``states`` (one entry per :attr:`Rule.state`, None where not
+    given), the constants of this step, then :func:`_run`. Returns the group scalars after
+    the step: one value, or None for a rule without them."""
     if check:
-        momentum = check_nonneg("momentum", momentum)
-    _run(rules.momentum, p, g, (v,), rules.momentum_constants(_lr(lr, check), momentum), step, lr,
-         weight_decay, decoupled_weight_decay, maximize, grad_scale, noise, noise_offset,
+        step = check_step(step)
+        hp = {name: (check_nonneg if name == "lr" else _CHECKS[rule.name][name])(name, value)
+              for name, value in hp.items()}
+        group = {s.name: s.check(s.name, group[s.name]) for s in rule.group_state}
+    kept = rule.state_of(hp)
+    if len(kept) == len(states):
+        arrays = states
+    else:
+        arrays = tuple(states[rule.state.index(s)] for s in kept)
+        for s, a in zip(kept, arrays, strict=True):
+            if a is None:
+                raise ValueError(f"{rule.function}({s.option}) needs the {s.name} state "
+                                 f"array ({s.doc})")
+    lr = hp["lr"]
+    if rule.advance is not None:
+        group = rule.advance(step, {**hp, **group})
+        consts = rule.constants(step, lr, {**hp, **group})
+    else:
+        consts = rule.constants(step, lr, hp)
+    _run(rule.element_for(hp), p, g, arrays, consts, step, lr, hp["weight_decay"],
+         hp["decoupled_weight_decay"], hp["maximize"], grad_scale, noise, noise_offset,
          check, stream)
+    return next(iter(group.values())) if group else None
 
 
-def nesterov(
-    p: Arrays, g: Arrays, v: Arrays, step: int, lr: float,
-    momentum: float = 0.9, *,
-    weight_decay: float = 0.0, decoupled_weight_decay: bool = False, maximize: bool = False,
-    grad_scale: float = 1.0, noise: GradientNoise | None = None, noise_offset: Offsets = 0,
-    check: bool = True, stream: Any = None,
-) -> None:
-    """Nesterov momentum (spec), holding the look-ahead point ``φ = w − γ v`` in ``p``:
-    ``v' = γ v + η g(φ);  φ ← φ − v' − γ (v' − v);  v ← v'``."""
-    if check:
-        momentum = check_nonneg("momentum", momentum)
-    _run(rules.nesterov, p, g, (v,), rules.nesterov_constants(_lr(lr, check), momentum), step, lr,
-         weight_decay, decoupled_weight_decay, maximize, grad_scale, noise, noise_offset,
-         check, stream)
+_CHECKS: dict[str, dict[str, Callable[[str, Any], Any]]] = {}
 
 
-def adagrad(
-    p: Arrays, g: Arrays, acc: Arrays, step: int, lr: float,
-    eps: float = 1e-6, *, eps_inside_sqrt: bool = True,
-    weight_decay: float = 0.0, decoupled_weight_decay: bool = False, maximize: bool = False,
-    grad_scale: float = 1.0, noise: GradientNoise | None = None, noise_offset: Offsets = 0,
-    check: bool = True, stream: Any = None,
-) -> None:
-    """AdaGrad (spec): ``G ← G + g²;  w ← w − η g / √(G + ε)``
-    (``eps_inside_sqrt=False``: torch's ``/(√G + ε)``)."""
-    if check:
-        eps = check_nonneg("eps", eps)
-        check_bool("eps_inside_sqrt", eps_inside_sqrt)
-    _run(rules.adagrad, p, g, (acc,),
-         rules.adagrad_constants(_lr(lr, check), eps, eps_inside_sqrt), step, lr, weight_decay,
-         decoupled_weight_decay, maximize, grad_scale, noise, noise_offset, check, stream)
+def rule_function(rule: Rule) -> Callable:
+    """The in-place function of ``rule``: ``(p, g, *state, step, lr, ..., *, options)``."""
+    positional, keyword = signature_order(rule.all_hyperparameters)
+    always = [s for s in rule.state if s.when is None]
+    optional = [s for s in rule.state if s.when is not None]
+    _CHECKS[rule.name] = {h.name: h.check for h in rule.all_hyperparameters}
+    ns: dict[str, Any] = {"_step": _step, "_rule": rule, "_defaults": rule.defaults,
+                          "_group": {s.name: s.initial for s in rule.group_state}}
+
+    def param(h: Any) -> str:
+        return f"{h.name}=_defaults[{h.name!r}]"
+
+    params = ["p", "g", *(s.name for s in always), "step", *map(param, positional), "*",
+              *map(param, keyword), *(f"{s.name}=None" for s in optional),
+              *(f"{s.name}=_group[{s.name!r}]" for s in rule.group_state),
+              "grad_scale=1.0", "noise=None", "noise_offset=0", "check=True", "stream=None"]
+    hp = ", ".join(f"{h.name!r}: {h.name}" for h in rule.all_hyperparameters)
+    group = ", ".join(f"{s.name!r}: {s.name}" for s in rule.group_state)
+    states = "".join(f"{s.name}, " for s in rule.state)
+    source = (f"def {rule.function}({', '.join(params)}):\n"
+              f"    return _step(_rule, p, g, ({states}), {{{hp}}}, {{{group}}}, step, "
+              "grad_scale, noise, noise_offset, check, stream)\n")
+    exec(source, ns)  # noqa: S102 - a signature written from the registry
+    fn = ns[rule.function]
+    fn.__module__ = __name__
+    fn.__qualname__ = rule.function
+    fn.__annotations__ = {
+        "p": Arrays, "g": Arrays, **{s.name: Arrays for s in always}, "step": int,
+        **{h.name: annotation(h) for h in rule.all_hyperparameters}, "lr": float,
+        **{s.name: Arrays | None for s in optional},
+        **{s.name: float for s in rule.group_state}, "grad_scale": Any,
+        "noise": GradientNoise | None, "noise_offset": Offsets, "check": bool, "stream": Any,
+        "return": float if rule.group_state else None,
+    }
+    fn.__doc__ = _function_doc(rule, always, optional)
+    return fn
 
 
-def rmsprop(
-    p: Arrays, g: Arrays, square_avg: Arrays, step: int, lr: float,
-    alpha: float = 0.9, eps: float = 1e-6, *, eps_inside_sqrt: bool = True,
-    centered: bool = False, momentum: float = 0.0,
-    grad_avg: Arrays | None = None, momentum_buffer: Arrays | None = None,
-    weight_decay: float = 0.0, decoupled_weight_decay: bool = False, maximize: bool = False,
-    grad_scale: float = 1.0, noise: GradientNoise | None = None, noise_offset: Offsets = 0,
-    check: bool = True, stream: Any = None,
-) -> None:
-    """RMSprop (spec): ``E ← α E + (1 − α) g²;  w ← w − η g / √(E + ε)``.
-
-    torch options: ``eps_inside_sqrt=False``; ``centered=True`` (needs ``grad_avg``);
-    ``momentum > 0`` (needs ``momentum_buffer``).
-    """
-    if check:
-        alpha = check_unit("alpha", alpha)
-        eps = check_nonneg("eps", eps)
-        momentum = check_nonneg("momentum", momentum)
-        check_bool("eps_inside_sqrt", eps_inside_sqrt)
-        check_bool("centered", centered)
-        if centered and grad_avg is None:
-            raise ValueError("rmsprop(centered=True) needs the grad_avg state array")
-        if momentum > 0 and momentum_buffer is None:
-            raise ValueError("rmsprop(momentum > 0) needs the momentum_buffer state array")
-    state = (square_avg,)
-    if centered:
-        state += (grad_avg,)
-    if momentum > 0:
-        state += (momentum_buffer,)
-    rule = rules.rmsprop_variant(centered, momentum)
-    consts = rules.rmsprop_constants(_lr(lr, check), alpha, eps, eps_inside_sqrt, momentum)
-    _run(rule, p, g, state, consts, step, lr, weight_decay, decoupled_weight_decay, maximize,
-         grad_scale, noise, noise_offset, check, stream)
+def _function_doc(rule: Rule, always: list, optional: list) -> str:
+    arrays = "\n".join(f"{s.name} : ndarray or list of ndarrays\n    {s.doc}" for s in always)
+    extra = "\n".join(f"{s.name} : ndarray or list of ndarrays, optional\n    {s.doc}"
+                      for s in optional)
+    group = "\n".join(f"{s.name} : float, default {s.initial!r}\n    {s.doc} Pass back "
+                      "what the previous call returned." for s in rule.group_state)
+    hps = [h for h in rule.all_hyperparameters if h.name not in
+           ("weight_decay", "decoupled_weight_decay", "maximize")]
+    body = "\n".join(x for x in (
+        "p : ndarray or list of ndarrays\n    The parameters, updated in place.",
+        "g : ndarray or list of ndarrays\n    The gradients (read only).",
+        arrays, "step : int\n    t, 1 on the first step.",
+        hyperparameter_doc(tuple(hps)).replace(
+            "a number >= 0, or a schedule ``t' -> η`` (t' = completed steps, 0 on the first "
+            "step; see :mod:`fastopt.schedules`).", "a number >= 0 (this step's)."),
+        extra, group, COMMON_DOC) if x)
+    returns = (f"\n\nReturns\n-------\nfloat\n    {rule.group_state[0].doc}"
+               if rule.group_state else "")
+    details = f"\n\n{rule.details}" if rule.details else ""
+    return (f"{rule.summary}{details}\n\nUpdates ``p`` and the state arrays in place, in one "
+            f"fused pass.\n\nParameters\n----------\n{body}{returns}")
 
 
-def adam(
-    p: Arrays, g: Arrays, m: Arrays, v: Arrays, step: int,
-    lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, *,
-    bias_correction: bool = True, eps_hat: bool = False,
-    weight_decay: float = 0.0, decoupled_weight_decay: bool = False, maximize: bool = False,
-    grad_scale: float = 1.0, noise: GradientNoise | None = None, noise_offset: Offsets = 0,
-    check: bool = True, stream: Any = None,
-) -> None:
-    """Adam (spec; Kingma & Ba 2015): ``m ← β₁m + (1−β₁)g;  v ← β₂v + (1−β₂)g²;
-    w ← w − η m̂ / (√v̂ + ε)`` with ``m̂ = m/(1−β₁ᵗ)``, ``v̂ = v/(1−β₂ᵗ)``.
-    ``decoupled_weight_decay=True`` makes it AdamW. ``bias_correction=False``:
-    ``w ← w − η m / (√v + ε)``; ``eps_hat=True``: Keras' and TensorFlow's form,
-    ``η_t = η √(1 − β₂ᵗ) / (1 − β₁ᵗ);  w ← w − η_t m / (√v + ε̂)``."""
-    if check:
-        check_step(step)
-        betas = check_betas(betas)
-        eps = check_nonneg("eps", eps)
-        check_bool("bias_correction", bias_correction)
-        check_bool("eps_hat", eps_hat)
-    consts = rules.adam_constants(step, _lr(lr, check), betas, eps, bias_correction, eps_hat)
-    _run(rules.adam, p, g, (m, v), consts, step, lr, weight_decay, decoupled_weight_decay,
-         maximize, grad_scale, noise, noise_offset, check, stream)
-
-
-def nadam(
-    p: Arrays, g: Arrays, m: Arrays, v: Arrays, step: int,
-    lr: float = 2e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, *,
-    momentum_decay: float | None = None, mu_product: float = 1.0,
-    weight_decay: float = 0.0, decoupled_weight_decay: bool = False, maximize: bool = False,
-    grad_scale: float = 1.0, noise: GradientNoise | None = None, noise_offset: Offsets = 0,
-    check: bool = True, stream: Any = None,
-) -> float:
-    """Nadam (spec: Adam + Nesterov; Dozat 2016), constant β₁ by default;
-    ``momentum_decay=ψ`` gives torch's NAdam schedule.
-
-    Returns ``Π_t`` (the running product of μ; pass it back as ``mu_product`` next step,
-    starting from 1.0). Without ``momentum_decay`` it is returned unchanged.
-    """
-    if check:
-        check_step(step)
-        betas = check_betas(betas)
-        eps = check_nonneg("eps", eps)
-        momentum_decay = check_optional_nonneg("momentum_decay", momentum_decay)
-        mu_product = check_mu_product(mu_product)
-    consts, mu_product = rules.nadam_constants(step, _lr(lr, check), betas, eps, momentum_decay,
-                                               mu_product)
-    _run(rules.nadam, p, g, (m, v), consts, step, lr, weight_decay, decoupled_weight_decay,
-         maximize, grad_scale, noise, noise_offset, check, stream)
-    return mu_product
-
-
-def amsgrad(
-    p: Arrays, g: Arrays, m: Arrays, v: Arrays, v_max: Arrays, step: int,
-    lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, *,
-    bias_correction: bool = False,
-    weight_decay: float = 0.0, decoupled_weight_decay: bool = False, maximize: bool = False,
-    grad_scale: float = 1.0, noise: GradientNoise | None = None, noise_offset: Offsets = 0,
-    check: bool = True, stream: Any = None,
-) -> None:
-    """AMSGrad (spec; Reddi et al. 2018): Adam's m, v, ``v̂ ← max(v̂, v);
-    w ← w − η m / (√v̂ + ε)``; ``bias_correction=True`` is torch's ``Adam(amsgrad=True)``."""
-    if check:
-        check_step(step)
-        betas = check_betas(betas)
-        eps = check_nonneg("eps", eps)
-        check_bool("bias_correction", bias_correction)
-    consts = rules.amsgrad_constants(step, _lr(lr, check), betas, eps, bias_correction)
-    _run(rules.amsgrad, p, g, (m, v, v_max), consts, step, lr, weight_decay,
-         decoupled_weight_decay, maximize, grad_scale, noise, noise_offset, check, stream)
+_functions = {rule.function: rule_function(rule) for rule in registry().values()}
+globals().update(_functions)
 
 
 def global_norm(grads: Sequence[Any], workspace: Any = None) -> float:

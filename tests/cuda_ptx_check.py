@@ -19,27 +19,25 @@ from numba import cuda, typeof
 # there is no GPU here, so answer for the H100 (sm_90) we compile for.
 dispatcher.get_current_device = lambda: types.SimpleNamespace(compute_capability=(9, 0))
 
-from fastopt import rules  # noqa: E402
 from fastopt.batchnorm import cuda_kernels  # noqa: E402
 from fastopt.drivers import cuda as driver  # noqa: E402
+from fastopt.rules.registry import registry  # noqa: E402
 
-B = (0.9, 0.999)
-RULES = {  # rule, state arrays, its constants for one step
-    "sgd": (rules.sgd, 0, rules.sgd_constants(0.1)),
-    "momentum": (rules.momentum, 1, rules.momentum_constants(0.1, 0.9)),
-    "nesterov": (rules.nesterov, 1, rules.nesterov_constants(0.1, 0.9)),
-    "adagrad": (rules.adagrad, 1, rules.adagrad_constants(0.1, 1e-6, True)),
-    "rmsprop": (rules.rmsprop, 1, rules.rmsprop_constants(0.1, 0.9, 1e-6, True, 0.0)),
-    "rmsprop_centered": (rules.rmsprop_centered, 2,
-                         rules.rmsprop_constants(0.1, 0.9, 1e-6, True, 0.0)),
-    "rmsprop_momentum": (rules.rmsprop_momentum, 2,
-                         rules.rmsprop_constants(0.1, 0.9, 1e-6, True, 0.9)),
-    "rmsprop_centered_momentum": (rules.rmsprop_centered_momentum, 3,
-                                  rules.rmsprop_constants(0.1, 0.9, 1e-6, True, 0.9)),
-    "adam": (rules.adam, 2, rules.adam_constants(1, 0.1, B, 1e-8)),
-    "amsgrad": (rules.amsgrad, 3, rules.amsgrad_constants(1, 0.1, B, 1e-8, False)),
-    "nadam": (rules.nadam, 2, rules.nadam_constants(1, 0.1, B, 1e-8, None, 1.0)[0]),
-}
+
+def _registered() -> dict:
+    """Every element function of the registry (each variant once): its state arrays and its
+    constants for one step at the default hyperparameters."""
+    out = {}
+    for rule in registry().values():
+        for options in rule.variants:
+            hp = {**rule.defaults, **options, **{s.name: s.initial for s in rule.group_state}}
+            element = rule.element_for(hp)
+            out[element.__name__] = (element, len(rule.state_of(hp)),
+                                     rule.constants(1, 0.1, hp))
+    return out
+
+
+RULES = _registered()  # element name -> (element, state arrays, constants for one step)
 
 
 def facts(ptx: str) -> dict:

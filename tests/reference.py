@@ -1,6 +1,6 @@
 """Plain-NumPy float64 reference implementations of the equations fastopt implements.
 
-Written from ``shared/seed.md`` (the spec) and ``shared/design/equations.md`` in the most
+Written from ``docs/spec.md`` (the spec) and ``docs/equations.md`` in the most
 literal textbook form, deliberately *not* in the algebraically rearranged forms the
 package's kernels use (e.g. Adam here forms ``m̂ = m/(1−β₁ᵗ)`` and ``v̂ = v/(1−β₂ᵗ)``
 explicitly). Nothing in this module calls fastopt's rules, drivers or functional layer.

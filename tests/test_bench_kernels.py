@@ -5,8 +5,9 @@ import pytest
 from reference import ref_backward, ref_forward
 
 import fastopt
-from fastopt.bench import numpy_ref, torch_ref
+from fastopt.bench import torch_ref
 from fastopt.bench.roofline import bytes_moved, divider_kernel, roofline_kernel
+from fastopt.rules.registry import registry
 
 
 def _step_arrays(n, k, seed):
@@ -53,15 +54,14 @@ def test_divider_floor_needs_a_state_array():
         divider_kernel(0)
 
 
-@pytest.mark.parametrize("rule", sorted(numpy_ref.STEPS))
+@pytest.mark.parametrize("rule", list(registry()))
 def test_numpy_reference_steps_move_the_parameters(rule):
     n = 1000
-    k = {"SGD": 0, "Momentum": 1, "Nesterov": 1, "AdaGrad": 1, "RMSprop": 1, "Adam": 2,
-         "Nadam": 2, "AMSGrad": 3}[rule]
+    k = len(registry()[rule].state_of(registry()[rule].defaults))
     p = np.ones(n, np.float32)
     g = np.full(n, 0.5, np.float32)
     st = tuple(np.zeros(n, np.float32) for _ in range(k))
-    numpy_ref.STEPS[rule](p, g, st, 1)
+    registry()[rule].numpy_step(p, g, st, 1)
     assert p.dtype == np.float32
     assert np.all(p < 1.0)  # a descent step on a positive gradient
     for s in st:

@@ -14,13 +14,16 @@ from cuda_support import host, needs_numba_cuda, to_device
 
 import fastopt
 from fastopt import functional as F
+from fastopt.rules.registry import registry
 
 pytestmark = needs_numba_cuda
 
 SHAPES = [(70,), (5, 7)]
 RTOL, ATOL = 2e-5, 2e-6
 
-RULES = [
+#: Every rule with each of its variants' options (from the registry), then more options.
+RULES = [(name, {"lr": rule.demo_lr, **options}) for name, rule in registry().items()
+         for options in rule.variants] + [
     ("SGD", {"lr": 0.1}),
     ("Momentum", {"lr": 0.1, "momentum": 0.9}),
     ("Nesterov", {"lr": 0.1}),

@@ -36,7 +36,7 @@ def test_demo_options_noise_and_curriculum(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["demo", "--rules", "Adamax"], "unknown rule"),
+    (["demo", "--rules", "Adamux"], "unknown rule"),
     (["demo", "--epochs", "0"], "--epochs must be at least 1"),
     (["demo", "--batch-size", "1"], "--batch-size must be at least 2"),
     (["demo", "--noise", "nan"], "--noise must be a finite number >= 0"),

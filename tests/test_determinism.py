@@ -8,10 +8,7 @@ import pytest
 import fastopt
 from fastopt import parallel
 
-RULES = [
-    fastopt.SGD, fastopt.Momentum, fastopt.Nesterov, fastopt.AdaGrad, fastopt.RMSprop,
-    fastopt.Adam, fastopt.Nadam, fastopt.AMSGrad,
-]
+RULES = [getattr(fastopt, name) for name in fastopt.optim.RULE_NAMES]
 N = 300_000  # with parallel kernels: several blocks of the norm reduction per thread
 MAX = parallel.max_threads()
 

@@ -1,6 +1,6 @@
 """Every rule and transform against an independent float64 NumPy reference (tests/reference.py).
 
-The reference is written from the spec (seed.md) and docs/equations.md in textbook form; the
+The reference is written from the spec (docs/spec.md) and docs/equations.md in textbook form; the
 expected values never come from fastopt's kernels, rules or functional layer. float64
 parameters are compared at ~1e-10; float32 parameters (computed in float32 by the package)
 against the float64 reference run on the same float32 inputs, at ~1e-5.
@@ -25,40 +25,33 @@ from reference import (
 import fastopt
 import fastopt.functional as F
 from fastopt import parallel
+from fastopt.rules.registry import registry
 
 DTYPES = [np.float64, np.float32]
 
-CLASSES = {
-    "sgd": fastopt.SGD, "momentum": fastopt.Momentum, "nesterov": fastopt.Nesterov,
-    "adagrad": fastopt.AdaGrad, "rmsprop": fastopt.RMSprop, "adam": fastopt.Adam,
-    "nadam": fastopt.Nadam, "amsgrad": fastopt.AMSGrad,
-}
+#: Every registered rule's class, by its functional name (the reference's keys).
+CLASSES = {rule.function: getattr(fastopt, name) for name, rule in registry().items()}
 
 #: (rule, options): the spec defaults of each class, then every named option.
 RULE_CASES = {
-    "SGD": ("sgd", {}),
-    "Momentum": ("momentum", {}),
-    "Nesterov": ("nesterov", {}),
-    "AdaGrad": ("adagrad", {}),
+    # every rule with its defaults and each variant's options, from the registry
+    **{name + "".join(f"-{k}={v}" for k, v in options.items()): (rule.function, dict(options))
+       for name, rule in registry().items() for options in rule.variants},
     "AdaGrad-eps_outside": ("adagrad", {"eps_inside_sqrt": False, "eps": 1e-10}),
     "AdaGrad-eps_outside-spec_eps": ("adagrad", {"eps_inside_sqrt": False}),
     "AdaGrad-initial_acc": ("adagrad", {"initial_accumulator_value": 0.1}),
-    "RMSprop": ("rmsprop", {}),
     "RMSprop-eps_outside": ("rmsprop", {"eps_inside_sqrt": False}),
     "RMSprop-centered": ("rmsprop", {"centered": True}),
     "RMSprop-momentum": ("rmsprop", {"momentum": 0.9}),
     "RMSprop-centered-momentum": ("rmsprop", {"centered": True, "momentum": 0.5}),
     "RMSprop-torch": ("rmsprop", {"alpha": 0.99, "eps": 1e-8, "eps_inside_sqrt": False,
                                   "centered": True, "momentum": 0.9}),
-    "Adam": ("adam", {}),
     "Adam-betas": ("adam", {"lr": 3e-3, "betas": (0.8, 0.99), "eps": 1e-6}),
     "Adam-no-bias-correction": ("adam", {"bias_correction": False}),
     # a large ε, so that where it is added (to √v, or to √v̂) changes the result
     "Adam-eps-hat": ("adam", {"eps_hat": True, "eps": 1e-3}),
     "Adam-eps-hat-no-bias-correction": ("adam", {"eps_hat": True, "bias_correction": False}),
-    "Nadam": ("nadam", {}),
     "Nadam-momentum_decay": ("nadam", {"momentum_decay": 4e-3}),
-    "AMSGrad": ("amsgrad", {}),
     "AMSGrad-bias_correction": ("amsgrad", {"bias_correction": True}),
 }
 

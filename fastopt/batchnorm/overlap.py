@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ..drivers import first_overlap
+from ..drivers.overlap import first_overlap
 
 #: Messages for overlapping pairs; any other pair gets the generic one.
 MESSAGES = {

@@ -28,6 +28,7 @@ from collections.abc import Callable
 import numpy as np
 
 from .._progress import progress
+from ..rules.registry import registry
 from .roofline import bytes_moved
 from .run import RULES
 
@@ -112,7 +113,7 @@ def bench_rule(rule: str, n: int, dtype, repeats: int) -> dict[str, object]:
     fns: dict[str, Timed] = {"fastopt": (lambda: opt.step(g), "numba")}
     torch = _torch_cuda()
     label = None
-    if torch is not None:
+    if torch is not None and registry()[rule].torch is not None:
         from .torch_ref import step_for  # the same torch counterparts as the CPU bench
 
         tp = torch.randn(n, device="cuda", dtype=getattr(torch, np.dtype(dtype).name))

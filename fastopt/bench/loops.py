@@ -4,8 +4,8 @@ A step that wins alone and slows the code around it is a loss, so these workload
 the whole loop and, inside it, the forward/backward pass:
 
 * ``numpy_mlp``: a NumPy MLP (:class:`NumpyMLP`) whose matrix products run on NumPy's BLAS
-  (OpenBLAS's threads), stepped by the plain NumPy Adam step of :mod:`.numpy_ref` or by
-  fastopt's Adam;
+  (OpenBLAS's threads), stepped by the plain NumPy Adam step of the registry
+  (``rules.adam.numpy_adam``) or by fastopt's Adam;
 * ``torch_mlp``: the same MLP in torch (:func:`torch_mlp`, forward/backward on torch's
   threads), stepped by torch's fused Adam or by fastopt through ``.numpy()`` views of the
   same tensors;
@@ -29,7 +29,8 @@ import numpy as np
 
 from .. import optim, parallel, rules
 from ..drivers import cpu
-from . import numpy_ref, torch_ref
+from ..rules.adam import numpy_adam as NUMPY_ADAM
+from . import torch_ref
 from .load import BusyProcess, OtherLoad
 
 #: The MLP of the issue that asked for these loops: a batch of 256 x 512 features, two
@@ -79,14 +80,15 @@ class NumpyMLP:
 
 def numpy_adam_step(params: list[np.ndarray], grads: list[np.ndarray],
                     lr: float = 1e-3) -> Callable[[], None]:
-    """A step of :mod:`.numpy_ref`'s Adam over every array, with its own state."""
+    """A step of the registry's NumPy Adam (``rules.adam.numpy_adam``) over every array,
+    with its own state."""
     state = [(np.zeros_like(p), np.zeros_like(p)) for p in params]
     count = [0]
 
     def step() -> None:
         count[0] += 1
         for p, g, st in zip(params, grads, state, strict=True):
-            numpy_ref.adam(p, g, st, count[0], lr=lr)
+            NUMPY_ADAM(p, g, st, count[0], lr=lr)
 
     return step
 

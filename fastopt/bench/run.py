@@ -20,25 +20,21 @@ from .. import optim
 from .. import parallel as fastopt_threads
 from .._progress import progress
 from ..drivers import cpu
-from . import numpy_ref, torch_ref
+from ..rules.registry import registry
+from . import torch_ref
 from .load import BUSY_CORES, measured
 from .roofline import bytes_moved, divider_kernel, parallel_yardstick, roofline_kernel
 
-#: Each rule's class and number of state arrays (which sets its traffic).
+#: Each rule's class and number of state arrays with its default options (which sets
+#: its traffic), from the registry.
 RULES: dict[str, tuple[type[optim.Optimizer], int]] = {
-    "SGD": (optim.SGD, 0),
-    "Momentum": (optim.Momentum, 1),
-    "Nesterov": (optim.Nesterov, 1),
-    "AdaGrad": (optim.AdaGrad, 1),
-    "RMSprop": (optim.RMSprop, 1),
-    "Adam": (optim.Adam, 2),
-    "Nadam": (optim.Nadam, 2),
-    "AMSGrad": (optim.AMSGrad, 3),
+    name: (getattr(optim, name), len(rule.state_of(rule.defaults)))
+    for name, rule in registry().items()
 }
 
 #: The rules with a square root and a division per value: in cache, the divide unit
 #: limits them before memory does (``roofline.divider_kernel``).
-DIVIDING = frozenset({"AdaGrad", "RMSprop", "Adam", "Nadam", "AMSGrad"})
+DIVIDING = frozenset(name for name, rule in registry().items() if rule.divides)
 
 #: A row whose callables' median time is more than this many times their fastest call is
 #: marked, as when another process competes for the cores (on a quiet 2-core machine the
@@ -136,7 +132,7 @@ def bench_rule(rule: str, n: int, dtype=np.float32, repeats: int = 20,
     parallel = parallel_yardstick(n, n_state, dtype)
     roof = roofline_kernel(n_state, parallel=parallel)
     p_np, st_np = np.ones(n, dtype), fresh(n_state)
-    ref = numpy_ref.STEPS[rule]
+    ref = registry()[rule].numpy_step
     fns: dict[str, Callable[[], None]] = {
         "fastopt": lambda: opt.step(g),
         "roofline": lambda: roof(p_roof, g, st_roof),
@@ -147,7 +143,7 @@ def bench_rule(rule: str, n: int, dtype=np.float32, repeats: int = 20,
         div = divider_kernel(n_state, parallel=parallel)
         fns["divider"] = lambda: div(p_div, g, st_div)
     kind = None
-    if with_torch and torch_ref.available():
+    if with_torch and torch_ref.available() and registry()[rule].torch is not None:
         p_t = np.ones(n, dtype)
         fns["torch"], kind = torch_ref.make_step(rule, p_t, g.copy())
     spread: dict[str, float] = {}

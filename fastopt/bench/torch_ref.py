@@ -1,7 +1,8 @@
 """torch.optim yardsticks (optional: only when torch is installed).
 
-Each fastopt rule is paired with torch's optimizer for the same rule, fused where torch has
-a fused CPU kernel, foreach otherwise. Four differ in detail from fastopt's spec defaults
+Each fastopt rule is paired with torch's optimizer for the same rule (the registry's
+``torch`` counterpart; rules torch lacks have none), fused where torch has a fused CPU
+kernel, foreach otherwise. Four differ in detail from fastopt's spec defaults
 (RMSprop's α and ε placement, AdaGrad's ε placement, Nadam's momentum warm-up, AMSGrad's
 bias correction): the same traffic and about the same arithmetic per value, so the timing
 comparison holds; fastopt's torch-compatible keywords give torch's exact results.
@@ -13,6 +14,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from ..rules.registry import registry
+
 
 def available() -> bool:
     try:
@@ -22,26 +25,22 @@ def available() -> bool:
     return True
 
 
+#: The torch.optim classes with a fused CPU kernel (the others step with foreach).
+FUSED_ON_CPU = frozenset({"SGD", "Adagrad", "Adam", "AdamW"})
+
+
 def optimizer_for(rule: str, tp) -> tuple[object, str]:
-    """The torch optimizer computing ``rule`` over the tensor ``tp``, and its label."""
+    """The torch optimizer computing ``rule`` over the tensor ``tp`` (the registry's torch
+    counterpart), and its label: fused where torch has a fused kernel, foreach otherwise."""
     import torch
 
-    fused = {"fused": True}
-    foreach = {"foreach": True}
-    table = {
-        "SGD": (torch.optim.SGD, {"lr": 1e-2, **fused}),
-        "Momentum": (torch.optim.SGD, {"lr": 1e-2, "momentum": 0.9, **fused}),
-        "Nesterov": (torch.optim.SGD, {"lr": 1e-2, "momentum": 0.9, "nesterov": True, **fused}),
-        "AdaGrad": (torch.optim.Adagrad, {"lr": 1e-2, **fused}),
-        "RMSprop": (torch.optim.RMSprop, {"lr": 1e-2, **foreach}),
-        "Adam": (torch.optim.Adam, {"lr": 1e-3, **fused}),
-        "Nadam": (torch.optim.NAdam, {"lr": 2e-3, **foreach}),
-        "AMSGrad": (torch.optim.Adam, {"lr": 1e-3, "amsgrad": True, **fused}),
-    }
-    cls, kw = table[rule]
-    if tp.is_cuda and cls is torch.optim.Adagrad:  # torch has no fused CUDA Adagrad
-        kw = {**kw, "fused": None, **foreach}
-    return cls([tp], **kw), ("fused" if kw.get("fused") else "foreach")
+    counterpart = registry()[rule].torch
+    if counterpart is None:
+        raise KeyError(f"torch has no counterpart of {rule}")
+    cls = getattr(torch.optim, counterpart.name.rsplit(".", 1)[1])
+    fused = cls.__name__ in FUSED_ON_CPU and not (tp.is_cuda and cls is torch.optim.Adagrad)
+    kw = {**counterpart.options, **({"fused": True} if fused else {"foreach": True})}
+    return cls([tp], **kw), ("fused" if fused else "foreach")
 
 
 def make_step(rule: str, p: np.ndarray, g: np.ndarray) -> tuple[Callable[[], None], str]:

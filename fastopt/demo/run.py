@@ -25,13 +25,16 @@ from ..data import minibatches
 from ..datasets import load_digits
 from ..early_stopping import EarlyStopping
 from ..noise import GradientNoise
+from ..rules.registry import registry
 from .mlp import MLP
 from .trajectories import LR_2D, START, rosenbrock, trajectory
 
-#: Learning rates for the MLP (batch 64), chosen per rule for a fair comparison.
-LR = {"SGD": 0.1, "Momentum": 0.01, "Nesterov": 0.01, "AdaGrad": 0.05, "RMSprop": 1e-3,
-      "Adam": 2e-3, "Nadam": 2e-3, "AMSGrad": 1e-3}
+#: Learning rates for the MLP (batch 64), chosen per rule for a fair comparison (each
+#: rule's ``demo_lr`` in the registry).
+LR = {name: rule.demo_lr for name, rule in registry().items()}
 RULES = list(LR)
+#: What ``python -m fastopt demo`` trains without ``--rules``: the spec's rules.
+DEFAULT_RULES = [name for name, rule in registry().items() if rule.spec]
 
 
 @dataclass

@@ -10,12 +10,12 @@ from __future__ import annotations
 import numpy as np
 
 from .. import optim
+from ..rules.registry import registry
 
 START = (-1.5, 2.0)
 
 #: Learning rates that keep every rule stable on this function from START.
-LR_2D = {"SGD": 1e-3, "Momentum": 4e-4, "Nesterov": 4e-4, "AdaGrad": 0.3, "RMSprop": 0.01,
-         "Adam": 0.05, "Nadam": 0.05, "AMSGrad": 0.05}
+LR_2D = {name: rule.rosenbrock_lr for name, rule in registry().items()}
 
 
 def rosenbrock(x: np.ndarray, y: np.ndarray) -> np.ndarray:

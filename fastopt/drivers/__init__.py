@@ -9,13 +9,14 @@ driver, and ``numba.cuda`` with it, is imported only when a device array is firs
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable
 from types import ModuleType
 from typing import Any
 
 import numpy as np
 
 from . import cpu
+from .overlap import check_entry_apart
 
 _DLPACK_CUDA_DEVICES = (2, 3, 13)  # kDLCUDA, kDLCUDAHost, kDLCUDAManaged
 
@@ -97,42 +98,6 @@ def _checked_state(be: ModuleType, p: Any, s: Any, what: str) -> Any:
     return s
 
 
-def first_overlap(spans: Sequence[tuple[int, int]],
-                  allowed: Callable[[int, int], bool]) -> tuple[int, int] | None:
-    """Indices ``(i, j)``, i < j, of two overlapping ``(first byte, byte count)`` spans
-    that ``allowed(i, j)`` refuses, or None. One sweep in address order: with no overlap at
-    all (the common case) it compares each span with the one open before it."""
-    # No overlap at all (the common case) is told in one pass: NumPy's for many spans,
-    # Python's for a few (cheaper than NumPy's calls there).
-    if len(spans) > 16:
-        a = np.array(spans, np.uint64).reshape(-1, 2)
-        a = a[a[:, 1] > 0]
-        a = a[np.argsort(a[:, 0], kind="stable")]
-        if (a[1:, 0] >= np.maximum.accumulate(a[:, 0] + a[:, 1])[:-1]).all():
-            return None
-    else:
-        end = 0
-        for a0, na in sorted(spans):
-            if na and a0 < end:
-                break
-            end = max(end, a0 + na)
-        else:
-            return None
-    order = sorted(range(len(spans)), key=spans.__getitem__)
-    open_: list[int] = []
-    for k in order:
-        a0, na = spans[k]
-        if na == 0:
-            continue
-        open_ = [i for i in open_ if spans[i][0] + spans[i][1] > a0]
-        for i in open_:
-            pair = (i, k) if i < k else (k, i)
-            if not allowed(*pair):
-                return pair
-        open_.append(k)
-    return None
-
-
 def check_step_arrays(be: ModuleType, p: Any, g: Any, state: Iterable[Any], where: str,
                       overlap: bool = True):
     """The functional layer's checks for one parameter, its gradient and its state arrays
@@ -144,16 +109,7 @@ def check_step_arrays(be: ModuleType, p: Any, g: Any, state: Iterable[Any], wher
     if not overlap:
         return p, g, tuple(_checked_state(be, p, s, f"state array {k}{where}")
                            for k, s in enumerate(state))
-    if g is not p and be.overlap(g, p) and be.span(g) != be.span(p):
-        raise ValueError(f"g{where} overlaps p{where}: the step would read gradients it has "
-                         "already overwritten; give the gradient memory of its own")
-    out: list[Any] = []
-    for k, s in enumerate(state):
-        s = _checked_state(be, p, s, f"state array {k}{where}")
-        if be.overlap(s, p) or be.overlap(s, g):
-            raise ValueError(f"state array {k}{where} overlaps p or g")
-        for j, other in enumerate(out):
-            if be.overlap(s, other):
-                raise ValueError(f"state arrays {j} and {k}{where} overlap")
-        out.append(s)
-    return p, g, tuple(out)
+    state = tuple(_checked_state(be, p, s, f"state array {k}{where}")
+                  for k, s in enumerate(state))
+    check_entry_apart(be, p, g, state, where)
+    return p, g, state

@@ -15,18 +15,19 @@ def gather(st, i):
     return tuple(a[i] for a in st)  # the Python body: what the CUDA simulator runs
 
 
+def unrolled(n: int, params: str, body: str, item: str, scope: dict | None = None):
+    """``def impl(params): body`` with ``{items}`` in ``body`` replaced by ``item`` for k =
+    0..n-1: Numba cannot loop over a heterogeneous tuple of arrays, so each tuple length
+    gets its own straight-line code (any number of state arrays)."""
+    items = "".join(item.format(k=k) for k in range(n))
+    scope = dict(scope or {})
+    exec(f"def impl({params}):\n    {body.format(items=items)}", scope)  # noqa: S102
+    return scope["impl"]
+
+
 @overload(gather, inline="always")
 def _gather(st, i):
-    n = len(st)
-    if n == 0:
-        return lambda st, i: ()
-    if n == 1:
-        return lambda st, i: (st[0][i],)
-    if n == 2:
-        return lambda st, i: (st[0][i], st[1][i])
-    if n == 3:
-        return lambda st, i: (st[0][i], st[1][i], st[2][i])
-    raise NotImplementedError("fastopt rules keep at most three state arrays")
+    return unrolled(len(st), "st, i", "return ({items})", "st[{k}][i], ")
 
 
 def scatter(st, i, s):
@@ -37,31 +38,13 @@ def scatter(st, i, s):
 
 @overload(scatter, inline="always")
 def _scatter(st, i, s):
-    n = len(st)
-    if n == 0:
-        def impl(st, i, s):
-            pass
-    elif n == 1:
-        def impl(st, i, s):
-            st[0][i] = s[0]
-    elif n == 2:
-        def impl(st, i, s):
-            st[0][i] = s[0]
-            st[1][i] = s[1]
-    elif n == 3:
-        def impl(st, i, s):
-            st[0][i] = s[0]
-            st[1][i] = s[1]
-            st[2][i] = s[2]
-    else:
-        raise NotImplementedError("fastopt rules keep at most three state arrays")
-    return impl
+    return unrolled(len(st), "st, i, s", "pass{items}", "; st[{k}][i] = s[{k}]")
 
 
 # ------------------------------------------------------------------- per-call scalars
 # A kernel takes its per-step scalars as Python floats and ints, which Numba's dispatcher
 # types in its fast C path (NumPy scalars cost it about 0.3 µs each), and converts them
-# once, before the loop, to the parameters' dtype (numba-rules.md: a float64 scalar in a
+# once, before the loop, to the parameters' dtype (docs/numba.md: a float64 scalar in a
 # float32 loop would promote the whole loop to float64).
 
 _MAX_CONSTANTS = 12

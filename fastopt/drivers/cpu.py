@@ -43,6 +43,9 @@ from ..rules.transforms import (
 from . import _state as _state_module
 from ._state import as_dtype_of, gather, noise_args, scatter
 
+#: A host driver (``drivers.interface.HostDriver``): launches run to completion.
+ON_DEVICE = False
+
 #: Elements per block of the norm reduction (float64 partial per block).
 BLOCK = 4096
 
@@ -153,13 +156,12 @@ def step_bytes(p: np.ndarray, n_state: int) -> int:
     return p.nbytes * (3 + 2 * n_state)
 
 
-def step(rule, p, g, state, consts, scale, wd, decay, noise, stream=None, dscale=None) -> None:
+def step(rule, p, g, state, consts, scale, wd, decay, noise) -> None:
     """Run one fused step of ``rule`` over the 1-D arrays ``p``, ``g`` and ``state``.
 
     Scalars are Python floats (``consts``: a tuple of them; ``wd`` may be None), converted
     to the parameter's dtype inside the kernel; ``noise`` is ``(sigma, offset, step, k0,
-    k1)`` (a float and four ints) or None. ``stream`` and ``dscale`` exist for the CUDA
-    driver's signature and are unused here. Serial or parallel: a
+    k1)`` (a float and four ints) or None. Serial or parallel: a
     :class:`fastopt.parallel.Choice` per rule and array size.
     """
     args = (p, g, state, consts, scale, wd, decay, noise)
@@ -283,13 +285,12 @@ class NormWorkspace:
         self.partials = np.empty(max((blocks(n) for n in sizes), default=1), np.float64)
 
 
-def clip_or_skip(grads, workspace: NormWorkspace, clip_norm, skip_nonfinite, stream,
-                 tables=None):
-    """``(skip, scale, None)`` from the gradients' global sum of squares (``stream`` and
-    ``tables`` exist for the CUDA driver's signature)."""
+def clip_or_skip(grads, workspace: NormWorkspace, clip_norm, skip_nonfinite
+                 ) -> tuple[bool, float]:
+    """``(skip, clip factor)`` from the gradients' global sum of squares."""
     total = 0.0
     for g in grads:
         total = add_totals(total, sum_of_squares(g, workspace.partials))
     if skip_nonfinite and nonfinite(total):
-        return True, 1.0, None
-    return False, (norm_scale(total, clip_norm) if clip_norm is not None else 1.0), None
+        return True, 1.0
+    return False, (norm_scale(total, clip_norm) if clip_norm is not None else 1.0)

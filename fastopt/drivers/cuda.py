@@ -47,6 +47,9 @@ from ..rules.transforms import (
 from ._state import as_dtype_of, gather, noise_args, scatter
 from .cuda_pointers import gather_at, load_at, row, scatter_at, store_at
 
+#: A device driver (``drivers.interface.DeviceDriver``): launches go to a stream.
+ON_DEVICE = True
+
 #: True when Numba's CUDA simulator stands in for a GPU (``NUMBA_ENABLE_CUDASIM=1``).
 SIMULATOR: bool = bool(config.ENABLE_CUDASIM)
 if not SIMULATOR:

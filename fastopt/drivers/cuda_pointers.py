@@ -17,6 +17,8 @@ import numpy as np
 from numba import config, types
 from numba.extending import overload
 
+from ._state import unrolled
+
 if config.ENABLE_CUDASIM:
 
     def load_at(addr, i, proto):
@@ -57,18 +59,9 @@ else:
         return types.void(addr, i, value), codegen
 
 
-_MAX_STATE = 3  # fastopt rules keep at most three state arrays
-
-
 def _unrolled(n: int, params: str, body: str, item: str):
-    """``def impl(params): body`` with ``{items}`` in ``body`` replaced by ``item`` for k =
-    0..n-1 (Numba cannot loop over a tuple of addresses; each length gets its code)."""
-    if n > _MAX_STATE:
-        raise NotImplementedError("fastopt rules keep at most three state arrays")
-    items = "".join(item.format(k=k) for k in range(n))
-    scope = {"load_at": load_at, "store_at": store_at}
-    exec(f"def impl({params}):\n    {body.format(items=items)}", scope)  # noqa: S102
-    return scope["impl"]
+    """:func:`._state.unrolled` with :func:`load_at` and :func:`store_at` in scope."""
+    return unrolled(n, params, body, item, {"load_at": load_at, "store_at": store_at})
 
 
 def gather_at(addrs, i, proto):

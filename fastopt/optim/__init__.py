@@ -1,9 +1,21 @@
-"""The optimizer classes: validation, groups, state and checkpoints over the functional layer."""
+"""The optimizer classes: validation, groups, state and checkpoints over the functional layer.
 
-from .adam_family import Adam, AMSGrad, Nadam
-from .adaptive import AdaGrad, RMSprop
+One class per rule of the registry (:mod:`fastopt.rules.registry`), made by
+:func:`fastopt.optim.classes.optimizer_class`: ``fastopt.optim.Adam`` and so on.
+"""
+
+from ..rules.registry import registry
 from .base import Optimizer
-from .gradient_descent import SGD, Momentum, Nesterov
+from .classes import RuleOptimizer, optimizer_class
 
-__all__ = ["SGD", "AMSGrad", "AdaGrad", "Adam", "Momentum", "Nadam", "Nesterov", "Optimizer",
-           "RMSprop"]
+_classes = {name: optimizer_class(rule) for name, rule in registry().items()}
+globals().update(_classes)
+
+#: The rules' class names, in the registry's order.
+RULE_NAMES: tuple[str, ...] = tuple(_classes)
+
+__all__ = [*RULE_NAMES, "Optimizer", "RuleOptimizer"]  # noqa: PLE0604
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -1,7 +1,8 @@
 """The optimizer base class: parameters, groups, state, the step's order, checkpoints.
 
-A rule's class (``fastopt.optim.adam_family`` etc.) only says which hyperparameters it has,
-which state arrays a group needs, which rule it runs and the rule's constants.
+A rule's class (:mod:`fastopt.optim.classes`, made from the rule's registry entry) says
+which hyperparameters it has, which state arrays a group needs, which rule it runs and the
+rule's constants.
 """
 
 from __future__ import annotations
@@ -16,12 +17,13 @@ from typing import Any
 import numpy as np
 
 from .. import parallel
-from .._checks import HYPERPARAMETER_CHECKS, MAX_STEP, check_grad_array, check_nonneg, lr_at
+from .._checks import MAX_STEP, check_grad_array, check_nonneg, lr_at
 from .._memory import ALIGNMENT
-from ..drivers import backend_of, cpu, first_overlap, is_device_array
+from ..drivers import backend_of, cpu, is_device_array, overlap
 from ..flat import FlatParams, FlatSubset
 from ..functional import launch, noise_at, step_scalars
 from ..noise import GradientNoise
+from . import saved
 
 #: An ndarray or GPU array, a list of them, a FlatParams, or a list of group dicts.
 Params = Any
@@ -56,12 +58,10 @@ class Optimizer:
     or a schedule ``t' -> lr`` (t' = completed steps, 0 on the first step).
     """
 
-    #: Hyperparameters every rule has, with their defaults.
-    COMMON_DEFAULTS: dict[str, Any] = {
-        "weight_decay": 0.0,
-        "decoupled_weight_decay": False,
-        "maximize": False,
-    }
+    #: How each hyperparameter is checked, by name (``check(name, value)`` returns the
+    #: checked value): constructor arguments and every group's overrides, so a bad value
+    #: is refused wherever it comes from. Each rule's class fills it from the registry.
+    _hyper_checks: dict[str, Callable[[str, Any], Any]] = {}
 
     def __init__(
         self,
@@ -125,7 +125,7 @@ class Optimizer:
         out = {}
         own = getattr(self, "defaults", hp)  # while checking the defaults themselves: all
         for name, value in hp.items():
-            check = HYPERPARAMETER_CHECKS.get(name)
+            check = self._hyper_checks.get(name)
             if check is None or name not in own:
                 raise ValueError(
                     f"{type(self).__name__} has no hyperparameter {name!r}{where}; "
@@ -256,7 +256,7 @@ class Optimizer:
             raise ValueError("the optimizer got no parameters")
         self._check_no_overlap()
         self._layout_size = offset
-        if self._be is cpu:  # what holds the parameters' memory (see _check_grads_apart)
+        if self._be is cpu:  # what holds the parameters' memory (overlap.host_grads_apart)
             owners = [cpu.owner(p) for p in self._params]
             plain = all(o is not None for o in owners)
             self._param_owners = frozenset(map(id, owners)) if plain else None
@@ -274,9 +274,7 @@ class Optimizer:
 
     def _check_no_overlap(self) -> None:
         self._param_spans = [self._be.span(p) for p in self._params]
-        hit = first_overlap(self._param_spans, lambda i, j: False)
-        if hit is not None:
-            raise ValueError(f"params[{hit[0]}] and params[{hit[1]}] share memory")
+        overlap.check_params_apart(self._param_spans)
 
     def _param_sizes(self) -> np.ndarray:
         if self._flat is not None:
@@ -326,8 +324,7 @@ class Optimizer:
         # On a GPU, a group of several arrays steps in one launch through a table of
         # their addresses, made once here.
         self._tables = [
-            self._be.ArrayTable(ps, sts, offs)
-            if len(ps) > 1 and hasattr(self._be, "ArrayTable") else None
+            self._be.ArrayTable(ps, sts, offs) if len(ps) > 1 and self._be.ON_DEVICE else None
             for _, _, _, ps, sts, offs in self._group_arrays
         ]
         self._tables_only = all(t is not None or not ids for t, (_, ids, *_) in
@@ -398,12 +395,12 @@ class Optimizer:
         if type(grads) is np.ndarray and self._one_array:
             p = self._params[0]  # the commonest call, one array: its checks inlined
             if grads.shape == p.shape and grads.dtype == p.dtype and grads.flags.c_contiguous:
-                o = grads.base  # _check_grads_apart's test for one array, inlined
+                o = grads.base  # drivers.overlap.host_grads_apart for one array, inlined
                 if o is None:
                     o = grads
                 if o is self._one_owner or self._one_owner is None or \
                         type(o) is not np.ndarray or not o.flags.owndata:
-                    self._check_grads_apart((grads,))
+                    overlap.host_grads_apart(self._param_owners, self._params, (grads,))
                 return [grads if grads.ndim == 1 else grads.reshape(-1)]
         if isinstance(grads, np.ndarray) or is_device_array(grads):
             grads = [grads]
@@ -420,7 +417,7 @@ class Optimizer:
                     checked = checked or list(grads)
                     checked[j] = check_grad_array(g, p, f"grads[{j}]")
             grads = grads if checked is None else checked
-            self._check_grads_apart(grads)
+            overlap.host_grads_apart(self._param_owners, self._params, grads)
             return [g if g.ndim == 1 else g.reshape(-1)
                     for g in [grads[j] for j in self._segment_params]]
         if self._tables_only:
@@ -435,7 +432,7 @@ class Optimizer:
             except (TypeError, ValueError):
                 pass
             else:
-                self._check_device_grads_apart(addrs)
+                overlap.device_grads_apart(self._param_spans, addrs)
                 # A tuple: the table sees the same object next time and skips its compare.
                 out = tuple(addrs[j] for j in self._segment_params)
                 self._grad_memo = ((list(map(weakref.ref, grads)), out)
@@ -451,48 +448,8 @@ class Optimizer:
             )
         checked = [self._be.check_grad(g, p, f"grads[{j}]")
                    for j, (g, p) in enumerate(zip(grads, self._params, strict=True))]
-        self._check_device_grads_apart([self._be.span(g)[0] for g in checked])
+        overlap.device_grads_apart(self._param_spans, [self._be.span(g)[0] for g in checked])
         return [checked[j] for j in self._segment_params]
-
-    def _check_device_grads_apart(self, addrs: Sequence[int]) -> None:
-        """GPU gradients (their addresses, in the params' order; each has its parameter's
-        byte count) apart from every parameter, as :meth:`_check_grads_apart` on the host."""
-        spans = self._param_spans
-        if len(spans) == 1:  # one parameter: one comparison (a GPU step is host-bound)
-            (p0, n), a = spans[0], addrs[0]
-            if a == p0 or a + n <= p0 or p0 + n <= a:
-                return
-        self._check_spans_apart(spans + [(a, n) for a, (_, n) in zip(addrs, spans,
-                                                                     strict=True)])
-
-    def _check_grads_apart(self, grads: Sequence[np.ndarray]) -> None:
-        """Host gradients (checked, in the params' order) apart from every parameter (a
-        gradient may be its own parameter): else a step reads gradients it has already
-        overwritten. A gradient whose memory's owner holds no parameter cannot overlap one
-        (0.15 us a gradient here); otherwise the spans are compared, in one sweep."""
-        owners = self._param_owners
-        if owners is not None:
-            for g in grads:
-                o = cpu.owner(g)
-                if o is None or id(o) in owners:
-                    break
-            else:
-                return
-        self._check_spans_apart([cpu.span(a) for a in (*self._params, *grads)])
-
-    def _check_spans_apart(self, spans: list[tuple[int, int]]) -> None:
-        """``spans``: the parameters' then the gradients', in the params' order."""
-        n = len(self._params)
-
-        def allowed(i: int, k: int) -> bool:  # gradients may share memory among them
-            return i >= n or (k - n == i and spans[i] == spans[k])
-
-        hit = first_overlap(spans, allowed)
-        if hit is not None:
-            i, k = hit
-            raise ValueError(f"grads[{k - n}] overlaps params[{i}]: the step would read "
-                             "gradients it has already overwritten; give the gradients "
-                             "memory of their own")
 
     def step(self, grads: Any = None) -> None:
         """Take one step in place. ``grads`` mirrors the params (an array, or a list in the
@@ -513,9 +470,12 @@ class Optimizer:
                 tables = [(table, gs if every else [gs[i] for i in seg_ids])
                           for table, (_, seg_ids, every, *_) in
                           zip(self._tables, self._group_arrays, strict=True) if seg_ids]
-            skip, scale, dscale = self._be.clip_or_skip(
-                gs, self._workspace, self.clip_norm, self.skip_nonfinite, stream, tables
-            )
+            if self._be.ON_DEVICE:
+                skip, scale, dscale = self._be.clip_or_skip(
+                    gs, self._workspace, self.clip_norm, self.skip_nonfinite, stream, tables)
+            else:
+                skip, scale = self._be.clip_or_skip(gs, self._workspace, self.clip_norm,
+                                                    self.skip_nonfinite)
             if skip:
                 self.skipped_steps += 1
                 return
@@ -558,8 +518,12 @@ class Optimizer:
 
         Keys: ``rule``, ``step``, ``skipped_steps``, ``param_sizes`` (the size of each
         parameter array, to refuse a checkpoint of another model), ``state.<name>`` (one
-        array over the optimizer's layout per state buffer) and ``group.<k>.<name>`` for
-        per-group scalars.
+        array over the optimizer's layout per state buffer), ``group.<k>.<name>`` for
+        per-group scalars, ``param_groups`` (each group's hyperparameters) and ``options``
+        (``clip_norm``, the gradient noise's ``eta``, ``gamma`` and ``seed``,
+        ``skip_nonfinite``), both JSON strings. A learning-rate schedule from
+        :mod:`fastopt.schedules` is stored by its class and fields; a callable of your own
+        cannot be, and :meth:`load_state_dict` keeps the optimizer's own there.
         """
         sd: dict[str, Any] = {
             "rule": type(self).__name__,
@@ -572,10 +536,16 @@ class Optimizer:
         for k, gs in enumerate(self._group_state):
             for name, value in gs.items():
                 sd[f"group.{k}.{name}"] = float(value)
+        sd["param_groups"] = saved.groups_text(self.param_groups)
+        sd["options"] = saved.options_text(self.clip_norm, self.grad_noise, self.skip_nonfinite)
         return sd
 
     def load_state_dict(self, sd: Mapping[str, Any]) -> None:
-        """Restore a :meth:`state_dict` (also one read back with ``dict(np.load(...))``).
+        """Restore a :meth:`state_dict` (also one read back with ``dict(np.load(...))``):
+        the state, the step count, and, as torch.optim does, each group's hyperparameters
+        and the options (gradient clipping, noise and its seed, ``skip_nonfinite``) the
+        checkpoint was written with. Checkpoints written before fastopt stored those keep
+        the optimizer's own.
 
         Everything is checked before anything is changed."""
         if not isinstance(sd, Mapping):
@@ -611,6 +581,7 @@ class Optimizer:
         expected = {f"state.{n}" for n in self._state}
         expected |= {f"group.{k}.{n}" for k, gs in enumerate(self._group_state) for n in gs}
         expected |= {"rule", "step", "skipped_steps", "param_sizes"}
+        expected |= {"param_groups", "options"} & set(sd)  # absent from older checkpoints
         found = set(sd)
         if found != expected:
             raise ValueError(
@@ -637,11 +608,47 @@ class Optimizer:
                     )
                 values[n] = self._checked_group_state(n, float(value), f"group.{k}.{n}")
             group_state.append(values)
+        groups = self._loaded_groups(scalar("param_groups")) if "param_groups" in sd else None
+        options = saved.load_options(scalar("options")) if "options" in sd else None
+        if options is not None:
+            options["clip_norm"] = _checked_option(options)
         for name, buf in self._state.items():
             self._be.copy_from_host(buf, sd[f"state.{name}"])
+        if groups is not None:
+            for group, loaded in zip(self.param_groups, groups, strict=True):
+                group.update(loaded)
+            self._validated_groups = [dict(g) for g in self.param_groups]
+        if options is not None:
+            self.clip_norm = options["clip_norm"]
+            self.grad_noise = options["grad_noise"]
+            self.skip_nonfinite = options["skip_nonfinite"]
         self._group_state = group_state
         self.step_count = int(step)
         self.skipped_steps = int(skipped)
+
+    def _loaded_groups(self, text: Any) -> list[dict[str, Any]]:
+        """A checkpoint's group hyperparameters, checked as constructor arguments are, for a
+        checkpoint with this optimizer's groups and state layout; a value the checkpoint
+        could not store (a callable of the user's) keeps this optimizer's."""
+        loaded = saved.load_groups(text)
+        if len(loaded) != len(self.param_groups):
+            raise ValueError(f"state dict 'param_groups' has {len(loaded)} groups; this "
+                             f"optimizer has {len(self.param_groups)}")
+        out = []
+        for k, (group, mine) in enumerate(zip(loaded, self.param_groups, strict=True)):
+            if set(group) != set(mine) - {"params"}:
+                raise ValueError(f"state dict 'param_groups' group {k} has hyperparameters "
+                                 f"{sorted(group)}; this {type(self).__name__} has "
+                                 f"{sorted(set(mine) - {'params'})}")
+            group = {n: (mine[n] if v is saved.NOT_STORED else v) for n, v in group.items()}
+            group = self._checked_hyperparameters(group, f" (in state dict group {k})")
+            if self._state_names(group) != self._group_layout[k]:
+                raise ValueError(
+                    f"state dict group {k}'s hyperparameters keep the state "
+                    f"{self._state_names(group)}; this optimizer was built with "
+                    f"{self._group_layout[k]}: build it with the checkpoint's options")
+            out.append(group)
+        return out
 
     # ----------------------------------------------------------------- state views
     @property
@@ -767,6 +774,15 @@ class StateViews(Mapping):
 
     def __repr__(self) -> str:
         return f"<state of {len(self)} parameters of {self._opt!r}>"
+
+
+def _checked_option(options: dict[str, Any]) -> float | None:
+    """A checkpoint's ``clip_norm`` and ``skip_nonfinite``, checked (``clip_norm``
+    returned)."""
+    if not isinstance(options["skip_nonfinite"], bool):
+        raise ValueError("state dict 'options' skip_nonfinite must be True or False")
+    clip = options["clip_norm"]
+    return None if clip is None else check_nonneg("state dict 'options' clip_norm", clip)
 
 
 #: A weak reference's referent (None once it is gone), for ``map``.

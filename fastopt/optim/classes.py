@@ -1,0 +1,114 @@
+"""One optimizer class per registered rule, made from its registry entry.
+
+:func:`optimizer_class` writes each class's ``__init__`` with an explicit signature (every
+hyperparameter with its default and type, the common transforms and options), so
+``help(fastopt.Adam)`` and ``inspect.signature`` show every keyword, and its docstring
+from the rule's equations and the hyperparameters' meanings. What a class does at a step
+is :class:`RuleOptimizer`'s, reading the rule's entry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from .._checks import lr_at
+from ..noise import GradientNoise
+from ..rules.registry import Hyper, Rule, annotation, hyperparameter_doc, signature_order
+from .base import Optimizer, Params
+
+
+class RuleOptimizer(Optimizer):
+    """An optimizer whose rule is the registry entry :attr:`RULE`."""
+
+    RULE: Rule
+
+    def _state_names(self, group: Mapping[str, Any]) -> tuple[str, ...]:
+        return tuple(s.name for s in self.RULE.state_of(group))
+
+    def _initial_state_value(self, name: str, group: Mapping[str, Any]) -> float:
+        state = next(s for s in self.RULE.state if s.name == name)
+        if state.initial == "lr":  # the schedule is asked only by a rule that needs it
+            return self.RULE.initial_value(state, group, lr_at(group["lr"], 0))
+        return self.RULE.initial_value(state, group, 0.0)
+
+    def _initial_group_state(self, group: Mapping[str, Any]) -> dict[str, float]:
+        return {s.name: s.initial for s in self.RULE.group_state}
+
+    def _checked_group_state(self, name: str, value: float, key: str) -> float:
+        scalar = next(s for s in self.RULE.group_state if s.name == name)
+        try:
+            return scalar.check(name, value)
+        except ValueError as exc:
+            raise ValueError(f"state dict {key!r}: {exc}") from None
+
+    def _rule(self, group: Mapping[str, Any]) -> Callable:
+        return self.RULE.element_for(group)
+
+    def _constants(self, t: int, lr: float, group: Mapping[str, Any],
+                   group_state: dict[str, float]) -> tuple[tuple[float, ...], dict[str, float]]:
+        rule = self.RULE
+        if rule.advance is None:
+            return rule.constants(t, lr, group), group_state
+        group_state = rule.advance(t, {**group, **group_state})
+        return rule.constants(t, lr, {**group, **group_state}), group_state
+
+
+#: The options every optimizer takes after its hyperparameters.
+OPTIONS_DOC = """clip_norm : float | None, default None
+    Clip the gradients to this global L2 norm over all parameters before the step
+    (torch's ``clip_grad_norm_``, a float64 reduction with the same bits at any thread
+    count).
+grad_noise : GradientNoise | None, default None
+    Annealed gradient noise ``g ← g + N(0, η/(1 + t)^γ)`` (:class:`fastopt.GradientNoise`).
+skip_nonfinite : bool, default False
+    A NaN or infinite gradient skips the whole step (counted in ``skipped_steps``)."""
+
+def class_doc(rule: Rule) -> str:
+    state = "\n".join(
+        f"    ``{s.name}``: {s.doc}" + (f" Starts at ``{s.initial}``." if s.initial else "")
+        for s in rule.state) or "    none"
+    parts = [rule.summary]
+    if rule.details:
+        parts.append(rule.details)
+    parts.append(
+        "Parameters\n----------\n"
+        "params : ndarray | list | FlatParams | list[dict]\n"
+        "    An ndarray, a list of ndarrays, a :class:`fastopt.FlatParams`, or a list of "
+        "group dicts\n    ``{\"params\": ..., **hyperparameters}`` as in torch.optim; GPU "
+        "arrays step on the GPU.\n"
+        f"{hyperparameter_doc(rule.all_hyperparameters)}\n{OPTIONS_DOC}")
+    parts.append("Notes\n-----\nState buffers (``opt.state[i][name]``, "
+                 "``opt.state_dict()['state.<name>']``):\n\n" + state)
+    return "\n\n".join(parts)
+
+
+def optimizer_class(rule: Rule) -> type[RuleOptimizer]:
+    """The optimizer class for ``rule``, named as the rule."""
+    hps = rule.all_hyperparameters
+    positional, keyword = signature_order(hps)
+    names = [h.name for h in hps]
+    ns: dict[str, Any] = {"_init": RuleOptimizer.__init__, "_defaults": rule.defaults}
+
+    def param(h: Hyper) -> str:
+        return f"{h.name}=_defaults[{h.name!r}]"
+
+    params = ["self", "params", *map(param, positional), "*", *map(param, keyword),
+              "clip_norm=None", "grad_noise=None", "skip_nonfinite=False"]
+    hp = ", ".join(f"{n!r}: {n}" for n in names)
+    source = (f"def __init__({', '.join(params)}):\n"
+              f"    _init(self, params, {{{hp}}}, clip_norm=clip_norm, "
+              "grad_noise=grad_noise, skip_nonfinite=skip_nonfinite)\n")
+    exec(source, ns)  # noqa: S102 - a signature written from the registry, as dataclasses do
+    init = ns["__init__"]
+    init.__annotations__ = {"params": Params, **{h.name: annotation(h) for h in hps},
+                            "clip_norm": float | None, "grad_noise": GradientNoise | None,
+                            "skip_nonfinite": bool, "return": None}
+    init.__qualname__ = f"{rule.name}.__init__"
+    init.__module__ = __package__
+    checks = {h.name: h.check for h in hps}
+    cls = type(rule.name, (RuleOptimizer,), {
+        "RULE": rule, "_hyper_checks": checks, "__init__": init, "__doc__": class_doc(rule),
+        "__module__": __package__, "__qualname__": rule.name,
+    })
+    return cls
