@@ -1,9 +1,11 @@
 """Plain-NumPy float64 reference implementations of the equations fastopt implements.
 
 Written from ``docs/spec.md`` (the spec) and ``docs/equations.md`` in the most
-literal textbook form, deliberately *not* in the algebraically rearranged forms the
-package's kernels use (e.g. Adam here forms ``m̂ = m/(1−β₁ᵗ)`` and ``v̂ = v/(1−β₂ᵗ)``
-explicitly). Nothing in this module calls fastopt's rules, drivers or functional layer.
+literal textbook form (Adamax, Adadelta, RAdam, Rprop and ASGD from their papers and
+the torch.optim / optax documentation they are compared with, each cited at its step),
+deliberately *not* in the algebraically rearranged forms the package's kernels use (e.g.
+Adam here forms ``m̂ = m/(1−β₁ᵗ)`` and ``v̂ = v/(1−β₂ᵗ)`` explicitly). Nothing in this module
+calls fastopt's rules, drivers or functional layer.
 The one exception is the gradient noise: the pure-Python counter-based generator
 ``fastopt.philox.standard_normal`` supplies the N(0, 1) draws (it is checked separately
 against known-answer vectors).
@@ -37,10 +39,28 @@ DEFAULTS: dict[str, dict[str, Any]] = {
              "eps_hat": False},
     "nadam": {"lr": 2e-3, "betas": (0.9, 0.999), "eps": 1e-8, "momentum_decay": None},
     "amsgrad": {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8, "bias_correction": False},
+    "adamax": {"lr": 2e-3, "betas": (0.9, 0.999), "eps": 1e-8},
+    "adadelta": {"lr": 1.0, "rho": 0.9, "eps": 1e-6},
+    "radam": {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8},
+    "rprop": {"lr": 1e-2, "etas": (0.5, 1.2), "step_sizes": (1e-6, 50.0)},
+    "asgd": {"lr": 1e-2, "lambd": 1e-4, "alpha": 0.75, "t0": 1e6},
 }
 
 #: Common hyperparameters every rule has (docs/equations.md, "Common transforms").
 COMMON = {"weight_decay": 0.0, "decoupled_weight_decay": False, "maximize": False}
+
+#: Rules whose defaults for a common hyperparameter differ from ``COMMON``.
+COMMON_OVERRIDES: dict[str, dict[str, Any]] = {
+}
+
+
+def common_defaults(rule: str) -> dict[str, Any]:
+    """The common hyperparameters' defaults for ``rule``: ``COMMON`` and its overrides."""
+    overrides = COMMON_OVERRIDES.get(rule, {})
+    unknown = set(overrides) - set(COMMON)
+    if unknown:
+        raise KeyError(f"COMMON_OVERRIDES[{rule!r}]: {sorted(unknown)} are not in COMMON")
+    return {**COMMON, **overrides}
 
 
 def state_names(rule: str, hp: Mapping[str, Any]) -> tuple[str, ...]:
@@ -60,13 +80,31 @@ def state_names(rule: str, hp: Mapping[str, Any]) -> tuple[str, ...]:
         return ("m", "v")
     if rule == "amsgrad":
         return ("m", "v", "v_max")
+    if rule == "adamax":
+        return ("m", "u")
+    if rule == "adadelta":
+        return ("square_avg", "acc_delta")
+    if rule == "radam":
+        return ("m", "v")
+    if rule == "rprop":
+        return ("prev", "step_size")
+    if rule == "asgd":
+        return ("ax",)
     return ()
+
+
+def initial_lr(hp: Mapping[str, Any]) -> float:
+    """The group's learning rate at construction: ``lr``, or ``lr(0)`` for a schedule."""
+    lr = hp["lr"]
+    return float(lr(0)) if callable(lr) else float(lr)
 
 
 def init_state(rule: str, hp: Mapping[str, Any], shape: tuple[int, ...]) -> dict[str, np.ndarray]:
     state = {name: np.zeros(shape, np.float64) for name in state_names(rule, hp)}
     if rule == "adagrad":
         state["sum_sq"][...] = hp["initial_accumulator_value"]  # G₀
+    if rule == "rprop":
+        state["step_size"][...] = initial_lr(hp)  # Δ₀ = η (torch.optim.Rprop)
     return state
 
 
@@ -201,10 +239,101 @@ def step_amsgrad(w, g, s, t, lr, hp):
         w -= lr / (np.sqrt(v_max) + hp["eps"]) * m
 
 
+def step_adamax(w, g, s, t, lr, hp):
+    # Kingma & Ba 2015, section 7.1 (Algorithm 2), with torch.optim.Adamax's ε:
+    # m_t = β₁ m_{t−1} + (1 − β₁) g;  u_t = max(β₂ u_{t−1}, |g| + ε);
+    # w_{t+1} = w_t − (η / (1 − β₁ᵗ)) m_t / u_t
+    b1, b2 = hp["betas"]
+    m, u = s["m"], s["u"]
+    m[...] = b1 * m + (1 - b1) * g
+    u[...] = np.maximum(b2 * u, np.abs(g) + hp["eps"])
+    w -= (lr / (1 - b1**t)) * m / u
+
+
+def step_adadelta(w, g, s, t, lr, hp):
+    # Zeiler 2012, Algorithm 1, with torch.optim.Adadelta's learning rate η:
+    # E[g²]_t = ρ E[g²]_{t−1} + (1 − ρ) g²;
+    # Δ_t = √(E[Δ²]_{t−1} + ε) / √(E[g²]_t + ε) · g;
+    # E[Δ²]_t = ρ E[Δ²]_{t−1} + (1 − ρ) Δ_t²;  w_{t+1} = w_t − η Δ_t
+    rho, eps = hp["rho"], hp["eps"]
+    E, D = s["square_avg"], s["acc_delta"]
+    E[...] = rho * E + (1 - rho) * g**2
+    delta = np.sqrt(D + eps) / np.sqrt(E + eps) * g
+    D[...] = rho * D + (1 - rho) * delta**2
+    w -= lr * delta
+
+
+def radam_rho(t: int, beta2: float) -> tuple[float, float]:
+    """(ρ_∞, ρ_t) of Liu et al. 2020: ρ_∞ = 2/(1 − β₂) − 1, ρ_t = ρ_∞ − 2tβ₂ᵗ/(1 − β₂ᵗ)."""
+    rho_inf = 2 / (1 - beta2) - 1
+    return rho_inf, rho_inf - 2 * t * beta2**t / (1 - beta2**t)
+
+
+def step_radam(w, g, s, t, lr, hp):
+    # Liu et al. 2020, Algorithm 2, in torch.optim.RAdam's form (ε added to √v):
+    # m, v as Adam; m̂ = m/(1 − β₁ᵗ); if ρ_t > 5 (the variance is tractable):
+    #   r_t = √((ρ_t − 4)(ρ_t − 2)ρ_∞ / ((ρ_∞ − 4)(ρ_∞ − 2)ρ_t)),
+    #   w_{t+1} = w_t − η r_t m̂ √(1 − β₂ᵗ)/(√v + ε);
+    # else w_{t+1} = w_t − η m̂ (un-adapted momentum SGD).
+    b1, b2 = hp["betas"]
+    m, v = _moments(g, s, hp["betas"])
+    m_hat = m / (1 - b1**t)
+    rho_inf, rho_t = radam_rho(t, b2)
+    if rho_t > 5:
+        r = math.sqrt((rho_t - 4) * (rho_t - 2) * rho_inf
+                      / ((rho_inf - 4) * (rho_inf - 2) * rho_t))
+        adaptive = math.sqrt(1 - b2**t) / (np.sqrt(v) + hp["eps"])
+        w -= lr * r * m_hat * adaptive
+    else:
+        w -= lr * m_hat
+
+
+def step_rprop(w, g, s, t, lr, hp):
+    # Riedmiller & Braun 1993 (Rprop without weight-backtracking, torch.optim.Rprop), per
+    # element: s = g · g_prev;  Δ ← clamp(Δ · (η₊ if s > 0, η₋ if s < 0, 1 if s = 0),
+    # Δ_min, Δ_max);  if s < 0 then g ← 0;  w ← w − sign(g) Δ;  g_prev ← g.
+    # (The learning rate enters only as Δ₀, see init_state.)
+    eta_minus, eta_plus = hp["etas"]
+    step_min, step_max = hp["step_sizes"]
+    prev, step_size = s["prev"], s["step_size"]
+    product = g * prev
+    factor = np.where(product > 0, eta_plus, np.where(product < 0, eta_minus, 1.0))
+    step_size[...] = np.clip(step_size * factor, step_min, step_max)
+    g = np.where(product < 0, 0.0, g)
+    w -= np.sign(g) * step_size
+    prev[...] = g
+
+
+def asgd_eta(t: int, lr: float, lambd: float, alpha: float) -> float:
+    """η_t = η / (1 + λη(t − 1))^α (torch.optim.ASGD; t = 1 on the first step)."""
+    return lr / (1 + lambd * lr * (t - 1)) ** alpha
+
+
+def asgd_mu(t: int, t0: float) -> float:
+    """μ_t = 1 / max(1, t − 1 − t₀) (torch.optim.ASGD; t = 1 on the first step)."""
+    return 1 / max(1, t - 1 - t0)
+
+
+def step_asgd(w, g, s, t, lr, hp):
+    # Averaged SGD (Polyak & Juditsky 1992) as torch.optim.ASGD, with this step's η:
+    # w_{t+1} = w_t (1 − λ η_t) − η_t g;
+    # ax ← w_{t+1} if μ_t = 1, else ax + μ_t (w_{t+1} − ax)
+    eta = asgd_eta(t, lr, hp["lambd"], hp["alpha"])
+    mu = asgd_mu(t, hp["t0"])
+    w[...] = w * (1 - hp["lambd"] * eta) - eta * g
+    ax = s["ax"]
+    if mu == 1:
+        ax[...] = w
+    else:
+        ax[...] = ax + mu * (w - ax)
+
+
 STEPS: dict[str, Callable] = {
     "sgd": step_sgd, "momentum": step_momentum, "nesterov": step_nesterov,
     "adagrad": step_adagrad, "rmsprop": step_rmsprop, "adam": step_adam,
-    "nadam": step_nadam, "amsgrad": step_amsgrad,
+    "nadam": step_nadam, "amsgrad": step_amsgrad, "adamax": step_adamax,
+    "adadelta": step_adadelta, "radam": step_radam, "rprop": step_rprop,
+    "asgd": step_asgd,
 }
 
 
@@ -230,7 +359,7 @@ def noise_draws(size: int, offset: int, completed_steps: int, key) -> np.ndarray
 
 
 def resolve_hp(rule: str, **overrides: Any) -> dict[str, Any]:
-    hp = {**COMMON, **DEFAULTS[rule]}
+    hp = {**common_defaults(rule), **DEFAULTS[rule]}
     unknown = set(overrides) - set(hp)
     if unknown:
         raise KeyError(f"{rule} has no hyperparameters {sorted(unknown)}")

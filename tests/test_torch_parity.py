@@ -7,8 +7,9 @@ torch is an optional extra (``pip install fastopt[torch]``), never a runtime dep
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -65,6 +66,24 @@ def fastopt_state(opt: fastopt.Optimizer, arrays: Sequence[np.ndarray], name: st
     return out
 
 
+@contextlib.contextmanager
+def torch_scalar_dtype(dtype) -> Iterator[None]:
+    """Within: torch's default dtype is float64 when ``dtype`` is.
+
+    torch keeps its per-parameter scalar state (ASGD's η_t and μ_t, NAdam's Π_t, the step
+    counts) in the default dtype, float32 unless set: a float64 ASGD would otherwise run
+    with an η_t rounded to float32 (~1e-8 relative, far above the float64 tolerance). A
+    float64 torch user sets ``torch.set_default_dtype(torch.float64)``; so does a float64 run.
+    """
+    old = torch.get_default_dtype()
+    if np.dtype(dtype) == np.float64:
+        torch.set_default_dtype(torch.float64)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(old)
+
+
 @dataclass
 class Run:
     fo: fastopt.Optimizer
@@ -99,18 +118,19 @@ def run_pair(
     fo_params = [p.copy() for p in params0]
     th_params = [torch.nn.Parameter(torch.from_numpy(p.copy())) for p in params0]
     fo = make_fo(fo_params[0] if single else fo_params)
-    th = make_th(th_params)
-    scheduler = make_scheduler(th) if make_scheduler is not None else None
-    run = Run(fo, fo_params, th, th_params)
-    for t, gs in enumerate(grads):
-        fo.step(gs[0].copy() if single else [g.copy() for g in gs])
-        for tp, g in zip(th_params, gs, strict=True):
-            tp.grad = torch.from_numpy(g.copy())
-        if before_torch_step is not None:
-            before_torch_step(run, t)
-        th.step()
-        if scheduler is not None:
-            scheduler.step()
+    with torch_scalar_dtype(dtype):
+        th = make_th(th_params)
+        scheduler = make_scheduler(th) if make_scheduler is not None else None
+        run = Run(fo, fo_params, th, th_params)
+        for t, gs in enumerate(grads):
+            fo.step(gs[0].copy() if single else [g.copy() for g in gs])
+            for tp, g in zip(th_params, gs, strict=True):
+                tp.grad = torch.from_numpy(g.copy())
+            if before_torch_step is not None:
+                before_torch_step(run, t)
+            th.step()
+            if scheduler is not None:
+                scheduler.step()
     return run
 
 
@@ -151,6 +171,10 @@ def assert_step_counts(run: Run, steps=STEPS):
 # ------------------------------------------------------------------- rule by rule, options
 
 M = [("m", "exp_avg", 1.0), ("v", "exp_avg_sq", 1.0)]
+ADAMAX = [("m", "exp_avg", 1.0), ("u", "exp_inf", 1.0)]
+ADADELTA = [("square_avg", "square_avg", 1.0), ("acc_delta", "acc_delta", 1.0)]
+RPROP = [("prev", "prev", 1.0), ("step_size", "step_size", 1.0)]
+ASGD = [("ax", "ax", 1.0)]
 T = torch.optim
 
 #: (id, fastopt constructor, torch constructor, state map, dtype)
@@ -233,6 +257,77 @@ CASES = [
     ("amsgrad", lambda p: fastopt.AMSGrad(p, lr=1e-2, bias_correction=True),
      lambda p: T.Adam(p, lr=1e-2, amsgrad=True),
      [*M, ("v_max", "max_exp_avg_sq", 1.0)], np.float32),
+    # --- Adamax (Kingma & Ba 2015, sec. 7.1): u = max(β₂u, |g| + ε), torch's exp_inf
+    ("adamax", lambda p: fastopt.Adamax(p, lr=2e-2),
+     lambda p: T.Adamax(p, lr=2e-2), ADAMAX, np.float32),
+    ("adamax-l2-maximize",
+     lambda p: fastopt.Adamax(p, lr=2e-2, betas=(0.8, 0.99), weight_decay=0.1, maximize=True),
+     lambda p: T.Adamax(p, lr=2e-2, betas=(0.8, 0.99), weight_decay=0.1, maximize=True),
+     ADAMAX, np.float32),
+    ("adamax-f64", lambda p: fastopt.Adamax(p, lr=2e-2, weight_decay=0.1),
+     lambda p: T.Adamax(p, lr=2e-2, weight_decay=0.1), ADAMAX, np.float64),
+    # --- Adadelta (Zeiler 2012). With ε = 1e-6 the first steps are ~√ε/|g|·g: lr 1 (torch's
+    # default) moves little; the larger ε and lr of the second case move ~1.
+    ("adadelta", lambda p: fastopt.Adadelta(p, lr=1.0),
+     lambda p: T.Adadelta(p, lr=1.0), ADADELTA, np.float32),
+    ("adadelta-l2",
+     lambda p: fastopt.Adadelta(p, lr=2.0, rho=0.95, eps=1e-4, weight_decay=0.05),
+     lambda p: T.Adadelta(p, lr=2.0, rho=0.95, eps=1e-4, weight_decay=0.05),
+     ADADELTA, np.float32),
+    ("adadelta-maximize-f64",
+     lambda p: fastopt.Adadelta(p, lr=2.0, eps=1e-4, weight_decay=0.05, maximize=True),
+     lambda p: T.Adadelta(p, lr=2.0, eps=1e-4, weight_decay=0.05, maximize=True),
+     ADADELTA, np.float64),
+    # --- RAdam (Liu et al. 2020): with β₂ = 0.999, ρ_t > 5 from t = 6, so 20 steps take
+    # both the un-adapted and the rectified branch.
+    ("radam", lambda p: fastopt.RAdam(p, lr=1e-2),
+     lambda p: T.RAdam(p, lr=1e-2), M, np.float32),
+    ("radam-l2", lambda p: fastopt.RAdam(p, lr=1e-2, weight_decay=0.1),
+     lambda p: T.RAdam(p, lr=1e-2, weight_decay=0.1), M, np.float32),
+    ("radam-decoupled",
+     lambda p: fastopt.RAdam(p, lr=1e-2, weight_decay=0.1, decoupled_weight_decay=True),
+     lambda p: T.RAdam(p, lr=1e-2, weight_decay=0.1, decoupled_weight_decay=True),
+     M, np.float32),
+    ("radam-decoupled-f64",
+     lambda p: fastopt.RAdam(p, lr=1e-2, betas=(0.8, 0.99), weight_decay=0.1,
+                             decoupled_weight_decay=True),
+     lambda p: T.RAdam(p, lr=1e-2, betas=(0.8, 0.99), weight_decay=0.1,
+                       decoupled_weight_decay=True), M, np.float64),
+    # --- Rprop (Riedmiller & Braun 1993). No tolerance is loosened: the sign of g·g_prev of
+    # two stored gradients (products here ≳ 1e-30, far above float32's underflow) is the
+    # same in any precision, so both sides take every sign decision alike and only the step
+    # sizes' roundings differ (no weight decay: torch's Rprop has none, and g + λw could
+    # round to either sign near zero).
+    ("rprop", lambda p: fastopt.Rprop(p, lr=1e-2),
+     lambda p: T.Rprop(p, lr=1e-2), RPROP, np.float32),
+    ("rprop-custom-maximize",
+     lambda p: fastopt.Rprop(p, lr=5e-2, etas=(0.3, 1.5), step_sizes=(1e-3, 0.2),
+                             maximize=True),
+     lambda p: T.Rprop(p, lr=5e-2, etas=(0.3, 1.5), step_sizes=(1e-3, 0.2), maximize=True),
+     RPROP, np.float32),
+    ("rprop-foreach", lambda p: fastopt.Rprop(p, lr=1e-2),
+     lambda p: T.Rprop(p, lr=1e-2, foreach=True), RPROP, np.float32),
+    ("rprop-custom-f64",
+     lambda p: fastopt.Rprop(p, lr=5e-2, etas=(0.3, 1.5), step_sizes=(1e-3, 0.2)),
+     lambda p: T.Rprop(p, lr=5e-2, etas=(0.3, 1.5), step_sizes=(1e-3, 0.2)),
+     RPROP, np.float64),
+    # --- ASGD (Polyak & Juditsky 1992). t0 = 5: μ_t = 1/(t − 1 − t0) < 1 from t = 8, so the
+    # running average ax really averages (with the default t0 = 1e6, ax is just w); a large
+    # λ makes η_t decay visibly.
+    ("asgd", lambda p: fastopt.ASGD(p, lr=5e-2),
+     lambda p: T.ASGD(p, lr=5e-2), ASGD, np.float32),
+    ("asgd-t0-l2",
+     lambda p: fastopt.ASGD(p, lr=5e-2, lambd=0.5, alpha=0.6, t0=5, weight_decay=0.05),
+     lambda p: T.ASGD(p, lr=5e-2, lambd=0.5, alpha=0.6, t0=5, weight_decay=0.05),
+     ASGD, np.float32),
+    ("asgd-t0-maximize-foreach",
+     lambda p: fastopt.ASGD(p, lr=5e-2, lambd=0.5, t0=5, maximize=True),
+     lambda p: T.ASGD(p, lr=5e-2, lambd=0.5, t0=5, maximize=True, foreach=True),
+     ASGD, np.float32),
+    ("asgd-t0-l2-f64",
+     lambda p: fastopt.ASGD(p, lr=5e-2, lambd=0.5, alpha=0.6, t0=5, weight_decay=0.05),
+     lambda p: T.ASGD(p, lr=5e-2, lambd=0.5, alpha=0.6, t0=5, weight_decay=0.05),
+     ASGD, np.float64),
 ]
 
 
@@ -246,6 +341,16 @@ def test_rule_matches_torch(make_fo, make_th, state_map, dtype, layout):
     assert_params_close(run, dtype)
     assert_state_close(run, state_map, dtype)
     assert_step_counts(run)
+
+
+def test_asgd_average_really_averages():
+    """With t0 = 5 the average ax (compared by the parity cases) is not the iterate w."""
+    run = run_pair(lambda p: fastopt.ASGD(p, lr=5e-2, lambd=0.5, alpha=0.6, t0=5),
+                   lambda p: T.ASGD(p, lr=5e-2, lambd=0.5, alpha=0.6, t0=5))
+    for j, tp in enumerate(run.th_params):
+        assert np.abs(run.torch_state(j, "ax") - tp.detach().numpy()).max() > 1e-2
+    assert_params_close(run)
+    assert_state_close(run, ASGD)
 
 
 def test_nadam_mu_product_matches_torch():
@@ -387,6 +492,18 @@ SCHEDULE_CASES = [
      lambda p: T.Adagrad(p, lr=0.1),
      lambda opt: T.lr_scheduler.LambdaLR(opt, lambda t: 1 / (1 + t)),
      [("sum_sq", "sum", 1.0)]),
+    # the new rules whose step reads this step's lr the way torch's does (Rprop's lr is only
+    # its initial step size; ASGD's η_t uses the previous step's lr in torch)
+    ("adamax-lambdalr", lambda p: fastopt.Adamax(p, lr=WARM_COSINE),
+     lambda p: T.Adamax(p, lr=1e-2), _lambda_lr(WARM_COSINE, 1e-2), ADAMAX),
+    ("radam-decoupled-lambdalr",
+     lambda p: fastopt.RAdam(p, lr=WARM_COSINE, weight_decay=0.1, decoupled_weight_decay=True),
+     lambda p: T.RAdam(p, lr=1e-2, weight_decay=0.1, decoupled_weight_decay=True),
+     _lambda_lr(WARM_COSINE, 1e-2), M),
+    ("adadelta-exponentiallr",
+     lambda p: fastopt.Adadelta(p, lr=Exponential(2.0, 0.9), eps=1e-4),
+     lambda p: T.Adadelta(p, lr=2.0, eps=1e-4),
+     lambda opt: T.lr_scheduler.ExponentialLR(opt, gamma=0.9), ADADELTA),
 ]
 
 
@@ -458,6 +575,9 @@ SPEC_DEFAULTS_DIFFER = [
                                                                             weight_decay=0.5)),
     ("amsgrad-no-bias-correction",
      lambda p: fastopt.AMSGrad(p, lr=1e-2), lambda p: T.Adam(p, lr=1e-2, amsgrad=True)),
+    ("radam-l2-not-decoupled",
+     lambda p: fastopt.RAdam(p, lr=1e-2, weight_decay=0.5),
+     lambda p: T.RAdam(p, lr=1e-2, weight_decay=0.5, decoupled_weight_decay=True)),
 ]
 
 
