@@ -1,7 +1,7 @@
 """Plain-NumPy float64 reference implementations of the equations fastopt implements.
 
 Written from ``docs/spec.md`` (the spec) and ``docs/equations.md`` in the most
-literal textbook form (Adamax, Adadelta, RAdam, Rprop and ASGD from their papers and
+literal textbook form (Adamax, Adadelta, RAdam, Rprop, ASGD and Lion from their papers and
 the torch.optim / optax documentation they are compared with, each cited at its step),
 deliberately *not* in the algebraically rearranged forms the package's kernels use (e.g.
 Adam here forms ``m̂ = m/(1−β₁ᵗ)`` and ``v̂ = v/(1−β₂ᵗ)`` explicitly). Nothing in this module
@@ -44,6 +44,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "radam": {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8},
     "rprop": {"lr": 1e-2, "etas": (0.5, 1.2), "step_sizes": (1e-6, 50.0)},
     "asgd": {"lr": 1e-2, "lambd": 1e-4, "alpha": 0.75, "t0": 1e6},
+    "lion": {"lr": 1e-4, "betas": (0.9, 0.99)},
 }
 
 #: Common hyperparameters every rule has (docs/equations.md, "Common transforms").
@@ -51,6 +52,8 @@ COMMON = {"weight_decay": 0.0, "decoupled_weight_decay": False, "maximize": Fals
 
 #: Rules whose defaults for a common hyperparameter differ from ``COMMON``.
 COMMON_OVERRIDES: dict[str, dict[str, Any]] = {
+    # Lion's weight decay is decoupled unless asked otherwise (Chen et al. 2023, optax.lion)
+    "lion": {"decoupled_weight_decay": True},
 }
 
 
@@ -90,6 +93,8 @@ def state_names(rule: str, hp: Mapping[str, Any]) -> tuple[str, ...]:
         return ("prev", "step_size")
     if rule == "asgd":
         return ("ax",)
+    if rule == "lion":
+        return ("m",)
     return ()
 
 
@@ -328,12 +333,23 @@ def step_asgd(w, g, s, t, lr, hp):
         ax[...] = ax + mu * (w - ax)
 
 
+def step_lion(w, g, s, t, lr, hp):
+    # Chen et al. 2023, Program 1 (optax.lion):
+    # c = β₁ m + (1 − β₁) g;  w_{t+1} = w_t − η sign(c)  (sign(0) = 0);
+    # m_t = β₂ m_{t−1} + (1 − β₂) g
+    b1, b2 = hp["betas"]
+    m = s["m"]
+    c = b1 * m + (1 - b1) * g
+    w -= lr * np.sign(c)
+    m[...] = b2 * m + (1 - b2) * g
+
+
 STEPS: dict[str, Callable] = {
     "sgd": step_sgd, "momentum": step_momentum, "nesterov": step_nesterov,
     "adagrad": step_adagrad, "rmsprop": step_rmsprop, "adam": step_adam,
     "nadam": step_nadam, "amsgrad": step_amsgrad, "adamax": step_adamax,
     "adadelta": step_adadelta, "radam": step_radam, "rprop": step_rprop,
-    "asgd": step_asgd,
+    "asgd": step_asgd, "lion": step_lion,
 }
 
 

@@ -1,0 +1,228 @@
+"""Parity with optax: Lion (Chen et al. 2023; torch.optim has none) and, as a second
+yardstick next to torch, Adam.
+
+fastopt and optax step identical initial values with identical (seeded) gradient sequences,
+in float32 and in float64; parameters and state must agree within float tolerance. optax
+(and jax) are optional: the module is skipped without them, never a runtime dependency.
+
+float64 needs jax's x64 mode, a process-wide switch: it is turned on only around the optax
+calls of a float64 run and restored afterwards (``jax_x64``), so no other test sees it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+
+import numpy as np
+import pytest
+
+import fastopt
+from fastopt.flat import ALIGNMENT
+
+optax = pytest.importorskip("optax")
+jax = pytest.importorskip("jax")
+jnp = jax.numpy
+
+STEPS = 20
+#: Several arrays of different ranks and sizes (3731 elements), and one big single array.
+LIST_SHAPES = [(1500,), (40, 50), (7, 3, 11)]
+SINGLE_SHAPE = (3000,)
+TOL = {
+    np.float32: {"rtol": 1e-5, "atol": 2e-6},
+    np.float64: {"rtol": 1e-10, "atol": 1e-12},
+}
+DTYPES = [np.float32, np.float64]
+
+#: Lion's update is η·sign(c), c = β₁m + (1 − β₁)g: where c is within rounding of 0, a
+#: float32 rounding difference between fastopt and optax flips the sign and moves the
+#: parameter by 2η — not a bug, but a failed comparison. The Lion data is drawn so that no
+#: |c| is below TIE_MARGIN times its element's gradient scale (c, m followed in float64 from
+#: the very gradients both sides see): four orders above the float32 roundings (~1e-7 of
+#: that scale, a few ulp over 20 steps), so every sign is the same on both sides and the
+#: comparison needs no tolerance for flipped elements.
+TIE_MARGIN = 1e-3
+
+
+@contextlib.contextmanager
+def jax_x64(dtype) -> Iterator[None]:
+    """Within: jax computes in float64 if ``dtype`` is float64 (the old setting restored)."""
+    old = bool(jax.config.read("jax_enable_x64"))
+    want = old or np.dtype(dtype) == np.float64
+    jax.config.update("jax_enable_x64", want)
+    try:
+        yield
+    finally:
+        jax.config.update("jax_enable_x64", old)
+
+
+# ----------------------------------------------------------------------------- harness
+
+
+def make_problem(shapes, dtype, *, steps=STEPS, seed=0, low=-9.0, lion_betas=None):
+    """Initial values, a gradient sequence (one array per shape, all in ``dtype``) and the
+    gradients' scales.
+
+    Each element's gradients have their own scale s, 10^low to 1 (fixed over the steps), so
+    that where √v is near ε matters (Adam). ``lion_betas``: redraw the gradient elements
+    that would put Lion's c = β₁m + (1 − β₁)g within ``TIE_MARGIN``·s of 0 (see above)."""
+    rng = np.random.default_rng(seed)
+    params = [rng.standard_normal(s).astype(dtype) for s in shapes]
+    scales = [10.0 ** rng.uniform(low, 0, s) for s in shapes]
+    moments = [np.zeros(s) for s in shapes]
+    grads = []
+    for _ in range(steps):
+        step = []
+        for j, (shape, sc) in enumerate(zip(shapes, scales, strict=True)):
+            g = (sc * rng.standard_normal(shape)).astype(dtype)
+            if lion_betas is not None:
+                b1, b2 = lion_betas
+                m = moments[j]
+                while True:
+                    near = np.abs(b1 * m + (1 - b1) * g.astype(np.float64)) < TIE_MARGIN * sc
+                    if not near.any():
+                        break
+                    g[near] = (sc[near] * rng.standard_normal(int(near.sum()))).astype(dtype)
+                m[...] = b2 * m + (1 - b2) * g.astype(np.float64)
+            step.append(g)
+        grads.append(step)
+    return params, grads, scales
+
+
+def fastopt_state(opt: fastopt.Optimizer, arrays: Sequence[np.ndarray], name: str):
+    """The state buffer ``name`` split back into one array per parameter.
+
+    ``state_dict()`` holds one buffer over the optimizer's layout, where each array starts
+    on an ``ALIGNMENT``-byte boundary."""
+    buf = opt.state_dict()[f"state.{name}"]
+    out, offset = [], 0
+    for a in arrays:
+        out.append(buf[offset : offset + a.size].reshape(a.shape))
+        step = ALIGNMENT // a.dtype.itemsize
+        offset += -(-a.size // step) * step
+    assert buf.size == offset, "the optimizer's state layout is not the one this test expects"
+    return out
+
+
+def run_pair(make_fo: Callable, make_tx: Callable, *, dtype, single=False, **problem):
+    """Step fastopt and optax side by side on the same data.
+
+    Returns (fastopt optimizer, its parameter arrays, optax's parameters, optax's state)."""
+    shapes = [SINGLE_SHAPE] if single else LIST_SHAPES
+    params0, grads, _ = make_problem(shapes, dtype, **problem)
+    fo_params = [p.copy() for p in params0]
+    fo = make_fo(fo_params[0] if single else fo_params)
+    with jax_x64(dtype):
+        tx = make_tx()
+        ox_params = [jnp.asarray(p) for p in params0]
+        assert all(p.dtype == dtype for p in ox_params)
+        state = tx.init(ox_params)
+        for gs in grads:
+            fo.step(gs[0].copy() if single else [g.copy() for g in gs])
+            updates, state = tx.update([jnp.asarray(g) for g in gs], state, ox_params)
+            ox_params = optax.apply_updates(ox_params, updates)
+        ox_params = [np.asarray(p) for p in ox_params]
+        state = jax.tree.map(np.asarray, state)
+    for p0, p in zip(params0, fo_params, strict=True):  # guard against a vacuous pass
+        assert np.abs(p - p0).max() > 0.05
+    return fo, fo_params, ox_params, state
+
+
+def assert_params_close(fo_params, ox_params, dtype):
+    for j, (p, q) in enumerate(zip(fo_params, ox_params, strict=True)):
+        assert p.dtype == dtype and q.dtype == dtype
+        np.testing.assert_allclose(p, q, **TOL[dtype], err_msg=f"parameter {j} differs")
+
+
+def assert_state_close(fo, fo_params, ox_state, state_map, dtype):
+    """``state_map``: ``(fastopt name, optax name)``; the absolute tolerance scales with the
+    array's largest element (state spans many magnitudes: v ~ g² down to 1e-18)."""
+    for fo_name, ox_name in state_map:
+        theirs = optax.tree_utils.tree_get(ox_state, ox_name)
+        for j, ours in enumerate(fastopt_state(fo, fo_params, fo_name)):
+            scale = float(np.abs(theirs[j]).max()) or 1.0
+            np.testing.assert_allclose(
+                ours, theirs[j], rtol=TOL[dtype]["rtol"], atol=TOL[dtype]["atol"] * scale,
+                err_msg=f"state {fo_name!r} of parameter {j} differs from optax {ox_name!r}",
+            )
+
+
+def assert_step_counts(fo, ox_state):
+    assert fo.step_count == STEPS
+    assert int(optax.tree_utils.tree_get(ox_state, "count")) == STEPS
+
+
+# --------------------------------------------------------------------------------- Lion
+
+LION_CASES = [
+    # optax.lion's weight_decay defaults to 1e-3: no decay must be asked for explicitly
+    ("lion", {"lr": 1e-2}, lambda: optax.lion(1e-2, weight_decay=0.0)),
+    ("lion-betas", {"lr": 1e-2, "betas": (0.95, 0.98)},
+     lambda: optax.lion(1e-2, b1=0.95, b2=0.98, weight_decay=0.0)),
+    # fastopt's Lion decays decoupled by default, w ← w(1 − ηλ) before the rule; optax adds
+    # λw to the signed update, w ← w − η(sign(c) + λw): the same value up to rounding
+    ("lion-weight-decay", {"lr": 1e-2, "weight_decay": 0.5},
+     lambda: optax.lion(1e-2, weight_decay=0.5)),
+    ("lion-weight-decay-betas", {"lr": 1e-2, "betas": (0.8, 0.999), "weight_decay": 0.1},
+     lambda: optax.lion(1e-2, b1=0.8, b2=0.999, weight_decay=0.1)),
+]
+
+
+@pytest.mark.parametrize("layout", ["list", "single"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("kwargs, make_tx", [c[1:] for c in LION_CASES],
+                         ids=[c[0] for c in LION_CASES])
+def test_lion_matches_optax(kwargs, make_tx, dtype, layout):
+    betas = kwargs.get("betas", (0.9, 0.99))
+    fo, fo_params, ox_params, state = run_pair(
+        lambda p: fastopt.Lion(p, **kwargs), make_tx, dtype=dtype, single=layout == "single",
+        low=-3.0, lion_betas=betas)
+    assert_params_close(fo_params, ox_params, dtype)
+    assert_state_close(fo, fo_params, state, [("m", "mu")], dtype)
+    assert_step_counts(fo, state)
+
+
+def test_lion_l2_weight_decay_is_not_optax():
+    """Negative control: Lion with L2 decay (g + λw enters c) visibly differs from optax's
+    decoupled decay, so the parity above really pins the decoupled default."""
+    _, fo_params, ox_params, _ = run_pair(
+        lambda p: fastopt.Lion(p, lr=1e-2, weight_decay=0.5, decoupled_weight_decay=False),
+        lambda: optax.lion(1e-2, weight_decay=0.5), dtype=np.float32, low=-3.0,
+        lion_betas=(0.9, 0.99))
+    diff = max(np.abs(p - q).max() for p, q in zip(fo_params, ox_params, strict=True))
+    assert diff > 1e-3
+
+
+def test_lion_data_has_no_near_ties():
+    """The precondition the exact comparison rests on, checked on the data itself: every
+    |c| is at least ``TIE_MARGIN`` times its element's gradient scale."""
+    b1, b2 = 0.9, 0.99
+    _, grads, scales = make_problem(LIST_SHAPES, np.float32, low=-3.0, lion_betas=(b1, b2))
+    m = [np.zeros(s.shape) for s in scales]
+    for gs in grads:
+        for j, g in enumerate(gs):
+            c = b1 * m[j] + (1 - b1) * g.astype(np.float64)
+            assert (np.abs(c) >= TIE_MARGIN * scales[j]).all()
+            m[j] = b2 * m[j] + (1 - b2) * g.astype(np.float64)
+
+
+# --------------------------------------------------------------------------------- Adam
+
+
+ADAM_CASES = [
+    ("adam", {"lr": 1e-2}, lambda: optax.adam(1e-2, eps_root=0.0)),
+    ("adam-betas-eps", {"lr": 3e-2, "betas": (0.8, 0.99), "eps": 1e-6},
+     lambda: optax.adam(3e-2, b1=0.8, b2=0.99, eps=1e-6, eps_root=0.0)),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("kwargs, make_tx", [c[1:] for c in ADAM_CASES],
+                         ids=[c[0] for c in ADAM_CASES])
+def test_adam_matches_optax(kwargs, make_tx, dtype):
+    """optax.adam is the textbook form m̂/(√v̂ + ε) (eps_root = 0), as fastopt.Adam's default."""
+    fo, fo_params, ox_params, state = run_pair(
+        lambda p: fastopt.Adam(p, **kwargs), make_tx, dtype=dtype)
+    assert_params_close(fo_params, ox_params, dtype)
+    assert_state_close(fo, fo_params, state, [("m", "mu"), ("v", "nu")], dtype)
+    assert_step_counts(fo, state)
