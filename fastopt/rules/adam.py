@@ -14,7 +14,7 @@ import numpy as np
 
 from .._checks import check_bool
 from .._jit import device
-from ._moments import ema
+from ._moments import adam_moments, numpy_moments
 from .registry import BETAS, BIAS_CORRECTION, EPS, LR, Counterpart, Hyper, Rule, State
 
 
@@ -28,8 +28,7 @@ def adam_update(p, m, v, step_size, inv_bc2_sqrt, eps):
 def adam(p, g, s, h):
     m, v = s
     step_size, beta1, one_minus_beta1, beta2, one_minus_beta2, inv_bc2_sqrt, eps = h
-    m = ema(m, g, beta1, one_minus_beta1)
-    v = ema(v, g * g, beta2, one_minus_beta2)
+    m, v = adam_moments(m, v, g, beta1, one_minus_beta1, beta2, one_minus_beta2)
     return adam_update(p, m, v, step_size, inv_bc2_sqrt, eps), (m, v)
 
 
@@ -58,10 +57,7 @@ def adam_constants(
 
 def numpy_adam(p, g, st, t, lr=1e-3, b1=0.9, b2=0.999, eps=1e-8):
     m, v = st
-    m *= b1
-    m += (1 - b1) * g
-    v *= b2
-    v += (1 - b2) * g * g
+    numpy_moments(m, v, g, b1, b2)
     p -= (lr / (1 - b1**t)) * m / (np.sqrt(v / (1 - b2**t)) + eps)
 
 

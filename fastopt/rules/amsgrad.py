@@ -9,7 +9,7 @@ import numpy as np
 
 from .._checks import check_bool
 from .._jit import device
-from ._moments import ema
+from ._moments import adam_moments, numpy_moments
 from .adam import M, V, adam_constants, adam_update
 from .registry import BETAS, EPS, LR, Counterpart, Hyper, Rule, State
 
@@ -18,8 +18,7 @@ from .registry import BETAS, EPS, LR, Counterpart, Hyper, Rule, State
 def amsgrad(p, g, s, h):
     m, v, v_max = s
     step_size, beta1, one_minus_beta1, beta2, one_minus_beta2, inv_bc2_sqrt, eps = h
-    m = ema(m, g, beta1, one_minus_beta1)
-    v = ema(v, g * g, beta2, one_minus_beta2)
+    m, v = adam_moments(m, v, g, beta1, one_minus_beta1, beta2, one_minus_beta2)
     # max(v̂, v) with NaN kept, as np.maximum and torch.maximum (Python's max drops a NaN v)
     v_max = v_max if (v_max >= v or v_max != v_max) else v
     return adam_update(p, m, v_max, step_size, inv_bc2_sqrt, eps), (m, v, v_max)
@@ -33,10 +32,7 @@ def amsgrad_constants(
 
 def numpy_amsgrad(p, g, st, t, lr=1e-3, b1=0.9, b2=0.999, eps=1e-8):
     m, v, v_max = st
-    m *= b1
-    m += (1 - b1) * g
-    v *= b2
-    v += (1 - b2) * g * g
+    numpy_moments(m, v, g, b1, b2)
     np.maximum(v_max, v, out=v_max)
     p -= lr * m / (np.sqrt(v_max) + eps)
 

@@ -21,7 +21,7 @@ import numpy as np
 
 from .._checks import check_mu_product, check_optional_nonneg
 from .._jit import device
-from ._moments import ema
+from ._moments import adam_moments, numpy_moments
 from .adam import M, V
 from .registry import BETAS, EPS, LR, Counterpart, GroupScalar, Hyper, Rule
 
@@ -30,8 +30,7 @@ from .registry import BETAS, EPS, LR, Counterpart, GroupScalar, Hyper, Rule
 def nadam(p, g, s, h):
     m, v = s
     a, b, beta1, one_minus_beta1, beta2, one_minus_beta2, inv_bc2, eps = h
-    m = ema(m, g, beta1, one_minus_beta1)
-    v = ema(v, g * g, beta2, one_minus_beta2)
+    m, v = adam_moments(m, v, g, beta1, one_minus_beta1, beta2, one_minus_beta2)
     return p - (a * g + b * m) / (math.sqrt(v * inv_bc2) + eps), (m, v)
 
 
@@ -72,10 +71,7 @@ def nadam_constants(
 
 def numpy_nadam(p, g, st, t, lr=2e-3, b1=0.9, b2=0.999, eps=1e-8):
     m, v = st
-    m *= b1
-    m += (1 - b1) * g
-    v *= b2
-    v += (1 - b2) * g * g
+    numpy_moments(m, v, g, b1, b2)
     m_hat = (b1 / (1 - b1 ** (t + 1))) * m + ((1 - b1) / (1 - b1**t)) * g
     p -= lr * m_hat / (np.sqrt(v / (1 - b2**t)) + eps)
 

@@ -15,7 +15,7 @@ import math
 import numpy as np
 
 from .._jit import device
-from ._moments import ema
+from ._moments import adam_moments, numpy_moments
 from .adam import M, V
 from .registry import BETAS, EPS, LR, Counterpart, Rule
 
@@ -24,8 +24,7 @@ from .registry import BETAS, EPS, LR, Counterpart, Rule
 def radam(p, g, s, h):
     m, v = s
     step_size, beta1, one_minus_beta1, beta2, one_minus_beta2, rectified, sqrt_bc2, eps = h
-    m = ema(m, g, beta1, one_minus_beta1)
-    v = ema(v, g * g, beta2, one_minus_beta2)
+    m, v = adam_moments(m, v, g, beta1, one_minus_beta1, beta2, one_minus_beta2)
     if rectified:
         return p - step_size * m * (sqrt_bc2 / (math.sqrt(v) + eps)), (m, v)
     return p - step_size * m, (m, v)
@@ -53,10 +52,7 @@ def radam_constants(step: int, lr: float, betas: tuple[float, float],
 
 def numpy_radam(p, g, st, t, lr=1e-3, b1=0.9, b2=0.999, eps=1e-8):
     m, v = st
-    m *= b1
-    m += (1 - b1) * g
-    v *= b2
-    v += (1 - b2) * g * g
+    numpy_moments(m, v, g, b1, b2)
     r = radam_rectification(t, b2)
     if r is None:
         p -= (lr / (1 - b1**t)) * m
