@@ -35,6 +35,7 @@ factor computed on the GPU needs no host round trip.
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -52,6 +53,8 @@ __all__ = ["clip_scale", "global_norm", *(r.function for r in registry().values(
 
 
 Arrays = np.ndarray | Sequence[np.ndarray]
+#: A trust-ratio rule's first pass and its ratio: ``(direction, (‖w‖, ‖u‖) -> r)``.
+Trust = tuple[Callable, Callable[[float, float], float]]
 Offsets = int | Sequence[int]
 
 
@@ -132,6 +135,7 @@ def _run(
     noise_offset: Offsets,
     check: bool,
     stream: Any = None,
+    trust: Trust | None = None,
 ) -> None:
     ps, gs, sts, offsets = _as_lists(p, g, state, noise_offset)
     if not ps:
@@ -184,7 +188,7 @@ def _run(
                 f"array of the parameters' dtype), got {type(dscale).__name__}"
             )
     launch(be, rule, ps, gs, sts, offsets, consts, step, lr, weight_decay,
-           decoupled_weight_decay, maximize, grad_scale, dscale, noise, stream)
+           decoupled_weight_decay, maximize, grad_scale, dscale, noise, stream, trust=trust)
 
 
 def step_scalars(
@@ -226,7 +230,7 @@ def launch(
     be: Any, rule: Callable, ps: list, gs: list, sts: list, offsets: list,
     consts: tuple[float, ...], step: int, lr: float, weight_decay: float,
     decoupled_weight_decay: bool, maximize: bool, grad_scale: float, dscale: Any,
-    noise: GradientNoise | None, stream: Any, table: Any = None,
+    noise: GradientNoise | None, stream: Any, table: Any = None, trust: Trust | None = None,
 ) -> None:
     """Run ``rule`` on validated arrays of driver ``be``: the step's scalars once
     (:func:`step_scalars`), then one kernel per array (``ps[j]``, ``gs[j]``, state tuple
@@ -237,6 +241,17 @@ def launch(
     h, scale, wd, decay, nz = step_scalars(consts, step, lr, weight_decay,
                                            decoupled_weight_decay, maximize, grad_scale,
                                            dscale, noise)
+    if trust is not None:  # two passes over each array, its trust ratio between them
+        direction, ratio = trust
+        launch_args = () if not be.ON_DEVICE else (stream, dscale)
+        for pj, gj, sj, off in zip(ps, gs, sts, offsets, strict=True):
+            pj, gj, sj = be.flat_view(pj), be.flat_view(gj), tuple(map(be.flat_view, sj))
+            nz_j = noise_at(nz, off)
+            sum_p, sum_u = be.trust_sums(direction, pj, gj, sj, h, scale, wd, decay, nz_j,
+                                         *launch_args)
+            r = ratio(math.sqrt(sum_p), math.sqrt(sum_u))
+            be.step(rule, pj, gj, sj, (*h, r), scale, wd, decay, nz_j, *launch_args)
+        return
     if not be.ON_DEVICE:
         for pj, gj, sj, off in zip(ps, gs, sts, offsets, strict=True):
             if len(pj.shape) != 1 or len(gj.shape) != 1:
@@ -298,14 +313,17 @@ def _step(rule: Rule, p: Arrays, g: Arrays, states: tuple, hp: dict[str, Any],
                 raise ValueError(f"{rule.function}({s.option}) needs the {s.name} state "
                                  f"array ({s.doc})")
     lr = hp["lr"]
+    wd, decoupled = rule.transform_decay(hp)
+    trust = None
+    if rule.direction is not None:
+        trust = (rule.direction, lambda pn, un: rule.trust_ratio(pn, un, hp))
     if rule.advance is not None:
         group = rule.advance(step, {**hp, **group})
         consts = rule.constants(step, lr, {**hp, **group})
     else:
         consts = rule.constants(step, lr, hp)
-    _run(rule.element_for(hp), p, g, arrays, consts, step, lr, hp["weight_decay"],
-         hp["decoupled_weight_decay"], hp["maximize"], grad_scale, noise, noise_offset,
-         check, stream)
+    _run(rule.element_for(hp), p, g, arrays, consts, step, lr, wd, decoupled, hp["maximize"],
+         grad_scale, noise, noise_offset, check, stream, trust)
     return next(iter(group.values())) if group else None
 
 

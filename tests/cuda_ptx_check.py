@@ -32,12 +32,17 @@ def _registered() -> dict:
         for options in rule.variants:
             hp = {**rule.defaults, **options, **{s.name: s.initial for s in rule.group_state}}
             element = rule.element_for(hp)
+            consts = rule.constants(1, 0.1, hp)
             out[element.__name__] = (element, len(rule.state_of(hp)),
-                                     rule.constants(1, 0.1, hp))
+                                     consts + ((1.0,) if rule.direction else ()))
     return out
 
 
 RULES = _registered()  # element name -> (element, state arrays, constants for one step)
+#: The trust-ratio rules' first passes: direction name -> (direction, state arrays, constants)
+TRUST = {rule.direction.__name__: (rule.direction, len(rule.state),
+                                   rule.constants(1, 0.1, {**rule.defaults}))
+         for rule in registry().values() if rule.direction is not None}
 
 
 def facts(ptx: str) -> dict:
@@ -261,6 +266,12 @@ def main() -> None:
                             (a, a, st, h, 1.0, dscale, wd, 1.0, nz), out)
                 compile_one(f"tablestep_{rname}_{opts}_{dt.__name__}", table_fn,
                             (table, 5, cols, a, h, 1.0, dscale, wd, 1.0, nz), out)
+        for dname, (direction, nstate, consts) in TRUST.items():
+            st = tuple(np.zeros(8, dtype) for _ in range(nstate))
+            h = tuple(float(c) for c in consts)
+            compile_one(f"trust_{dname}_plain_{dt.__name__}",
+                        driver.trust_kernel(direction).py_func,
+                        (a, a, st, h, 1.0, None, None, 1.0, None, np.zeros(4, np.float64)), out)
         compile_one(f"fill_{dt.__name__}", driver._fill_kernel, (a, dt(0)), out)
         sumsq, table_sumsq, finalize = driver._reduction_kernels()
         parts = np.zeros(4, np.float64)

@@ -1,8 +1,8 @@
 """Plain-NumPy float64 reference implementations of the equations fastopt implements.
 
 Written from ``docs/spec.md`` (the spec) and ``docs/equations.md`` in the most
-literal textbook form (Adamax, Adadelta, RAdam, Rprop, ASGD and Lion from their papers and
-the torch.optim / optax documentation they are compared with, each cited at its step),
+literal textbook form (Adamax, Adadelta, RAdam, Rprop, ASGD, Lion, LAMB and LARS from their
+papers and the torch.optim / optax documentation they are compared with, each cited at its step),
 deliberately *not* in the algebraically rearranged forms the package's kernels use (e.g.
 Adam here forms ``m̂ = m/(1−β₁ᵗ)`` and ``v̂ = v/(1−β₂ᵗ)`` explicitly). Nothing in this module
 calls fastopt's rules, drivers or functional layer.
@@ -45,6 +45,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "rprop": {"lr": 1e-2, "etas": (0.5, 1.2), "step_sizes": (1e-6, 50.0)},
     "asgd": {"lr": 1e-2, "lambd": 1e-4, "alpha": 0.75, "t0": 1e6},
     "lion": {"lr": 1e-4, "betas": (0.9, 0.99)},
+    "lamb": {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-6},
+    "lars": {"lr": 1.0, "momentum": 0.9, "trust_coefficient": 1e-3, "eps": 0.0},
 }
 
 #: Common hyperparameters every rule has (docs/equations.md, "Common transforms").
@@ -54,7 +56,16 @@ COMMON = {"weight_decay": 0.0, "decoupled_weight_decay": False, "maximize": Fals
 COMMON_OVERRIDES: dict[str, dict[str, Any]] = {
     # Lion's weight decay is decoupled unless asked otherwise (Chen et al. 2023, optax.lion)
     "lion": {"decoupled_weight_decay": True},
+    # LAMB's own decay λw is part of the update whose norm the trust ratio takes (You et al.
+    # 2019, Algorithm 2; optax.lamb)
+    "lamb": {"decoupled_weight_decay": True},
 }
+
+#: Rules whose *decoupled* weight decay is not the common ``w ← w(1 − ηλ)`` but part of the
+#: rule's own update: the step function applies ``hp["weight_decay"]`` itself when
+#: ``hp["decoupled_weight_decay"]``, and the common transforms leave ``w`` alone. (Their
+#: L2 decay, ``g ← g + λw``, is still the common transform's.)
+DECAY_IN_UPDATE = frozenset({"lamb"})
 
 
 def common_defaults(rule: str) -> dict[str, Any]:
@@ -95,6 +106,10 @@ def state_names(rule: str, hp: Mapping[str, Any]) -> tuple[str, ...]:
         return ("ax",)
     if rule == "lion":
         return ("m",)
+    if rule == "lamb":
+        return ("m", "v")
+    if rule == "lars":
+        return ("velocity",)
     return ()
 
 
@@ -344,12 +359,54 @@ def step_lion(w, g, s, t, lr, hp):
     m[...] = b2 * m + (1 - b2) * g
 
 
+def trust_ratio(w: np.ndarray, u: np.ndarray, coefficient: float = 1.0,
+                eps: float = 0.0) -> float:
+    """The layer-wise trust ratio of one parameter array: ``c‖w‖₂ / (‖u‖₂ + ε)``, both norms
+    over the whole array in float64, and 1 where either norm is 0 (the parameters would
+    never move otherwise: optax.scale_by_trust_ratio's safe ratio)."""
+    w_norm = math.sqrt(float(np.sum(np.asarray(w, np.float64) ** 2)))
+    u_norm = math.sqrt(float(np.sum(np.asarray(u, np.float64) ** 2)))
+    if w_norm == 0.0 or u_norm == 0.0:
+        return 1.0
+    return coefficient * w_norm / (u_norm + eps)
+
+
+def step_lamb(w, g, s, t, lr, hp):
+    # You et al. 2019 ("Large Batch Optimization for Deep Learning", Algorithm 2; optax.lamb),
+    # per parameter array (layer):
+    # m_t = β₁ m + (1 − β₁) g;  v_t = β₂ v + (1 − β₂) g²;  m̂ = m_t/(1 − β₁ᵗ);
+    # v̂ = v_t/(1 − β₂ᵗ);  u = m̂/(√v̂ + ε) + λ w;  r = ‖w‖/‖u‖ (1 where either is 0);
+    # w_{t+1} = w_t − η r u.
+    # λ w is LAMB's own (decoupled) decay, here only when decoupled_weight_decay; with L2
+    # decay the common transform has already added λ w to g (DECAY_IN_UPDATE).
+    b1, b2 = hp["betas"]
+    m, v = _moments(g, s, hp["betas"])
+    m_hat = m / (1 - b1**t)
+    v_hat = v / (1 - b2**t)
+    u = m_hat / (np.sqrt(v_hat) + hp["eps"])
+    if hp["decoupled_weight_decay"]:
+        u = u + hp["weight_decay"] * w
+    r = trust_ratio(w, u)
+    w -= lr * r * u
+
+
+def step_lars(w, g, s, t, lr, hp):
+    # You et al. 2017 ("Large Batch Training of Convolutional Networks", Algorithm 1;
+    # optax.lars with nesterov=False), per parameter array (layer):
+    # u = g + λ w (the common L2 decay: already in g);  r = c‖w‖/(‖u‖ + ε) (1 where either
+    # norm is 0);  v_t = μ v_{t−1} + η r u;  w_{t+1} = w_t − v_t.
+    r = trust_ratio(w, g, hp["trust_coefficient"], hp["eps"])
+    velocity = s["velocity"]
+    velocity[...] = hp["momentum"] * velocity + lr * r * g
+    w -= velocity
+
+
 STEPS: dict[str, Callable] = {
     "sgd": step_sgd, "momentum": step_momentum, "nesterov": step_nesterov,
     "adagrad": step_adagrad, "rmsprop": step_rmsprop, "adam": step_adam,
     "nadam": step_nadam, "amsgrad": step_amsgrad, "adamax": step_adamax,
     "adadelta": step_adadelta, "radam": step_radam, "rprop": step_rprop,
-    "asgd": step_asgd, "lion": step_lion,
+    "asgd": step_asgd, "lion": step_lion, "lamb": step_lamb, "lars": step_lars,
 }
 
 
@@ -381,6 +438,19 @@ def resolve_hp(rule: str, **overrides: Any) -> dict[str, Any]:
         raise KeyError(f"{rule} has no hyperparameters {sorted(unknown)}")
     hp.update(overrides)
     return hp
+
+
+def apply_weight_decay(rule: str, w: np.ndarray, g: np.ndarray, lr: float,
+                       hp: Mapping[str, Any]) -> np.ndarray:
+    """The common weight decay (docs/equations.md, step 4) on one array: L2 returns
+    ``g + λw``; decoupled decays ``w ← w(1 − ηλ)`` in place and returns ``g`` — except for
+    the ``DECAY_IN_UPDATE`` rules, whose step applies their decoupled decay itself."""
+    lam = hp["weight_decay"]
+    if not hp["decoupled_weight_decay"]:
+        return g + lam * w
+    if rule not in DECAY_IN_UPDATE:
+        w *= 1 - lr * lam
+    return g
 
 
 class RefOptimizer:
@@ -452,14 +522,11 @@ class RefOptimizer:
                 gs[j] = g + sigma * z.reshape(g.shape)
         for idx, hp in self.groups:
             lr = self.lr_at(hp, t_prime)
-            lam = hp["weight_decay"]
             for j in idx:
                 w, g = self.params[j], gs[j]
-                # 4. weight decay: L2 g ← g + λ w, or decoupled w ← w (1 − η λ)
-                if hp["decoupled_weight_decay"]:
-                    w *= 1 - lr * lam
-                else:
-                    g = g + lam * w
+                # 4. weight decay: L2 g ← g + λ w, or decoupled w ← w (1 − η λ) (or the
+                # rule's own, DECAY_IN_UPDATE)
+                g = apply_weight_decay(self.rule, w, g, lr, hp)
                 STEPS[self.rule](w, g, self.state[j], t, lr, hp)
         self.t = t
 

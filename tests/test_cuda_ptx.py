@@ -110,6 +110,10 @@ def test_every_kernel_compiles(ptx_facts):
             for dt in ("float32", "float64"):
                 assert f"step_{rule}_{opts}_{dt}" in names
                 assert f"tablestep_{rule}_{opts}_{dt}" in names  # the multi-array step
+    for rule in registry().values():
+        if rule.direction is not None:  # a trust-ratio rule's first pass
+            for dt in ("float32", "float64"):
+                assert f"trust_{rule.direction.__name__}_plain_{dt}" in names
     for kernel in ("sumsq", "tablesumsq", "finalize", "fill", "bn_moments_stats",
                    "bn_moments_grads", "bn_forward_channels", "bn_backward_channels",
                    "bn_normalize", "bn_dx"):

@@ -1,5 +1,5 @@
-"""Parity with optax: Lion (Chen et al. 2023; torch.optim has none) and, as a second
-yardstick next to torch, Adam.
+"""Parity with optax: Lion (Chen et al. 2023), LAMB (You et al. 2019) and LARS (You et al.
+2017), which torch.optim has none of, and, as a second yardstick next to torch, Adam.
 
 fastopt and optax step identical initial values with identical (seeded) gradient sequences,
 in float32 and in float64; parameters and state must agree within float tolerance. optax
@@ -226,3 +226,149 @@ def test_adam_matches_optax(kwargs, make_tx, dtype):
     assert_params_close(fo_params, ox_params, dtype)
     assert_state_close(fo, fo_params, state, [("m", "mu"), ("v", "nu")], dtype)
     assert_step_counts(fo, state)
+
+
+# ----------------------------------------------------------------------- LAMB and LARS
+#
+# Both scale each parameter ARRAY's update by a trust ratio of norms over that array (You et
+# al. 2017, 2019: "layer-wise"), which optax.scale_by_trust_ratio computes per leaf: a list
+# of arrays is a list of layers. The single-array layout is one layer.
+
+
+def negated(tree):
+    """``tree`` with every array negated (optax's trace is −velocity: optax.lars scales by
+    −η before its momentum trace, fastopt's velocity accumulates +η r u and is subtracted)."""
+    return jax.tree.map(lambda x: -np.asarray(x), tree)
+
+
+def lamb_l2(lr, weight_decay, b1=0.9, b2=0.999, eps=1e-6):
+    """LAMB with plain L2 decay: g + λw enters the moments and the update has no λw term
+    (fastopt.LAMB(decoupled_weight_decay=False)); optax.lamb's own chain, the decay moved
+    in front of scale_by_adam."""
+    return optax.chain(
+        optax.add_decayed_weights(weight_decay),
+        optax.scale_by_adam(b1=b1, b2=b2, eps=eps, eps_root=0.0),
+        optax.scale_by_trust_ratio(),
+        optax.scale_by_learning_rate(lr),
+    )
+
+
+LAMB_CASES = [
+    # optax.lamb's weight_decay default is not fastopt's 0: always passed explicitly
+    ("lamb", {"lr": 1e-2}, lambda: optax.lamb(1e-2, eps_root=0.0, weight_decay=0.0)),
+    ("lamb-betas-eps", {"lr": 3e-2, "betas": (0.8, 0.99), "eps": 1e-4},
+     lambda: optax.lamb(3e-2, b1=0.8, b2=0.99, eps=1e-4, eps_root=0.0, weight_decay=0.0)),
+    # LAMB's own decay (the default, decoupled): u = m̂/(√v̂ + ε) + λw inside the trust ratio
+    ("lamb-weight-decay", {"lr": 1e-2, "weight_decay": 0.1},
+     lambda: optax.lamb(1e-2, eps_root=0.0, weight_decay=0.1)),
+    ("lamb-weight-decay-betas", {"lr": 2e-2, "betas": (0.85, 0.995), "weight_decay": 1.0},
+     lambda: optax.lamb(2e-2, b1=0.85, b2=0.995, eps_root=0.0, weight_decay=1.0)),
+    ("lamb-l2", {"lr": 1e-2, "weight_decay": 0.1, "decoupled_weight_decay": False},
+     lambda: lamb_l2(1e-2, 0.1)),
+]
+
+
+@pytest.mark.parametrize("layout", ["list", "single"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("kwargs, make_tx", [c[1:] for c in LAMB_CASES],
+                         ids=[c[0] for c in LAMB_CASES])
+def test_lamb_matches_optax(kwargs, make_tx, dtype, layout):
+    fo, fo_params, ox_params, state = run_pair(
+        lambda p: fastopt.LAMB(p, **kwargs), make_tx, dtype=dtype, single=layout == "single")
+    assert_params_close(fo_params, ox_params, dtype)
+    assert_state_close(fo, fo_params, state, [("m", "mu"), ("v", "nu")], dtype)
+    assert_step_counts(fo, state)
+
+
+LARS_CASES = [
+    # optax.lars: add_decayed_weights (all leaves), scale_by_trust_ratio (all leaves),
+    # scale_by_learning_rate, trace(momentum); nesterov=False is fastopt's LARS
+    ("lars", {"lr": 5.0}, lambda: optax.lars(5.0, nesterov=False)),
+    ("lars-trust-momentum", {"lr": 1.0, "trust_coefficient": 2e-2, "momentum": 0.5},
+     lambda: optax.lars(1.0, trust_coefficient=2e-2, momentum=0.5, nesterov=False)),
+    # an ε of the order of ‖u‖ (~5 here), so that it changes the ratio visibly
+    ("lars-eps", {"lr": 2.0, "trust_coefficient": 1e-2, "eps": 3.0},
+     lambda: optax.lars(2.0, trust_coefficient=1e-2, eps=3.0, nesterov=False)),
+    # the common L2 decay, g + λw, is the u whose norm the ratio takes (optax's
+    # add_decayed_weights before scale_by_trust_ratio)
+    ("lars-weight-decay", {"lr": 5.0, "weight_decay": 1e-2},
+     lambda: optax.lars(5.0, weight_decay=1e-2, nesterov=False)),
+    ("lars-weight-decay-eps", {"lr": 0.3, "momentum": 0.8, "trust_coefficient": 0.1,
+                               "eps": 1.0, "weight_decay": 0.3},
+     lambda: optax.lars(0.3, weight_decay=0.3, trust_coefficient=0.1, eps=1.0, momentum=0.8,
+                        nesterov=False)),
+]
+
+
+@pytest.mark.parametrize("layout", ["list", "single"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("kwargs, make_tx", [c[1:] for c in LARS_CASES],
+                         ids=[c[0] for c in LARS_CASES])
+def test_lars_matches_optax(kwargs, make_tx, dtype, layout):
+    fo, fo_params, ox_params, state = run_pair(
+        lambda p: fastopt.LARS(p, **kwargs), make_tx, dtype=dtype, single=layout == "single")
+    assert_params_close(fo_params, ox_params, dtype)
+    assert_state_close(fo, fo_params, negated(state), [("velocity", "trace")], dtype)
+    assert fo.step_count == STEPS  # optax.lars keeps no step count
+
+
+# ------------------------------------------- LAMB and LARS: the trust ratio is per array
+
+#: Two layers whose parameters differ in scale by 10⁴ (gradients of one scale): the
+#: per-array trust ratios ‖w‖/‖u‖ differ by about as much; a single one over both arrays is
+#: about the large array's.
+TWO_SCALES = [((400,), 1e-2), ((30, 20), 1e2)]
+
+
+def two_scale_problem(dtype):
+    shapes = [shape for shape, _ in TWO_SCALES]
+    params, grads, _ = make_problem(shapes, dtype, low=-3.0)
+    params = [(scale * p).astype(dtype) for p, (_, scale) in zip(params, TWO_SCALES, strict=True)]
+    return params, grads
+
+
+def run_optax(make_tx, params0, grads, dtype):
+    """optax's parameters after ``grads``, from ``params0`` (a list of arrays)."""
+    with jax_x64(dtype):
+        tx = make_tx()
+        params = [jnp.asarray(p) for p in params0]
+        state = tx.init(params)
+        for gs in grads:
+            updates, state = tx.update([jnp.asarray(g) for g in gs], state, params)
+            params = optax.apply_updates(params, updates)
+        return [np.asarray(p) for p in params]
+
+
+def run_optax_global(make_tx, params0, grads, dtype):
+    """optax on the arrays concatenated into one: one trust ratio over all of them."""
+    sizes = np.cumsum([p.size for p in params0])[:-1]
+    (flat,) = run_optax(make_tx, [np.concatenate([p.ravel() for p in params0])],
+                        [[np.concatenate([g.ravel() for g in gs])] for gs in grads], dtype)
+    return [part.reshape(p.shape) for part, p in zip(np.split(flat, sizes), params0, strict=True)]
+
+
+@pytest.mark.parametrize("make_fo, make_tx", [
+    (lambda p: fastopt.LAMB(p, lr=1e-2, weight_decay=0.1),
+     lambda: optax.lamb(1e-2, eps_root=0.0, weight_decay=0.1)),
+    (lambda p: fastopt.LARS(p, lr=5.0, trust_coefficient=1e-2, weight_decay=1e-2),
+     lambda: optax.lars(5.0, trust_coefficient=1e-2, weight_decay=1e-2, nesterov=False)),
+], ids=["lamb", "lars"])
+def test_trust_ratio_is_per_array_not_global(make_fo, make_tx):
+    """Negative control: over two arrays of very different scales, fastopt matches optax's
+    per-array (per-leaf) trust ratios and visibly differs from one trust ratio over all the
+    parameters, so the parity above really pins the layer-wise norms."""
+    dtype = np.float64
+    params0, grads = two_scale_problem(dtype)
+    ours = [p.copy() for p in params0]
+    opt = make_fo(ours)
+    for gs in grads:
+        opt.step([g.copy() for g in gs])
+    per_array = run_optax(make_tx, params0, grads, dtype)
+    global_ratio = run_optax_global(make_tx, params0, grads, dtype)
+    assert_params_close(ours, per_array, dtype)
+    # the small array's own ratio is ~10⁴ below the global one (which the large array
+    # dominates): with the global ratio it would have moved orders of magnitude further
+    moved = np.abs(ours[0] - params0[0]).max()
+    assert moved > 0
+    assert np.abs(global_ratio[0] - params0[0]).max() > 100 * moved
+    assert np.abs(ours[0] - global_ratio[0]).max() > 100 * moved

@@ -49,9 +49,13 @@ def test_element_unpacks_the_registrys_names_in_order(name, options):
     state = [s.name for s in rule.state_of(hp)]
     assert (_unpacked(element, "s") or []) == state, (
         f"{element.__name__} must unpack its state as {', '.join(state)} = s")
-    assert _unpacked(element, "h") == list(rule.constants_names), (
-        f"{element.__name__} must unpack its constants as "
-        f"{', '.join(rule.constants_names)} = h")
+    # a trust-ratio rule's step gets each array's ratio after its constants
+    names = list(rule.constants_names) + (["trust_ratio"] if rule.direction else [])
+    assert _unpacked(element, "h") == names, (
+        f"{element.__name__} must unpack its constants as {', '.join(names)} = h")
+    if rule.direction is not None:
+        assert (_unpacked(rule.direction, "s") or []) == state
+        assert _unpacked(rule.direction, "h") == list(rule.constants_names)
     consts = rule.constants(1, 0.1, hp)
     assert isinstance(consts, tuple) and len(consts) == len(rule.constants_names)
     assert all(isinstance(c, (int, float)) for c in consts)
@@ -138,3 +142,33 @@ def test_the_cpu_driver_steps_any_number_of_state_arrays(parallel):
     np.testing.assert_array_equal(p, p0 - 0.5 * g)
     for s in st:
         np.testing.assert_array_equal(s, g)
+
+
+# ------------------------------------------------------------ layer-wise trust ratios
+@pytest.mark.parametrize("name", [n for n, r in registry().items() if r.direction])
+def test_trust_ratio_rules_take_each_arrays_norms_in_every_form(name):
+    """A list, a FlatParams (whose arrays would otherwise step as one run) and the
+    functional call step identically: the ratio is each array's."""
+    rng = np.random.default_rng(3)
+    shapes = {"w": (30, 4), "b": (4,), "v": (50,)}
+    init = {k: rng.standard_normal(s) * (10.0 if k == "b" else 1.0) for k, s in shapes.items()}
+    grads = [{k: rng.standard_normal(s) for k, s in shapes.items()} for _ in range(4)]
+    listed = [init[k].copy() for k in shapes]
+    by_list = getattr(fastopt, name)(listed, weight_decay=0.01)
+    flat = fastopt.FlatParams(shapes, dtype=np.float64)
+    for k in shapes:
+        flat[k] = init[k]
+    by_flat = getattr(fastopt, name)(flat, weight_decay=0.01)
+    rule = registry()[name]
+    fn_params = [init[k].copy() for k in shapes]
+    fn_state = [[np.zeros(s) for _ in rule.state] for s in shapes.values()]
+    for t, g in enumerate(grads, 1):
+        by_list.step([g[k] for k in shapes])
+        for k in shapes:
+            flat.grads[k][...] = g[k]
+        by_flat.step()
+        getattr(F, rule.function)(fn_params, [g[k] for k in shapes],
+                                  *zip(*fn_state, strict=True), t, weight_decay=0.01)
+    for j, k in enumerate(shapes):
+        assert listed[j].tobytes() == flat[k].tobytes(), k
+        assert listed[j].tobytes() == fn_params[j].tobytes(), k

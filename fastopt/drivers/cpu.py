@@ -39,6 +39,7 @@ from ..rules.transforms import (
     norm_scale,
     reported,
     transformed,
+    trust_accumulator,
 )
 from . import _state as _state_module
 from ._state import as_dtype_of, gather, noise_args, scatter
@@ -73,6 +74,37 @@ def _step_loop(p, g, st, h, scale, wd, decay, noise):
                         np.uint64(i))
         p[i] = pi
         scatter(st, i, s)
+
+
+def TRUST(p, g, s, h, scale, wd, decay, noise, index, sum_p, sum_u):  # noqa: N802
+    raise NotImplementedError  # placeholder, bound to rules.transforms.trust_accumulator
+
+
+def _trust_loop(p, g, st, h, scale, wd, decay, noise, partials):
+    """A trust-ratio rule's first pass: each element's direction u and state after the
+    step (written), and ``(Σ w², Σ u²)`` in float64 over fixed blocks, combined in block
+    order (``partials``: 2 per block)."""
+    h_ = as_dtype_of(h, p)
+    scale_ = as_dtype_of(scale, p)
+    wd_ = as_dtype_of(wd, p)
+    decay_ = as_dtype_of(decay, p)
+    noise_ = noise_args(noise, p)
+    nblocks = partials.size // 2
+    for b in prange(nblocks):
+        sp = 0.0
+        su = 0.0
+        for i in range(b * BLOCK, min(b * BLOCK + BLOCK, p.size)):
+            s, sp, su = TRUST(p[i], g[i], gather(st, i), h_, scale_, wd_, decay_, noise_,
+                              np.uint64(i), sp, su)
+            scatter(st, i, s)
+        partials[2 * b] = sp
+        partials[2 * b + 1] = su
+    total_p = 0.0
+    total_u = 0.0
+    for b in range(nblocks):
+        total_p += partials[2 * b]
+        total_u += partials[2 * b + 1]
+    return total_p, total_u
 
 
 def _sumsq_loop(x, partials):
@@ -131,24 +163,31 @@ def _tag() -> str:
     return source_tag(rules, philox, _state_module)
 
 
+def _compiled(template: Callable, name: str, parallel: bool, **binds: Callable) -> Callable:
+    """``template`` with ``binds`` compiled for the CPU, serial or parallel, named
+    ``<name>_<serial|parallel>_<source tag>`` (what the disk cache is keyed on)."""
+    mode = "parallel" if parallel else "serial"
+    return cpu_jit(bind(template, f"{name}_{mode}_{_tag()}", **binds), parallel=parallel)
+
+
 @cache
 def step_kernel(rule: Callable, parallel: bool) -> Callable:
     """The compiled step loop for ``rule`` (compiled on first call, then cached on disk)."""
-    mode = "parallel" if parallel else "serial"
-    fn = bind(
-        _step_loop,
-        f"step_{rule.__name__}_{mode}_{_tag()}",
-        ELEMENT=compile_tree(transformed(rule), device_function),
-    )
-    return cpu_jit(fn, parallel=parallel)
+    return _compiled(_step_loop, f"step_{rule.__name__}", parallel,
+                     ELEMENT=compile_tree(transformed(rule), device_function))
+
+
+@cache
+def trust_kernel(direction: Callable, parallel: bool) -> Callable:
+    """The compiled first pass of a trust-ratio rule (:func:`_trust_loop`)."""
+    return _compiled(_trust_loop, f"trust_{direction.__name__}", parallel,
+                     TRUST=compile_tree(trust_accumulator(direction), device_function))
 
 
 @cache
 def sumsq_kernel(parallel: bool) -> Callable:
-    mode = "parallel" if parallel else "serial"
-    return cpu_jit(bind(_sumsq_loop, f"sumsq_{mode}_{_tag()}",
-                        REPORTED=device_function(reported),
-                        FLAGS_OF=device_function(flags_of)), parallel=parallel)
+    return _compiled(_sumsq_loop, "sumsq", parallel, REPORTED=device_function(reported),
+                     FLAGS_OF=device_function(flags_of))
 
 
 def step_bytes(p: np.ndarray, n_state: int) -> int:
@@ -171,6 +210,20 @@ def step(rule, p, g, state, consts, scale, wd, decay, noise) -> None:
         return
     parallel.run(parallel.choice_for((rule, p.size, p.dtype.char)), step_kernel(rule, False),
                  step_kernel(rule, True), args, nbytes)
+
+
+def trust_sums(direction, p, g, state, consts, scale, wd, decay, noise) -> tuple[float, float]:
+    """The first pass of a trust-ratio rule over 1-D arrays (scalars as :func:`step`):
+    the state after the step is written; returns ``(Σ w², Σ u²)`` in float64, with the
+    same bits at any thread count."""
+    partials = np.empty(2 * blocks(p.size), np.float64)
+    args = (p, g, state, consts, scale, wd, decay, noise, partials)
+    nbytes = step_bytes(p, len(state))
+    if nbytes < parallel.PARALLEL_MIN_BYTES:
+        return trust_kernel(direction, False)(*args)
+    return parallel.run(parallel.choice_for(("trust", direction, p.size, p.dtype.char)),
+                        trust_kernel(direction, False), trust_kernel(direction, True), args,
+                        nbytes)
 
 
 def blocks(n: int) -> int:

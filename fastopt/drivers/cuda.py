@@ -43,6 +43,7 @@ from ..rules.transforms import (
     norm_scale,
     reported,
     transformed,
+    trust_accumulator,
 )
 from ._state import as_dtype_of, gather, noise_args, scatter
 from .cuda_pointers import gather_at, load_at, row, scatter_at, store_at
@@ -293,6 +294,34 @@ def _sumsq_kernel(x, partials, first):
     BLOCK_PARTIAL(t, acc, bad, partials, first + b)
 
 
+def TRUST(p, g, s, h, scale, wd, decay, noise, index, sum_p, sum_u):  # noqa: N802
+    raise NotImplementedError  # placeholder, bound to rules.transforms.trust_accumulator
+
+
+def _trust_kernel(p, g, st, h, scale, dscale, wd, decay, noise, partials):
+    """A trust-ratio rule's first pass: block ``b`` (``BLOCK`` elements) writes each
+    element's state after the step, and ``partials[2b] = Σ w²``, ``partials[2b + 1] =
+    Σ u²`` in float64, summed in a fixed order."""
+    h_, scale_, wd_, decay_, noise_ = SCALARS(p, h, scale, dscale, wd, decay, noise)
+    b = cuda.blockIdx.x
+    t = cuda.threadIdx.x
+    acc_p = 0.0
+    acc_u = 0.0
+    j = b * BLOCK + t
+    hi = min(b * BLOCK + BLOCK, p.size)
+    while j < hi:
+        s, acc_p, acc_u = TRUST(p[j], g[j], gather(st, j), h_, scale_, wd_, decay_, noise_,
+                                np.uint64(j), acc_p, acc_u)
+        scatter(st, j, s)
+        j += TPB
+    total_p, _ = BLOCK_SUM(t, acc_p, 0)
+    cuda.syncthreads()  # the shared sums are read before the second sum reuses them
+    total_u, _ = BLOCK_SUM(t, acc_u, 0)
+    if t == 0:
+        partials[2 * b] = total_p
+        partials[2 * b + 1] = total_u
+
+
 def _table_sumsq_kernel(table, nchunks, proto, partials, first):
     """``partials[first + c] = Σ g²`` over chunk ``c`` of the gradients in ``table`` (NaN
     if it holds a NaN/Inf): the reduction of :func:`_sumsq_kernel` for a list of arrays
@@ -348,6 +377,14 @@ def table_step_kernel(rule: Callable) -> Callable:
 
 
 @cache
+def trust_kernel(direction: Callable) -> Callable:
+    return kernel(bind(_trust_kernel, f"cuda_trust_{direction.__name__}",
+                       TRUST=compile_tree(trust_accumulator(direction), _device),
+                       SCALARS=_device_functions()["SCALARS"],
+                       BLOCK_SUM=_device(_block_sum)))
+
+
+@cache
 def _device_functions() -> dict[str, Callable]:
     return {"SCALARS": _device(_scalars), "CHUNK_OF": _device(_chunk_of)}
 
@@ -397,6 +434,26 @@ def step(rule, p, g, state, consts, scale, wd, decay, noise, stream=None, dscale
     launcher(step_kernel(rule), grid(p.size), stream)(
         p, g, state, consts, scale, dscale, wd, decay, noise
     )
+
+
+def trust_sums(direction, p, g, state, consts, scale, wd, decay, noise, stream=None,
+               dscale=None) -> tuple[float, float]:
+    """A trust-ratio rule's first pass over 1-D device arrays: the state written, and
+    ``(Σ w², Σ u²)`` read back (the step waits for it), summed over the blocks in order."""
+    stream = 0 if stream is None else stream
+    nb = blocks(p.size)
+    partials = cuda.device_array(2 * nb, np.float64, stream=stream)
+    launcher(trust_kernel(direction), nb, stream)(
+        p, g, state, consts, scale, dscale, wd, decay, noise, partials)
+    host = partials.copy_to_host(stream=stream)
+    if stream != 0:
+        stream.synchronize()
+    total_p = 0.0
+    total_u = 0.0
+    for b in range(nb):
+        total_p += float(host[2 * b])
+        total_u += float(host[2 * b + 1])
+    return total_p, total_u
 
 
 class ArrayTable:

@@ -79,6 +79,12 @@ class HostDriver(Driver, Protocol):
                      skip_nonfinite: bool) -> tuple[bool, float]:
         """``(skip, clip factor)`` from the gradients' global norm."""
 
+    def trust_sums(self, direction: Callable, p: Any, g: Any, state: tuple, consts: tuple,
+                   scale: float | None, wd: float | None, decay: float | None,
+                   noise: tuple | None) -> tuple[float, float]:
+        """A trust-ratio rule's first pass (``Rule.direction``): the state written,
+        ``(Σ w², Σ u²)`` returned, deterministic."""
+
 
 class DeviceDriver(Driver, Protocol):
     """A driver over GPU memory (``drivers.cuda``): launches go to ``stream``."""
@@ -92,6 +98,12 @@ class DeviceDriver(Driver, Protocol):
              noise: tuple | None, stream: Any = None, dscale: Any = None) -> None:
         """One fused step of ``rule``; ``dscale``: a one-element device array holding the
         clip factor, read by the kernel (no host round trip)."""
+
+    def trust_sums(self, direction: Callable, p: Any, g: Any, state: tuple, consts: tuple,
+                   scale: float | None, wd: float | None, decay: float | None,
+                   noise: tuple | None, stream: Any = None,
+                   dscale: Any = None) -> tuple[float, float]:
+        """A trust-ratio rule's first pass; reads the two sums back (synchronises)."""
 
     def step_table(self, rule: Callable, table: Any, gs: Sequence[Any], consts: tuple,
                    scale: float | None, wd: float | None, decay: float | None,

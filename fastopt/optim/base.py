@@ -113,6 +113,15 @@ class Optimizer:
         """The element rule (``fastopt.rules``) this group's options select."""
         raise NotImplementedError
 
+    def _transform_decay(self, group: dict[str, Any]) -> tuple[float, bool]:
+        """``(weight_decay, decoupled)`` for the common transforms."""
+        return group["weight_decay"], group["decoupled_weight_decay"]
+
+    def _trust(self, group: dict[str, Any]) -> Any:
+        """A trust-ratio rule's ``(direction, (‖w‖, ‖u‖) -> r)`` for this group, or None
+        (``functional.launch``)."""
+        return None
+
     def _constants(
         self, t: int, lr: float, group: dict[str, Any], group_state: dict[str, float]
     ) -> tuple[tuple[float, ...], dict[str, float]]:
@@ -204,7 +213,8 @@ class Optimizer:
         self._be = backend_of([flat.data])
         self._origin = self._be.origin(flat.data)
         self._layout_size = flat.data.size
-        # Arrays that follow each other in the buffer and share a group form one run.
+        # Arrays that follow each other in the buffer and share a group form one run (but
+        # each array is its own under a trust-ratio rule: its norms are the array's).
         runs: list[list[int]] = []  # [lo, hi, group]
         previous = None
         for name in flat.names:
@@ -212,7 +222,7 @@ class Optimizer:
                 continue
             k = owner.get(name)
             lo, hi = flat.offset(name), flat.offset(name) + flat.size_of(name)
-            if k is not None and k == previous:
+            if k is not None and k == previous and self._trust(self.param_groups[k]) is None:
                 runs[-1][1] = hi
             elif k is not None:
                 runs.append([lo, hi, k])
@@ -316,16 +326,21 @@ class Optimizer:
         # generic launch, an Adam step over 1e3 values took 109 us here right after a
         # sweep, 84 us this way (the kernel called alone: 20-38 us). A segment big enough
         # for threads to pay has a parallel kernel too, and a Choice between the two.
+        # (A trust-ratio rule's group takes two passes per array: through launch.)
         self._host_kernels = None if self._be is not cpu else [
+            None if self._trust(group) is not None else
             [self._host_segment(rule, p, st, off, i)
              for i, p, st, off in zip(ids, ps, sts, offs, strict=True)]
-            for rule, ids, _, ps, sts, offs in self._group_arrays
+            for group, (rule, ids, _, ps, sts, offs) in zip(self.param_groups,
+                                                             self._group_arrays, strict=True)
         ]
         # On a GPU, a group of several arrays steps in one launch through a table of
         # their addresses, made once here.
         self._tables = [
-            self._be.ArrayTable(ps, sts, offs) if len(ps) > 1 and self._be.ON_DEVICE else None
-            for _, _, _, ps, sts, offs in self._group_arrays
+            self._be.ArrayTable(ps, sts, offs)
+            if len(ps) > 1 and self._be.ON_DEVICE and self._trust(group) is None else None
+            for group, (_, _, _, ps, sts, offs) in zip(self.param_groups, self._group_arrays,
+                                                       strict=True)
         ]
         self._tables_only = all(t is not None or not ids for t, (_, ids, *_) in
                                 zip(self._tables, self._group_arrays, strict=True))
@@ -493,15 +508,16 @@ class Optimizer:
             if not seg_ids:
                 continue
             group = self.param_groups[k]
-            if host is None:
+            weight_decay, decoupled = self._transform_decay(group)
+            if host is None or host[k] is None:
                 launch(self._be, rule, ps, gs if every else [gs[i] for i in seg_ids], states,
-                       offsets, consts[k], t, lrs[k], group["weight_decay"],
-                       group["decoupled_weight_decay"], group["maximize"], scale, dscale,
-                       self.grad_noise, stream, self._tables[k])
+                       offsets, consts[k], t, lrs[k], weight_decay, decoupled,
+                       group["maximize"], scale, dscale, self.grad_noise, stream,
+                       self._tables[k], self._trust(group))
                 continue
             h, sc, wd, decay, nz = step_scalars(
-                consts[k], t, lrs[k], group["weight_decay"], group["decoupled_weight_decay"],
-                group["maximize"], scale, None, self.grad_noise)
+                consts[k], t, lrs[k], weight_decay, decoupled, group["maximize"], scale, None,
+                self.grad_noise)
             for serial, par, choice, nbytes, p, st, off, i in host[k]:
                 args = (p, gs[i], st, h, sc, wd, decay, noise_at(nz, off))
                 if par is None:
@@ -705,17 +721,31 @@ class Optimizer:
             group = self.param_groups[k]
             lr = lr_at(group["lr"], 0)
             consts, _ = self._constants(1, lr, group, self._group_state[k])
-            has_parallel = any(par is not None for _, par, *_ in self._host_kernels[k])
+            trust = self._trust(group)
+            host = self._host_kernels[k]
+            has_parallel = (any(cpu.step_bytes(seg, len(sts[0])) >= parallel.PARALLEL_MIN_BYTES
+                                for seg in self._group_arrays[k][3])
+                            if host is None else any(par is not None for _, par, *_ in host))
             use = has_parallel if parallel_kernels is None else parallel_kernels
             modes = (False, True) if threads and use else (False,)
             any_parallel |= len(modes) == 2
+            weight_decay, decoupled = self._transform_decay(group)
             for grad_scale in ((1.0, 0.5) if self.clip_norm is not None else (1.0,)):
                 h, sc, wd, decay, nz = step_scalars(
-                    consts, 1, lr, group["weight_decay"], group["decoupled_weight_decay"],
-                    group["maximize"], grad_scale, None, self.grad_noise)
-                args = (scratch(), scratch(), tuple(scratch() for _ in sts[0]), h, sc, wd,
-                        decay, noise_at(nz, 0))
-                calls += [(cpu.step_kernel(rule, mode), args) for mode in modes]
+                    consts, 1, lr, weight_decay, decoupled, group["maximize"], grad_scale,
+                    None, self.grad_noise)
+                tail = (sc, wd, decay, noise_at(nz, 0))
+                state = tuple(scratch() for _ in sts[0])
+                if trust is None:
+                    args = (scratch(), scratch(), state, h, *tail)
+                    calls += [(cpu.step_kernel(rule, mode), args) for mode in modes]
+                    continue
+                # a trust-ratio rule: its first pass, then the step with the ratio
+                calls += [(cpu.trust_kernel(trust[0], mode),
+                           (scratch(), scratch(), state, h, *tail, np.empty(2)))
+                          for mode in modes]
+                calls += [(cpu.step_kernel(rule, mode),
+                           (scratch(), scratch(), state, (*h, 1.0), *tail)) for mode in modes]
         if self.clip_norm is not None or self.skip_nonfinite:
             for mode in ((False, True) if any_parallel else (False,)):
                 calls.append((cpu.sumsq_kernel(mode), (scratch(), np.empty(1))))

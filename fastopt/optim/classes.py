@@ -45,6 +45,15 @@ class RuleOptimizer(Optimizer):
     def _rule(self, group: Mapping[str, Any]) -> Callable:
         return self.RULE.element_for(group)
 
+    def _transform_decay(self, group: Mapping[str, Any]) -> tuple[float, bool]:
+        return self.RULE.transform_decay(group)
+
+    def _trust(self, group: Mapping[str, Any]) -> Any:
+        rule = self.RULE
+        if rule.direction is None:
+            return None
+        return rule.direction, lambda pn, un: rule.trust_ratio(pn, un, group)
+
     def _constants(self, t: int, lr: float, group: Mapping[str, Any],
                    group_state: dict[str, float]) -> tuple[tuple[float, ...], dict[str, float]]:
         rule = self.RULE

@@ -153,6 +153,17 @@ class Rule:
     #: Option sets that, between them, select every element variant and state layout
     #: (for the tests, the PTX check and precompiling).
     variants: tuple[Mapping[str, Any], ...] = ({},)
+    #: A layer-wise trust-ratio rule (LAMB, LARS) takes two passes over each array: the
+    #: first runs ``direction`` ``(p, g, s, h) -> (u, s)``, writes the state it returns
+    #: and sums ``w²`` and ``u²`` over the array (float64, fixed blocks); the host makes
+    #: the array's ratio ``trust_ratio(‖w‖, ‖u‖, hp)``; the second runs :attr:`element`
+    #: with the ratio appended to its constants (it unpacks ``..., trust_ratio = h``).
+    direction: Callable | None = None
+    trust_ratio: Callable[[float, float, Mapping[str, Any]], float] | None = None
+    #: With ``decoupled_weight_decay``, the rule applies ``weight_decay`` itself, inside its
+    #: update (LAMB's ``u + λw``), instead of the common ``w ← w(1 − ηλ)``: the constants
+    #: read it from ``hp``.
+    decay_in_update: bool = False
     torch: Counterpart | None = None
     optax: Counterpart | None = None
     #: A learning rate that trains the demo's network well with this rule, and one that
@@ -196,6 +207,13 @@ class Rule:
         """The element function these hyperparameters select."""
         return self.element if self.variant is None else self.variant(hp)
 
+    def transform_decay(self, hp: Mapping[str, Any]) -> tuple[float, bool]:
+        """``(weight_decay, decoupled)`` for the common transforms: ``(0, False)`` where
+        the rule applies its decoupled decay itself (:attr:`decay_in_update`)."""
+        if self.decay_in_update and hp["decoupled_weight_decay"]:
+            return 0.0, False
+        return hp["weight_decay"], hp["decoupled_weight_decay"]
+
     def initial_value(self, state: State, hp: Mapping[str, Any], lr: float) -> float:
         """The value ``state`` starts at for a group with hyperparameters ``hp`` (``lr``:
         the group's learning rate at the first step)."""
@@ -211,6 +229,9 @@ class Rule:
             raise ValueError(f"rule {self.name}: hyperparameter names repeat")
         if self.hyperparameters[0].check is not check_hp_lr:
             raise ValueError(f"rule {self.name}: lr must be checked by check_hp_lr")
+        if (self.direction is None) != (self.trust_ratio is None):
+            raise ValueError(f"rule {self.name}: a trust-ratio rule needs direction and "
+                             "trust_ratio both")
 
 
 _NAMESPACE: dict[str, Any] = {
@@ -232,6 +253,12 @@ def hyperparameter_doc(hps: tuple[Hyper, ...]) -> str:
     """A numpydoc ``Parameters`` body for ``hps``."""
     return "\n".join(f"{h.name} : {h.annotation}, default {h.default!r}\n"
                      f"    {h.doc}" for h in hps)
+
+
+def safe_trust_ratio(param_norm: float, update_norm: float, ratio: float) -> float:
+    """``ratio``, or 1 where either norm is 0 (optax's ``scale_by_trust_ratio``): a zero
+    parameter array (biases at their start) or a zero update keeps the plain step."""
+    return 1.0 if param_norm == 0.0 or update_norm == 0.0 else ratio
 
 
 def _discover() -> dict[str, Rule]:
