@@ -34,11 +34,14 @@ def _registered() -> dict:
             element = rule.element_for(hp)
             consts = rule.constants(1, 0.1, hp)
             out[element.__name__] = (element, len(rule.state_of(hp)),
-                                     consts + ((1.0,) if rule.direction else ()))
+                                     consts + ((1.0,) if rule.direction else ()), rule.spec)
     return out
 
 
-RULES = _registered()  # element name -> (element, state arrays, constants for one step)
+#: element name -> (element, state arrays, constants for one step, whether a spec rule:
+#: the multi-array table kernel, whose element code is the step kernel's, is compiled for
+#: those, which cover every state count)
+RULES = _registered()
 #: The trust-ratio rules' first passes: direction name -> (direction, state arrays, constants)
 TRUST = {rule.direction.__name__: (rule.direction, len(rule.state),
                                    rule.constants(1, 0.1, {**rule.defaults}))
@@ -250,7 +253,7 @@ def main() -> None:
     for dtype in (np.float32, np.float64):
         dt = np.dtype(dtype).type
         a = np.zeros(8, dtype)
-        for rname, (rule, nstate, consts) in RULES.items():
+        for rname, (rule, nstate, consts, spec) in RULES.items():
             fn = driver.step_kernel(rule).py_func
             st = tuple(np.zeros(8, dtype) for _ in range(nstate))
             h = tuple(float(c) for c in consts)  # as the functional layer passes them
@@ -264,8 +267,9 @@ def main() -> None:
             }.items():
                 compile_one(f"step_{rname}_{opts}_{dt.__name__}", fn,
                             (a, a, st, h, 1.0, dscale, wd, 1.0, nz), out)
-                compile_one(f"tablestep_{rname}_{opts}_{dt.__name__}", table_fn,
-                            (table, 5, cols, a, h, 1.0, dscale, wd, 1.0, nz), out)
+                if spec:
+                    compile_one(f"tablestep_{rname}_{opts}_{dt.__name__}", table_fn,
+                                (table, 5, cols, a, h, 1.0, dscale, wd, 1.0, nz), out)
         for dname, (direction, nstate, consts) in TRUST.items():
             st = tuple(np.zeros(8, dtype) for _ in range(nstate))
             h = tuple(float(c) for c in consts)
