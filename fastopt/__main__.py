@@ -53,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--quick", action="store_true", help="3 epochs, SGD and Adam only")
     comp = sub.add_parser("compile", help="load or compile ahead of a run the kernels it will "
                                           "use (kept in Numba's disk cache)")
-    comp.add_argument("--rules", nargs="+", default=None, help="rules (default: all eight)")
+    comp.add_argument("--rules", nargs="+", default=None,
+                      help="rules (default: every registered rule)")
     comp.add_argument("--dtypes", nargs="+", default=["float32"],
                       choices=["float32", "float64"], help="default float32")
     comp.add_argument("--clip", action="store_true", help="steps with clip_norm")
@@ -123,7 +124,7 @@ def _compile(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     from .noise import GradientNoise
     from .precompile import precompile
 
-    names = ["SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "Adam", "Nadam", "AMSGrad"]
+    names = list(optim.RULE_NAMES)
     rules = args.rules or names
     unknown = [r for r in rules if r not in names]
     if unknown:

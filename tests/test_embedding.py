@@ -143,7 +143,7 @@ def test_compile_command(capsys):
 
     assert main(["compile", "--rules", "SGD", "Nesterov", "--clip", "--dtypes", "float64"]) == 0
     assert "kernel versions ready" in capsys.readouterr().out
-    for args, message in ((["--rules", "Lion"], "unknown rule"),
+    for args, message in ((["--rules", "Adamux"], "unknown rule"),
                           (["--weight-decay", "--decoupled"], "pick one")):
         with pytest.raises(SystemExit):
             main(["compile", *args])
