@@ -12,13 +12,13 @@ calls of a float64 run and restored afterwards (``jax_x64``), so no other test s
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import pytest
+from layout import fastopt_state
 
 import fastopt
-from fastopt.flat import ALIGNMENT
 
 optax = pytest.importorskip("optax")
 jax = pytest.importorskip("jax")
@@ -87,21 +87,6 @@ def make_problem(shapes, dtype, *, steps=STEPS, seed=0, low=-9.0, lion_betas=Non
             step.append(g)
         grads.append(step)
     return params, grads, scales
-
-
-def fastopt_state(opt: fastopt.Optimizer, arrays: Sequence[np.ndarray], name: str):
-    """The state buffer ``name`` split back into one array per parameter.
-
-    ``state_dict()`` holds one buffer over the optimizer's layout, where each array starts
-    on an ``ALIGNMENT``-byte boundary."""
-    buf = opt.state_dict()[f"state.{name}"]
-    out, offset = [], 0
-    for a in arrays:
-        out.append(buf[offset : offset + a.size].reshape(a.shape))
-        step = ALIGNMENT // a.dtype.itemsize
-        offset += -(-a.size // step) * step
-    assert buf.size == offset, "the optimizer's state layout is not the one this test expects"
-    return out
 
 
 def run_pair(make_fo: Callable, make_tx: Callable, *, dtype, single=False, **problem):

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
+from layout import fastopt_state
 
 import fastopt
-from fastopt.flat import ALIGNMENT
 from fastopt.schedules import Cosine, Exponential, LinearWarmup, Step
 
 torch = pytest.importorskip("torch")
@@ -49,21 +49,6 @@ def make_problem(shapes, dtype, steps=STEPS, seed=0, grad_factors=None):
         grads.append([(f * sc * rng.standard_normal(s)).astype(dtype)
                       for s, sc in zip(shapes, scales, strict=True)])
     return params, grads
-
-
-def fastopt_state(opt: fastopt.Optimizer, arrays: Sequence[np.ndarray], name: str):
-    """The state buffer ``name`` split back into one array per parameter.
-
-    ``state_dict()`` holds one buffer over the optimizer's layout, where each array starts
-    on an ``ALIGNMENT``-byte boundary."""
-    buf = opt.state_dict()[f"state.{name}"]
-    out, offset = [], 0
-    for a in arrays:
-        out.append(buf[offset : offset + a.size].reshape(a.shape))
-        step = ALIGNMENT // a.dtype.itemsize
-        offset += -(-a.size // step) * step
-    assert buf.size == offset, "the optimizer's state layout is not the one this test expects"
-    return out
 
 
 @contextlib.contextmanager
