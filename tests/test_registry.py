@@ -172,3 +172,40 @@ def test_trust_ratio_rules_take_each_arrays_norms_in_every_form(name):
     for j, k in enumerate(shapes):
         assert listed[j].tobytes() == flat[k].tobytes(), k
         assert listed[j].tobytes() == fn_params[j].tobytes(), k
+
+
+BAD_HYPERPARAMETERS = [
+    ("Rprop", {"etas": (1.2, 0.5)}, "0 < eta_minus < 1 < eta_plus"),
+    ("Rprop", {"etas": 0.5}, "etas must be a pair (eta_minus, eta_plus)"),
+    ("Rprop", {"step_sizes": (1.0, 0.1)}, "min <= max"),
+    ("Adadelta", {"rho": 1.0}, "rho must be in [0, 1)"),
+    ("ASGD", {"t0": -1.0}, "t0 must be finite and >= 0"),
+    ("ASGD", {"alpha": float("nan")}, "alpha must not be NaN"),
+    ("Lion", {"betas": (0.9, 1.5)}, "betas[1] must be in [0, 1)"),
+    ("LARS", {"trust_coefficient": -1e-3}, "trust_coefficient must be finite and >= 0"),
+    ("LAMB", {"eps": float("inf")}, "eps must be finite and >= 0"),
+    ("Adamax", {"betas": (1.0, 0.9)}, "betas[0] must be in [0, 1)"),
+]
+
+
+@pytest.mark.parametrize(("name", "kw", "message"), BAD_HYPERPARAMETERS,
+                         ids=[f"{n}-{next(iter(k))}" for n, k, _ in BAD_HYPERPARAMETERS])
+def test_new_rules_refuse_bad_hyperparameters_everywhere_before_anything_changes(
+        name, kw, message):
+    import re
+
+    rule = registry()[name]
+    p = np.ones(8)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        getattr(fastopt, name)(p, **kw)
+    opt = getattr(fastopt, name)(p)
+    opt.step(np.ones(8))
+    before = p.copy(), opt.state_dict()["param_groups"]
+    opt.param_groups[0].update(kw)  # edited between steps: checked at the next step
+    with pytest.raises(ValueError, match=re.escape(message)):
+        opt.step(np.ones(8))
+    assert p.tobytes() == before[0].tobytes()
+    state = [np.zeros(8) for _ in rule.state]
+    with pytest.raises(ValueError, match=re.escape(message)):
+        getattr(F, rule.function)(p, np.ones(8), *state, 1, **kw)
+    assert p.tobytes() == before[0].tobytes() and not any(s.any() for s in state)
