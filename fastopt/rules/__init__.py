@@ -9,6 +9,10 @@ kernels (see ``fastopt._jit``).
 
 Only arithmetic between values of the parameter's dtype appears here: numba would promote
 a float32 expression containing a Python float or int literal to float64.
+
+Each rule module ends with its registry entry (``RULE``); :mod:`.registry` finds them all,
+so a new rule needs no line here. The names below re-export the spec's rules and their
+constants for scripts that call the kernels directly (the bench's yardsticks).
 """
 
 from .adagrad import adagrad, adagrad_constants
