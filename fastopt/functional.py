@@ -304,7 +304,7 @@ def _step(rule: Rule, p: Arrays, g: Arrays, states: tuple, hp: dict[str, Any],
               for name, value in hp.items()}
         group = {s.name: s.check(s.name, group[s.name]) for s in rule.group_state}
     kept = rule.state_of(hp)
-    if len(kept) == len(states):
+    if len(kept) == len(states) and all(a is not None for a in states):
         arrays = states
     else:
         arrays = tuple(states[rule.state.index(s)] for s in kept)

@@ -773,6 +773,8 @@ def test_functional_other_rules_refuse_before_writing():
          "rmsprop(centered=True) needs the grad_avg state array"),
         (lambda: F.rmsprop(p, g, v, 1, 0.1, momentum=0.9),
          "rmsprop(momentum > 0) needs the momentum_buffer state array"),
+        (lambda: F.rmsprop(p, g, v, 1, 0.1, centered=True, momentum=0.9, momentum_buffer=m),
+         "rmsprop(centered=True) needs the grad_avg state array"),
         (lambda: F.nadam(p, g, m, v, 1, momentum_decay=-1.0), "momentum_decay must be finite"),
         (lambda: F.nadam(p, g, m, v[:8].copy(), 1), "state array 1 has shape (8,)"),
         (lambda: F.amsgrad(p, g, m, v, g, 1), "state array 2 overlaps p or g"),
