@@ -41,6 +41,16 @@ def _scatter(st, i, s):
     return unrolled(len(st), "st, i, s", "pass{items}", "; st[{k}][i] = s[{k}]")
 
 
+def state_slice(st, lo, hi):
+    """``(st[0][lo:hi], st[1][lo:hi], ...)``: views of a block of each state array."""
+    return tuple(a[lo:hi] for a in st)
+
+
+@overload(state_slice, inline="always")
+def _state_slice(st, lo, hi):
+    return unrolled(len(st), "st, lo, hi", "return ({items})", "st[{k}][lo:hi], ")
+
+
 # ------------------------------------------------------------------- per-call scalars
 # A kernel takes its per-step scalars as Python floats and ints, which Numba's dispatcher
 # types in its fast C path (NumPy scalars cost it about 0.3 µs each), and converts them

@@ -43,7 +43,7 @@ from ..rules.transforms import (
     norm_scale,
     reported,
     transformed,
-    trust_accumulator,
+    trust_direction,
 )
 from ._state import as_dtype_of, gather, noise_args, scatter
 from .cuda_pointers import gather_at, load_at, row, scatter_at, store_at
@@ -294,8 +294,8 @@ def _sumsq_kernel(x, partials, first):
     BLOCK_PARTIAL(t, acc, bad, partials, first + b)
 
 
-def TRUST(p, g, s, h, scale, wd, decay, noise, index, sum_p, sum_u):  # noqa: N802
-    raise NotImplementedError  # placeholder, bound to rules.transforms.trust_accumulator
+def TRUST(p, g, s, h, scale, wd, decay, noise, index):  # noqa: N802 - placeholder
+    raise NotImplementedError  # bound to rules.transforms.trust_direction(rule.direction)
 
 
 def _trust_kernel(p, g, st, h, scale, dscale, wd, decay, noise, partials):
@@ -310,9 +310,13 @@ def _trust_kernel(p, g, st, h, scale, dscale, wd, decay, noise, partials):
     j = b * BLOCK + t
     hi = min(b * BLOCK + BLOCK, p.size)
     while j < hi:
-        s, acc_p, acc_u = TRUST(p[j], g[j], gather(st, j), h_, scale_, wd_, decay_, noise_,
-                                np.uint64(j), acc_p, acc_u)
+        w, u, s = TRUST(p[j], g[j], gather(st, j), h_, scale_, wd_, decay_, noise_,
+                        np.uint64(j))
         scatter(st, j, s)
+        w64 = np.float64(w)
+        u64 = np.float64(u)
+        acc_p += w64 * w64
+        acc_u += u64 * u64
         j += TPB
     total_p, _ = BLOCK_SUM(t, acc_p, 0)
     cuda.syncthreads()  # the shared sums are read before the second sum reuses them
@@ -379,7 +383,7 @@ def table_step_kernel(rule: Callable) -> Callable:
 @cache
 def trust_kernel(direction: Callable) -> Callable:
     return kernel(bind(_trust_kernel, f"cuda_trust_{direction.__name__}",
-                       TRUST=compile_tree(trust_accumulator(direction), _device),
+                       TRUST=compile_tree(trust_direction(direction), _device),
                        SCALARS=_device_functions()["SCALARS"],
                        BLOCK_SUM=_device(_block_sum)))
 

@@ -12,8 +12,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-import numpy as np
-
 from .._jit import bind, device
 from ..philox import standard_normal
 
@@ -47,26 +45,23 @@ def transformed(rule: Callable) -> Callable:
 
 
 def DIRECTION(p, g, s, h, scale, wd, decay, noise, index):  # noqa: N802 - placeholder
-    raise NotImplementedError  # bound to transformed(rule.direction) by trust_accumulator()
+    raise NotImplementedError  # bound to transformed(rule.direction) by trust_direction()
 
 
 @device
-def _trust_accumulate(p, g, s, h, scale, wd, decay, noise, index, sum_p, sum_u):
-    """A trust-ratio rule's first pass for one element: its state after the step, and
-    the float64 sums of w² and u² with this element's terms added (w after the decoupled
-    decay, as the rule sees it)."""
+def _trust_element(p, g, s, h, scale, wd, decay, noise, index):
+    """A trust-ratio rule's first pass for one element: ``(w, u, s)``, the parameter as
+    the rule sees it (after the decoupled decay), its direction and its state after the
+    step. The drivers sum w² and u² over each array."""
     if decay is not None:
         p = p * decay
     u, s = DIRECTION(p, g, s, h, scale, wd, None, noise, index)
-    w = np.float64(p)
-    v = np.float64(u)
-    return s, sum_p + w * w, sum_u + v * v
+    return p, u, s
 
 
-def trust_accumulator(direction: Callable) -> Callable:
-    """``(p, g, s, h, scale, wd, decay, noise, index, Σw², Σu²) -> (s, Σw², Σu²)`` for a
-    trust-ratio rule's ``direction``, the transforms applied first."""
-    return device(bind(_trust_accumulate, f"trust_{direction.__name__}",
+def trust_direction(direction: Callable) -> Callable:
+    """:func:`_trust_element` for a trust-ratio rule's ``direction``, with the transforms."""
+    return device(bind(_trust_element, f"trust_{direction.__name__}",
                        DIRECTION=transformed(direction)))
 
 
