@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 from hypothesis import event, given
 from hypothesis import strategies as st
+from layout import layout_offsets
 from reference import (
     RefOptimizer,
     bshape,
@@ -28,7 +29,7 @@ from reference import (
     ref_running,
     ref_stats,
 )
-from test_reference import assert_close, layout_offsets
+from test_reference import assert_close
 
 import fastopt
 import fastopt.batchnorm as bn

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 import pytest
-from layout import fastopt_state
+from layout import LIST_SHAPES, SINGLE_SHAPE, STEPS, TOL, fastopt_state
 
 import fastopt
 
@@ -24,14 +24,6 @@ optax = pytest.importorskip("optax")
 jax = pytest.importorskip("jax")
 jnp = jax.numpy
 
-STEPS = 20
-#: Several arrays of different ranks and sizes (3731 elements), and one big single array.
-LIST_SHAPES = [(1500,), (40, 50), (7, 3, 11)]
-SINGLE_SHAPE = (3000,)
-TOL = {
-    np.float32: {"rtol": 1e-5, "atol": 2e-6},
-    np.float64: {"rtol": 1e-10, "atol": 1e-12},
-}
 DTYPES = [np.float32, np.float64]
 
 #: Lion's update is η·sign(c), c = β₁m + (1 − β₁)g: where c is within rounding of 0, a

@@ -12,6 +12,7 @@ import math
 
 import numpy as np
 import pytest
+from layout import layout_offsets
 from reference import (
     STEPS,
     RefOptimizer,
@@ -112,16 +113,6 @@ def assert_state(opt, ref, dtype, *, noisy=False, offsets=None):
             lo = offsets[j]
             got = buf[lo : lo + expected.size].reshape(expected.shape)
             assert_close(got, expected, dtype, f"state {name} of params[{j}]", noisy=noisy)
-
-
-def layout_offsets(params, dtype):
-    """Offsets of a list of arrays in an optimizer's state layout (64-byte aligned)."""
-    step = 64 // np.dtype(dtype).itemsize
-    out, offset = [], 0
-    for p in params:
-        out.append(offset)
-        offset += -(-p.size // step) * step
-    return out
 
 
 def run_both(rule, options, dtype, shapes, steps, seed=0, *, class_kwargs=None, **ref_kwargs):

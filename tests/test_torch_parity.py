@@ -14,21 +14,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
-from layout import fastopt_state
+from layout import LIST_SHAPES, SINGLE_SHAPE, STEPS, TOL, fastopt_state
 
 import fastopt
 from fastopt.schedules import Cosine, Exponential, LinearWarmup, Step
 
 torch = pytest.importorskip("torch")
 
-STEPS = 20
-#: Several arrays of different ranks and sizes (3731 elements), and one big single array.
-LIST_SHAPES = [(1500,), (40, 50), (7, 3, 11)]
-SINGLE_SHAPE = (3000,)
-TOL = {
-    np.float32: {"rtol": 1e-5, "atol": 2e-6},
-    np.float64: {"rtol": 1e-10, "atol": 1e-12},
-}
 
 
 # ----------------------------------------------------------------------------- harness
