@@ -17,6 +17,26 @@ import numpy as np
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
+def half_dtypes() -> tuple[np.dtype, ...]:
+    """The 16-bit float dtypes an optimizer stores parameters and gradients in: NumPy's
+    float16, and ``ml_dtypes.bfloat16`` where ml_dtypes is installed (``fastopt[bf16]``)."""
+    out = [np.dtype(np.float16)]
+    ml = sys.modules.get("ml_dtypes")
+    if ml is None:
+        try:
+            import ml_dtypes as ml
+        except ImportError:
+            ml = None
+    if ml is not None:
+        out.append(np.dtype(ml.bfloat16))
+    return tuple(out)
+
+
+def dtype_name(dtype: Any) -> str:
+    """``"float32"``, ``"float64"``, ``"float16"`` or ``"bfloat16"`` (else the dtype's name)."""
+    return np.dtype(dtype).name
+
+
 def plain_ndarray(a: np.ndarray, what: str) -> np.ndarray:
     """``a`` as a plain ndarray: itself, or for a subclass (``np.memmap``, ``np.matrix``,
     ...) a view of the same memory as a base-class array (so a step writes the subclass's
@@ -31,19 +51,21 @@ def plain_ndarray(a: np.ndarray, what: str) -> np.ndarray:
     return a.view(np.ndarray)
 
 
-def check_param_array(a: Any, what: str, *, writable: bool = True) -> np.ndarray:
-    """A float32/float64, C-contiguous (and writable) ndarray, or a clear error; a
-    subclass as its plain view (:func:`plain_ndarray`)."""
+def check_param_array(a: Any, what: str, *, writable: bool = True,
+                      half: bool = False) -> np.ndarray:
+    """A float32/float64 (and with ``half``, float16/bfloat16), C-contiguous (and writable)
+    ndarray, or a clear error; a subclass as its plain view (:func:`plain_ndarray`)."""
     if not isinstance(a, np.ndarray):
         raise TypeError(f"{what} must be a numpy.ndarray, got {type(a).__name__}")
     a = plain_ndarray(a, what)
-    if a.dtype not in FLOAT_DTYPES:
-        hint = (
-            " (numba has no float16 on the CPU: keep a float32 master copy)"
-            if a.dtype == np.float16
-            else ""
-        )
-        raise TypeError(f"{what} has dtype {a.dtype}; fastopt needs float32 or float64{hint}")
+    if a.dtype not in FLOAT_DTYPES and not (half and a.dtype in half_dtypes()):
+        if a.dtype.name in ("float16", "bfloat16"):
+            hint = (" here; the optimizer classes take 16-bit parameters (fastopt.Adam(p, "
+                    "...)), the functional layer float32 and float64"
+                    if not half else "")
+            raise TypeError(f"{what} has dtype {a.dtype}, which fastopt does not take{hint}")
+        raise TypeError(f"{what} has dtype {a.dtype}; fastopt needs float32 or float64"
+                        + (", float16 or bfloat16" if half else ""))
     if not a.flags.c_contiguous:
         raise ValueError(
             f"{what} is not C-contiguous; pass np.ascontiguousarray(...) and keep that array"
@@ -53,16 +75,24 @@ def check_param_array(a: Any, what: str, *, writable: bool = True) -> np.ndarray
     return a
 
 
-def check_grad_array(g: Any, p: np.ndarray, what: str) -> np.ndarray:
-    """A gradient matching its parameter in shape and dtype, C-contiguous; a subclass as
-    its plain view (:func:`plain_ndarray`)."""
+def check_grad_array(g: Any, p: np.ndarray, what: str, dtype: Any = None) -> np.ndarray:
+    """A gradient matching its parameter in shape and dtype (or ``dtype``, where the
+    optimizer was told its gradients come in another), C-contiguous; a subclass as its
+    plain view (:func:`plain_ndarray`)."""
     if not isinstance(g, np.ndarray):
         raise ValueError(f"{what} must be a numpy.ndarray, got {type(g).__name__}")
     g = plain_ndarray(g, what)
     if g.shape != p.shape:
         raise ValueError(f"{what} has shape {g.shape}, its parameter has shape {p.shape}")
-    if g.dtype != p.dtype:
-        raise ValueError(f"{what} has dtype {g.dtype}, its parameter has dtype {p.dtype}")
+    want = p.dtype if dtype is None else np.dtype(dtype)
+    if g.dtype != want:
+        if dtype is None or want == p.dtype:
+            raise ValueError(f"{what} has dtype {g.dtype}, its parameter has dtype {p.dtype}"
+                             + ("; to step with 16-bit gradients, build the optimizer with "
+                                f"grad_dtype='{g.dtype.name}'"
+                                if g.dtype.name in ("float16", "bfloat16") else ""))
+        raise ValueError(f"{what} has dtype {g.dtype}; this optimizer was built with "
+                         f"grad_dtype='{want.name}'")
     if not g.flags.c_contiguous:
         raise ValueError(f"{what} is not C-contiguous; pass np.ascontiguousarray(...)")
     return g

@@ -17,13 +17,13 @@ from typing import Any
 import numpy as np
 
 from .. import parallel
-from .._checks import MAX_STEP, check_grad_array, check_nonneg, lr_at
+from .._checks import MAX_STEP, check_grad_array, check_nonneg, check_param_array, lr_at
 from .._memory import ALIGNMENT
 from ..drivers import backend_of, cpu, is_device_array, overlap
 from ..flat import FlatParams, FlatSubset
 from ..functional import launch, noise_at, step_scalars
 from ..noise import GradientNoise
-from . import saved
+from . import precision, saved
 
 #: An ndarray or GPU array, a list of them, a FlatParams, or a list of group dicts.
 Params = Any
@@ -71,6 +71,12 @@ class Optimizer:
         clip_norm: float | None = None,
         grad_noise: GradientNoise | None = None,
         skip_nonfinite: bool = False,
+        state_dtype: str | None = None,
+        master_weights: bool = False,
+        stochastic_rounding: bool = False,
+        grad_dtype: str | None = None,
+        min_8bit_size: int = 4096,
+        rounding_seed: int = 0,
     ) -> None:
         self.defaults = self._checked_hyperparameters(defaults)
         if clip_norm is not None:
@@ -88,7 +94,22 @@ class Optimizer:
         self._params: list[Any] = []
         self.param_groups: list[dict[str, Any]] = []
         self._segments: list[_Segment] = []
+        # 8-bit state is blockwise per parameter array: a FlatParams steps each on its own
+        self._per_array = state_dtype in precision.EIGHT_BIT
         self._build(params)
+        self._precision = precision.plan(
+            self.dtype, state_dtype=state_dtype, master_weights=master_weights,
+            stochastic_rounding=stochastic_rounding, grad_dtype=grad_dtype,
+            min_8bit_size=min_8bit_size, rounding_seed=rounding_seed,
+            rule_name=type(self).__name__, signs=self._state_signs(),
+            trust=any(self._trust(g) is not None for g in self.param_groups),
+            on_device=self._be is not cpu)
+        if self._flat is not None and self._precision.grad != self._precision.param:
+            raise ValueError("grad_dtype: a FlatParams keeps its gradients in flat.grad, in "
+                             "the parameters' dtype")
+        self._gdtype = np.dtype(self._precision.grad) if self._precision.grad != \
+            self._precision.param else self.dtype
+        self._storage: precision.Storage | None = None
         self._allocate_state()
         self.step_count = 0
         self.skipped_steps = 0
@@ -104,6 +125,11 @@ class Optimizer:
 
     def _initial_group_state(self, group: dict[str, Any]) -> dict[str, float]:
         return {}
+
+    def _state_signs(self) -> tuple[str, ...]:
+        """What each state buffer's values can be (``rules.registry.State.sign``), in the
+        order of :meth:`_state_names` over all groups."""
+        return ()
 
     def _checked_group_state(self, name: str, value: float, key: str) -> float:
         """A per-group scalar read from a state dict (finite already), checked."""
@@ -222,7 +248,8 @@ class Optimizer:
                 continue
             k = owner.get(name)
             lo, hi = flat.offset(name), flat.offset(name) + flat.size_of(name)
-            if k is not None and k == previous and self._trust(self.param_groups[k]) is None:
+            if k is not None and k == previous and self._trust(self.param_groups[k]) is None \
+                    and not self._per_array:
                 runs[-1][1] = hi
             elif k is not None:
                 runs.append([lo, hi, k])
@@ -248,7 +275,8 @@ class Optimizer:
                 if id(p) in seen:
                     raise ValueError(f"{what} is the same array as {seen[id(p)]}")
                 seen[id(p)] = what
-                p = self._be.check_param(p, what)
+                p = self._be.check_param(p, what) if self._be is not cpu else \
+                    check_param_array(p, what, half=True)
                 if self._params and p.dtype != self._params[0].dtype:
                     raise TypeError(
                         f"{what} is {p.dtype} but the first parameter is "
@@ -295,12 +323,69 @@ class Optimizer:
     def dtype(self) -> np.dtype:
         return self._flat.dtype if self._flat is not None else np.dtype(self._params[0].dtype)
 
-    def _allocate_state(self) -> None:
+    def _state_buffer_names(self) -> list[str]:
         names: list[str] = []
         for group in self.param_groups:
             names += [n for n in self._state_names(group) if n not in names]
+        return names
+
+    def _units(self) -> list[tuple[int, int]]:
+        """Each stepped parameter array's ``(layout offset, size)``, in layout order."""
+        if self._flat is not None:
+            return [(self._flat.offset(n), self._flat.size_of(n)) for n in self._flat.names
+                    if n in self._group_members_of]
+        return [(off, p.size) for off, p in zip(self._param_offsets, self._params,
+                                                strict=True)]
+
+    def _allocate_precision(self) -> None:
+        """State, master copy and kernels of a precision optimizer (``optim.precision``)."""
+        names = self._state_buffer_names()
+        signs = dict(zip(names, self._state_signs(), strict=True))
+        initial = {}
+        for group in self.param_groups:
+            for n in self._state_names(group):
+                initial[n] = self._initial_state_value(n, group)
+        units = self._units()
+        self._storage = precision.Storage(self._precision, tuple(names),
+                                          tuple(signs[n] for n in names), units,
+                                          self._layout_size, initial)
+        if self._storage.master is not None:  # the master copy starts at the parameters
+            for (lo, n), seg in zip(units, self._segments, strict=True):
+                self._storage.master[lo:lo + n] = seg.p.astype(np.float32)
+        unit_at = {lo: u for u, (lo, _) in enumerate(units)}
+        self._group_arrays = []
+        self._precision_launchers = []
+        for k, group in enumerate(self.param_groups):
+            ids = [i for i, seg in enumerate(self._segments) if seg.group == k]
+            segs = [self._segments[i] for i in ids]
+            self._group_arrays.append((self._rule(group), ids, len(ids) == len(self._segments),
+                                       [s.p for s in segs], [], [s.lo for s in segs]))
+            self._precision_launchers.append(self._storage.launchers(
+                self._rule(group), [s.p for s in segs], [unit_at[s.lo] for s in segs]))
+        self._host_kernels = None
+        self._tables = [None] * len(self.param_groups)
+        self._tables_only = False
+        self._segment_params = [seg.param for seg in self._segments]
+        self._one_array = len(self._params) == 1 and self._segment_params == [0]
+        self._grad_memo = None
+        self._flat_grads = [seg.grad for seg in self._segments]
+        self._workspace = cpu.NormWorkspace([s.p.size for s in self._segments], np.float32)
+
+    def state_bytes(self) -> int:
+        """Bytes of memory this optimizer's state holds (state buffers, 8-bit block maxima,
+        the master copy); the parameters and gradients are the caller's."""
+        if self._storage is not None:
+            return self._storage.nbytes()
+        return sum(int(b.nbytes) for b in self._state.values())
+
+    def _allocate_state(self) -> None:
+        names = self._state_buffer_names()
         self._group_layout = [self._state_names(g) for g in self.param_groups]
         self._validated_groups = [dict(g) for g in self.param_groups]
+        if self._precision.active:
+            self._state = {}
+            self._allocate_precision()
+            return
         self._state = {n: self._be.zeros(self._layout_size, self.dtype) for n in names}
         for seg in self._segments:
             group = self.param_groups[seg.group]
@@ -409,7 +494,8 @@ class Optimizer:
             )
         if type(grads) is np.ndarray and self._one_array:
             p = self._params[0]  # the commonest call, one array: its checks inlined
-            if grads.shape == p.shape and grads.dtype == p.dtype and grads.flags.c_contiguous:
+            if grads.shape == p.shape and grads.dtype == self._gdtype and \
+                    grads.flags.c_contiguous:
                 o = grads.base  # drivers.overlap.host_grads_apart for one array, inlined
                 if o is None:
                     o = grads
@@ -426,11 +512,11 @@ class Optimizer:
         if self._be is cpu:  # the common case, with the per-array checks inlined
             checked = None
             for j, (g, p) in enumerate(zip(grads, self._params, strict=True)):
-                if not (type(g) is np.ndarray and g.shape == p.shape and g.dtype == p.dtype
+                if not (type(g) is np.ndarray and g.shape == p.shape and g.dtype == self._gdtype
                         and g.flags.c_contiguous):
                     # says what is wrong; a subclass comes back as its plain view
                     checked = checked or list(grads)
-                    checked[j] = check_grad_array(g, p, f"grads[{j}]")
+                    checked[j] = check_grad_array(g, p, f"grads[{j}]", self._gdtype)
             grads = grads if checked is None else checked
             overlap.host_grads_apart(self._param_owners, self._params, grads)
             return [g if g.ndim == 1 else g.reshape(-1)
@@ -489,7 +575,9 @@ class Optimizer:
                 skip, scale, dscale = self._be.clip_or_skip(
                     gs, self._workspace, self.clip_norm, self.skip_nonfinite, stream, tables)
             else:
-                skip, scale = self._be.clip_or_skip(gs, self._workspace, self.clip_norm,
+                # (16-bit gradients: their float32 values, which the reduction takes)
+                wide = gs if self._gdtype.itemsize > 2 else [g.astype(np.float32) for g in gs]
+                skip, scale = self._be.clip_or_skip(wide, self._workspace, self.clip_norm,
                                                     self.skip_nonfinite)
             if skip:
                 self.skipped_steps += 1
@@ -509,6 +597,14 @@ class Optimizer:
                 continue
             group = self.param_groups[k]
             weight_decay, decoupled = self._transform_decay(group)
+            if self._storage is not None:
+                h, sc, wd, decay, nz = step_scalars(
+                    consts[k], t, lrs[k], weight_decay, decoupled, group["maximize"], scale,
+                    None, self.grad_noise)
+                precision.launch(self._storage, self._precision_launchers[k],
+                                 gs if every else [gs[i] for i in seg_ids], h, sc, wd, decay,
+                                 lambda off, nz=nz: noise_at(nz, off), t)
+                continue
             if host is None or host[k] is None:
                 launch(self._be, rule, ps, gs if every else [gs[i] for i in seg_ids], states,
                        offsets, consts[k], t, lrs[k], weight_decay, decoupled,
@@ -549,6 +645,9 @@ class Optimizer:
         }
         for name, buf in self._state.items():
             sd[f"state.{name}"] = self._be.to_host(buf)
+        if self._storage is not None:  # codes, block maxima, the master copy: as stored
+            sd.update({k: v.copy() for k, v in self._storage.buffers.items()})
+            sd["precision"] = self._storage.text()
         for k, gs in enumerate(self._group_state):
             for name, value in gs.items():
                 sd[f"group.{k}.{name}"] = float(value)
@@ -594,7 +693,18 @@ class Optimizer:
                 f"state dict 'param_sizes' {sizes!r} does not match this optimizer's parameter "
                 f"sizes {self._param_sizes().tolist()}: a checkpoint of another model?"
             )
-        expected = {f"state.{n}" for n in self._state}
+        stored = precision.loaded_precision(sd["precision"]) if "precision" in sd else None
+        convert = self._storage is not None and stored != self._precision or \
+            self._storage is None and stored is not None
+        if self._storage is not None and not convert:
+            expected = set(self._storage.buffers) | {"precision"}
+        elif convert:
+            expected = set(precision.stored_keys(stored, self._state_buffer_names(),
+                                                 self._storage)) | (
+                {"precision"} if stored is not None else set())
+        else:
+            expected = set()
+        expected |= {f"state.{n}" for n in self._state}
         expected |= {f"group.{k}.{n}" for k, gs in enumerate(self._group_state) for n in gs}
         expected |= {"rule", "step", "skipped_steps", "param_sizes"}
         expected |= {"param_groups", "options"} & set(sd)  # absent from older checkpoints
@@ -604,7 +714,16 @@ class Optimizer:
                 f"state dict does not fit this optimizer: missing {sorted(expected - found)}, "
                 f"unexpected {sorted(found - expected)}"
             )
+        converted = None
+        if convert:  # another storage: its values, read in float32, rounded into ours
+            converted = precision.converted_state(sd, stored, self._precision,
+                                                  self._state_buffer_names(), self._units(),
+                                                  self._layout_size, self._state_signs())
+        elif self._storage is not None:
+            precision.check_buffers(sd, self._storage.buffers)
         for name, buf in self._state.items():
+            if converted is not None:
+                continue
             a = sd[f"state.{name}"]
             if not isinstance(a, np.ndarray) or a.shape != buf.shape or a.dtype != buf.dtype:
                 raise ValueError(
@@ -628,8 +747,15 @@ class Optimizer:
         options = saved.load_options(scalar("options")) if "options" in sd else None
         if options is not None:
             options["clip_norm"] = _checked_option(options)
-        for name, buf in self._state.items():
-            self._be.copy_from_host(buf, sd[f"state.{name}"])
+        if converted is not None:
+            precision.store_converted(converted, self._storage, self._state, self._units())
+            precision.convert_warning(stored, self._precision)
+        elif self._storage is not None:
+            for key, buf in self._storage.buffers.items():
+                np.copyto(buf, sd[key])
+        else:
+            for name, buf in self._state.items():
+                self._be.copy_from_host(buf, sd[f"state.{name}"])
         if groups is not None:
             for group, loaded in zip(self.param_groups, groups, strict=True):
                 group.update(loaded)
@@ -692,6 +818,10 @@ class Optimizer:
             k = next(g for g, idx in enumerate(self._group_members) if i in idx)
             lo, shape = self._param_offsets[i], tuple(self._params[i].shape)
         n = int(np.prod(shape, dtype=np.int64))
+        if self._storage is not None:  # decoded copies: the stored form is not float
+            u = [off for off, _ in self._storage.units].index(lo)
+            return {name: self._storage.read_unit(name, u).reshape(shape)
+                    for name in self._group_layout[k]}
         return {name: self._state[name][lo : lo + n].reshape(shape)
                 for name in self._group_layout[k]}
 
@@ -704,6 +834,8 @@ class Optimizer:
         one. Serial kernels, and parallel ones where a step could choose them (or as
         ``parallel_kernels`` says), with two or more threads. For
         :func:`fastopt.precompile`."""
+        if self._storage is not None:
+            return []  # precision kernels compile at the first step (docs/precision.md)
         if self._be is not cpu:
             raise TypeError(f"fastopt.precompile covers optimizers over host arrays; this "
                             f"{type(self).__name__} over GPU arrays compiles its CUDA kernels "
@@ -771,7 +903,7 @@ class Optimizer:
             "groups": [{**group, "params": m}
                        for group, m in zip(self.param_groups, members, strict=True)],
             "options": {"clip_norm": self.clip_norm, "grad_noise": self.grad_noise,
-                        "skip_nonfinite": self.skip_nonfinite},
+                        "skip_nonfinite": self.skip_nonfinite, **self._precision.options()},
             "state": self.state_dict(),
         }
 

@@ -32,6 +32,10 @@ class RuleOptimizer(Optimizer):
             return self.RULE.initial_value(state, group, lr_at(group["lr"], 0))
         return self.RULE.initial_value(state, group, 0.0)
 
+    def _state_signs(self) -> tuple[str, ...]:
+        signs = {s.name: s.sign for s in self.RULE.state}
+        return tuple(signs[n] for n in self._state_buffer_names())
+
     def _initial_group_state(self, group: Mapping[str, Any]) -> dict[str, float]:
         return {s.name: s.initial for s in self.RULE.group_state}
 
@@ -71,7 +75,26 @@ OPTIONS_DOC = """clip_norm : float | None, default None
 grad_noise : GradientNoise | None, default None
     Annealed gradient noise ``g ← g + N(0, η/(1 + t)^γ)`` (:class:`fastopt.GradientNoise`).
 skip_nonfinite : bool, default False
-    A NaN or infinite gradient skips the whole step (counted in ``skipped_steps``)."""
+    A NaN or infinite gradient skips the whole step (counted in ``skipped_steps``).
+state_dtype : str | None, default None
+    How the state is stored (``docs/precision.md``): None (the parameters' float32 or
+    float64), ``"bfloat16"`` (rounded stochastically), ``"int8"`` (blocks of 256 codes of
+    bitsandbytes' dynamic map and a float32 maximum each) or ``"fp8"`` (8-bit floats,
+    E4M3 for signed state and E5M2 for second moments, a float32 scale per block).
+master_weights : bool, default False
+    With 16-bit (float16, ``ml_dtypes.bfloat16``) parameters: keep a float32 copy that
+    the step updates, and write the parameters rounded from it.
+stochastic_rounding : bool, default False
+    With 16-bit parameters and no master copy: round each stepped parameter up or down
+    with probability by its distance, so updates below half an ulp still count on
+    average. Deterministic: random bits from (rounding_seed, step, element).
+grad_dtype : str | None, default None
+    The gradients' dtype when it is not the parameters' (float32 parameters with
+    bfloat16 gradients, or the reverse).
+min_8bit_size : int, default 4096
+    With 8-bit state, arrays with fewer values keep float32 state (as bitsandbytes).
+rounding_seed : int, default 0
+    The seed of the stochastic rounding's random bits."""
 
 def class_doc(rule: Rule) -> str:
     state = "\n".join(
@@ -103,16 +126,24 @@ def optimizer_class(rule: Rule) -> type[RuleOptimizer]:
         return f"{h.name}=_defaults[{h.name!r}]"
 
     params = ["self", "params", *map(param, positional), "*", *map(param, keyword),
-              "clip_norm=None", "grad_noise=None", "skip_nonfinite=False"]
+              "clip_norm=None", "grad_noise=None", "skip_nonfinite=False", "state_dtype=None",
+              "master_weights=False", "stochastic_rounding=False", "grad_dtype=None",
+              "min_8bit_size=4096", "rounding_seed=0"]
     hp = ", ".join(f"{n!r}: {n}" for n in names)
     source = (f"def __init__({', '.join(params)}):\n"
               f"    _init(self, params, {{{hp}}}, clip_norm=clip_norm, "
-              "grad_noise=grad_noise, skip_nonfinite=skip_nonfinite)\n")
+              "grad_noise=grad_noise, skip_nonfinite=skip_nonfinite, state_dtype=state_dtype, "
+              "master_weights=master_weights, stochastic_rounding=stochastic_rounding, "
+              "grad_dtype=grad_dtype, min_8bit_size=min_8bit_size, "
+              "rounding_seed=rounding_seed)\n")
     exec(source, ns)  # noqa: S102 - a signature written from the registry, as dataclasses do
     init = ns["__init__"]
     init.__annotations__ = {"params": Params, **{h.name: annotation(h) for h in hps},
                             "clip_norm": float | None, "grad_noise": GradientNoise | None,
-                            "skip_nonfinite": bool, "return": None}
+                            "skip_nonfinite": bool, "state_dtype": str | None,
+                            "master_weights": bool, "stochastic_rounding": bool,
+                            "grad_dtype": str | None, "min_8bit_size": int,
+                            "rounding_seed": int, "return": None}
     init.__qualname__ = f"{rule.name}.__init__"
     init.__module__ = __package__
     checks = {h.name: h.check for h in hps}

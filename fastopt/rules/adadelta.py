@@ -44,7 +44,7 @@ RULE = Rule(
     constants_names=("lr", "rho", "one_minus_rho", "eps"),
     hyperparameters=(LR(1.0), Hyper("rho", 0.9, check_unit, "ρ, the decay of both means."),
                      EPS(1e-6, "ε, inside both square roots.")),
-    state=(SQUARE_AVG, State("acc_delta", "D, the moving mean of Δ².")),
+    state=(SQUARE_AVG, State("acc_delta", "D, the moving mean of Δ².", sign="nonnegative")),
     torch=Counterpart("torch.optim.Adadelta", {"lr": 1.0}),
     optax=Counterpart("optax.adadelta", {"learning_rate": 1.0}),
     demo_lr=1.0, rosenbrock_lr=1.0, numpy_step=numpy_adadelta, rank=21,

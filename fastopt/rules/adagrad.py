@@ -45,7 +45,7 @@ RULE = Rule(
               keyword_only=True),
     ),
     state=(State("sum_sq", "G, the sum of squared gradients.",
-                 initial="initial_accumulator_value"),),
+                 initial="initial_accumulator_value", sign="nonnegative"),),
     torch=Counterpart("torch.optim.Adagrad", {"lr": 1e-2},
                       "torch adds ε outside the root: eps_inside_sqrt=False, eps=1e-10"),
     optax=Counterpart("optax.adagrad"),

@@ -63,7 +63,7 @@ def numpy_adam(p, g, st, t, lr=1e-3, b1=0.9, b2=0.999, eps=1e-8):
 
 #: Adam's moment buffers (shared with Nadam, AMSGrad, RAdam).
 M = State("m", "m, the moving mean of g (first moment).")
-V = State("v", "v, the moving mean of g² (second moment).")
+V = State("v", "v, the moving mean of g² (second moment).", sign="nonnegative")
 
 RULE = Rule(
     name="Adam",

@@ -52,7 +52,7 @@ RULE = Rule(
         Hyper("bias_correction", False, check_bool,
               "Bias-correct m and the running max (torch's amsgrad=True).", "bool", True),
     ),
-    state=(M, V, State("v_max", "v̂, the running maximum of v.")),
+    state=(M, V, State("v_max", "v̂, the running maximum of v.", sign="nonnegative")),
     torch=Counterpart("torch.optim.Adam", {"lr": 1e-3, "amsgrad": True},
                       "torch bias-corrects: bias_correction=True"),
     optax=Counterpart("optax.amsgrad"),

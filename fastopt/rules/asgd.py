@@ -56,7 +56,8 @@ RULE = Rule(
         Hyper("alpha", 0.75, check_nonneg, "α, the power of the step sizes' decay."),
         Hyper("t0", 1e6, check_nonneg, "t₀, the steps before averaging starts."),
     ),
-    state=(State("ax", "the average of the iterates (the iterate itself until t₀)."),),
+    state=(State("ax", "the average of the iterates (the iterate itself until t₀).",
+                 sign="exact"),),
     torch=Counterpart("torch.optim.ASGD", {"lr": 1e-2}),
     demo_lr=0.1, rosenbrock_lr=1e-3, divides=False, numpy_step=numpy_asgd, rank=24,
 )

@@ -51,13 +51,16 @@ class State:
     hyperparameter whose value it starts at (Rprop's step sizes start at ``lr``).
     ``when``: for a buffer only some options keep (RMSprop's ``grad_avg``), a predicate on
     the hyperparameters, and ``option`` says it in words (``"centered=True"``); None:
-    always kept."""
+    always kept. ``sign``: what its values can be, for 8-bit storage: ``"signed"``,
+    ``"nonnegative"`` (second moments: the unsigned code book, twice the resolution), or
+    ``"exact"`` for a buffer 8 bits cannot hold (ASGD's average of the iterates)."""
 
     name: str
     doc: str
     initial: float | str = 0.0
     when: Callable[[Mapping[str, Any]], bool] | None = None
     option: str = ""
+    sign: str = "signed"
 
 
 @dataclass(frozen=True)

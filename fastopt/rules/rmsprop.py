@@ -73,7 +73,7 @@ def numpy_rmsprop(p, g, st, t, lr=1e-2, alpha=0.9, eps=1e-6):
 
 
 #: The moving mean of g² (shared with Adadelta).
-SQUARE_AVG = State("square_avg", "E, the moving mean of g².")
+SQUARE_AVG = State("square_avg", "E, the moving mean of g².", sign="nonnegative")
 
 
 def _momentum_kept(hp):

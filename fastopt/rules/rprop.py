@@ -87,7 +87,8 @@ RULE = Rule(
               "(Δ_min, Δ_max): the bounds of the step sizes.", "tuple[float, float]"),
     ),
     state=(State("prev", "the previous step's gradient (0 where its sign flipped)."),
-           State("step_size", "Δ, each element's step size.", initial="lr")),
+           State("step_size", "Δ, each element's step size.", initial="lr",
+                 sign="nonnegative")),
     torch=Counterpart("torch.optim.Rprop", {"lr": 1e-2}),
     demo_lr=1e-3, rosenbrock_lr=1e-3, divides=False, numpy_step=numpy_rprop, rank=23,
 )

@@ -1,0 +1,386 @@
+"""An optimizer's precision: 16-bit parameters and gradients, master weights, stochastic
+rounding, and bfloat16 or 8-bit state (``docs/precision.md``).
+
+:func:`plan` checks the options against the parameters and says, once, how each buffer
+is stored. :class:`Storage` holds the state in those formats, per parameter array ("unit":
+an array of a list, or of a FlatParams), and launches the precision kernels of
+:mod:`fastopt.drivers.cpu_precision`; it converts a checkpoint written in another format.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from .. import parallel
+from .._checks import half_dtypes
+from .._memory import ALIGNMENT
+from ..drivers import cpu, cpu_precision
+from ..precision import quantized
+from ..precision.host import bf16_decode, bf16_round_nearest
+
+#: The names ``state_dtype`` takes (None: the parameters' compute dtype).
+STATE_DTYPES = ("float32", "bfloat16", "int8", "fp8")
+#: 8-bit state formats and their code books (signed state, non-negative state).
+EIGHT_BIT = {"int8": "dynamic", "fp8": "fp8"}
+HALF = ("float16", "bfloat16")
+
+
+@dataclass(frozen=True)
+class Precision:
+    """How an optimizer stores things: ``param``/``grad`` dtype names, ``state`` one of
+    ``"plain"`` (the compute dtype), ``"bfloat16"``, ``"int8"``, ``"fp8"``."""
+
+    param: str
+    grad: str
+    state: str = "plain"
+    master: bool = False
+    stochastic: bool = False
+    min_8bit_size: int = 4096
+    seed: int = 0
+
+    @property
+    def active(self) -> bool:
+        """Whether any of it differs from a plain float32/float64 step."""
+        return (self.param in HALF or self.grad != self.param or self.state != "plain"
+                or self.master or self.stochastic)
+
+    @property
+    def compute(self) -> np.dtype:
+        return np.dtype(np.float64 if self.param == "float64" else np.float32)
+
+    @property
+    def state_dtype(self) -> str:
+        """The ``state_dtype`` the user would pass for this storage."""
+        return self.compute.name if self.state == "plain" else self.state
+
+    def options(self) -> dict[str, Any]:
+        """The constructor keywords that make this storage."""
+        return {"state_dtype": self.state_dtype, "master_weights": self.master,
+                "stochastic_rounding": self.stochastic, "grad_dtype": self.grad,
+                "min_8bit_size": self.min_8bit_size, "rounding_seed": self.seed}
+
+
+def _name(dtype: Any) -> str:
+    return np.dtype(dtype).name
+
+
+def plan(param_dtype: np.dtype, *, state_dtype: Any, master_weights: Any,
+         stochastic_rounding: Any, grad_dtype: Any, min_8bit_size: Any, rounding_seed: Any,
+         rule_name: str, signs: tuple[str, ...], trust: bool, on_device: bool) -> Precision:
+    """The checked :class:`Precision` of an optimizer over parameters of ``param_dtype``
+    whose rule keeps state of ``signs`` (``State.sign``), or a ValueError that says what to
+    change."""
+    param = _name(param_dtype)
+    for name, value in (("master_weights", master_weights),
+                        ("stochastic_rounding", stochastic_rounding)):
+        if not isinstance(value, bool):
+            raise ValueError(f"{name} must be True or False, got {value!r}")
+    if isinstance(min_8bit_size, bool) or not isinstance(min_8bit_size, (int, np.integer)) \
+            or min_8bit_size < 0:
+        raise ValueError(f"min_8bit_size must be an int >= 0, got {min_8bit_size!r}")
+    if isinstance(rounding_seed, bool) or not isinstance(rounding_seed, (int, np.integer)) \
+            or not 0 <= rounding_seed < 2**64:
+        raise ValueError(f"rounding_seed must be an int in [0, 2**64), got {rounding_seed!r}")
+    if state_dtype is None:
+        state = "plain"
+    else:
+        try:
+            state = _name(state_dtype) if not isinstance(state_dtype, str) else state_dtype
+        except TypeError:
+            state = repr(state_dtype)
+        if state not in STATE_DTYPES and state != "float64":
+            raise ValueError(f"state_dtype must be None, 'float32', 'bfloat16', 'int8' "
+                             f"(8-bit, the dynamic map of bitsandbytes) or 'fp8' (8-bit "
+                             f"floats, E4M3/E5M2), got {state_dtype!r}")
+        if state == np.dtype(np.float64 if param == "float64" else np.float32).name:
+            state = "plain"
+        elif state in ("float32", "float64"):
+            raise ValueError(f"state_dtype={state!r} with {param} parameters: their state is "
+                             f"{'float64' if param == 'float64' else 'float32'}; leave "
+                             "state_dtype=None")
+    if state != "plain" and param == "float64":
+        raise ValueError(f"state_dtype={state!r} needs float32 or 16-bit parameters; float64 "
+                         "parameters keep float64 state")
+    grad = param if grad_dtype is None else _name(grad_dtype) if not isinstance(
+        grad_dtype, str) else grad_dtype
+    if grad != param and not ({grad, param} <= {"float32", *HALF}):
+        raise ValueError(f"grad_dtype={grad!r} with {param} parameters: gradients may be "
+                         "float32, float16 or bfloat16 for float32 or 16-bit parameters, "
+                         "and must match float64 parameters")
+    if param in HALF or grad in HALF:
+        names = [d.name for d in half_dtypes()]
+        for what in {param, grad} & set(HALF):
+            if what not in names:
+                raise ValueError(f"{what} needs ml_dtypes: pip install 'fastopt[bf16]'")
+    if master_weights and param not in HALF:
+        raise ValueError(f"master_weights=True keeps a float32 copy of 16-bit parameters; "
+                         f"these are {param}")
+    if stochastic_rounding and param not in HALF:
+        raise ValueError(f"stochastic_rounding=True rounds 16-bit parameters; these are {param}"
+                         " (bfloat16 state is always rounded stochastically)")
+    if stochastic_rounding and master_weights:
+        raise ValueError("stochastic_rounding=True and master_weights=True: with a float32 "
+                         "master copy the stored parameters are rounded from it to nearest, "
+                         "and nothing is lost; pass one of them")
+    out = Precision(param, grad, state, master_weights, stochastic_rounding,
+                    int(min_8bit_size), int(rounding_seed))
+    if not out.active:
+        return out
+    if on_device:
+        raise ValueError("16-bit parameters, master weights, stochastic rounding and "
+                         "bfloat16/8-bit state run on the CPU in this version; on a GPU, "
+                         "keep float32 parameters and state")
+    if trust:
+        raise ValueError(f"{rule_name} (a trust-ratio rule) takes float32/float64 "
+                         "parameters and state in this version")
+    if state in EIGHT_BIT and "exact" in signs:
+        raise ValueError(f"{rule_name}'s state cannot be held in 8 bits (it keeps an "
+                         "average of the parameters); use state_dtype='bfloat16'")
+    return out
+
+
+def _kernel_format(name: str, compute: np.dtype) -> str:
+    return "plain" if name == compute.name else name
+
+
+def as_kernel_array(a: np.ndarray) -> np.ndarray:
+    """A 16-bit array as the uint16 view the kernels take; others as they are."""
+    return a.view(np.uint16) if a.dtype.itemsize == 2 else a
+
+
+class Storage:
+    """The state of a precision optimizer, per unit (parameter array): plain or bfloat16
+    buffers over the optimizer's layout, or for 8-bit state, codes and block maxima of the
+    units at least ``min_8bit_size`` long and float32 buffers of the others, each packed
+    in unit order. Also the float32 master copy."""
+
+    def __init__(self, prec: Precision, names: tuple[str, ...], signs: tuple[str, ...],
+                 units: list[tuple[int, int]], layout_size: int,
+                 initial: dict[str, float]) -> None:
+        self.prec = prec
+        self.names = names
+        self.signs = dict(zip(names, signs, strict=True))
+        self.units = units
+        self.layout_size = layout_size
+        ct = prec.compute
+        self.eight = prec.state in EIGHT_BIT
+        step = ALIGNMENT // 4
+        self.kind: list[str] = []  # per unit: "q8" or "flat"
+        self.offsets: list[int] = []  # per unit: offset in its packed buffer (8-bit)
+        self.block_offsets: list[int] = []
+        packed = {"q8": 0, "flat": 0}
+        blocks = 0
+        for lo, n in units:
+            kind = "q8" if self.eight and n >= prec.min_8bit_size else "flat"
+            self.kind.append(kind)
+            if not self.eight:
+                self.offsets.append(lo)
+                self.block_offsets.append(0)
+                continue
+            self.offsets.append(packed[kind])
+            packed[kind] += -(-n // step) * step
+            self.block_offsets.append(blocks)
+            blocks += quantized.blocks(n) if kind == "q8" else 0
+        self.buffers: dict[str, np.ndarray] = {}
+        if not self.eight:
+            dt = np.uint16 if prec.state == "bfloat16" else ct
+            for name in names:
+                self.buffers[f"state.{name}"] = cpu.zeros(layout_size, dt)
+        else:
+            for name in names:
+                self.buffers[f"state.{name}"] = cpu.zeros(packed["flat"], np.float32)
+                self.buffers[f"state.{name}.codes"] = cpu.zeros(packed["q8"], np.uint8)
+                self.buffers[f"state.{name}.absmax"] = cpu.zeros(blocks, np.float32)
+        self.master = cpu.zeros(layout_size, np.float32) if prec.master else None
+        if self.master is not None:
+            self.buffers["master"] = self.master
+        for name in names:
+            if initial.get(name):
+                for u in range(len(units)):
+                    self.write_unit(name, u, np.full(units[u][1], initial[name], np.float32))
+
+    # -------------------------------------------------------------- per-unit views
+    def book(self, name: str) -> str:
+        signed, nonneg = quantized.BOOKS[EIGHT_BIT[self.prec.state]]
+        return nonneg if self.signs[name] == "nonnegative" else signed
+
+    def views(self, u: int) -> tuple[str, tuple, tuple]:
+        """``(kind, state arrays, block maxima)`` of unit ``u`` for its kernel."""
+        lo, n = self.units[u]
+        off = self.offsets[u]
+        if self.kind[u] == "q8":
+            b0, nb = self.block_offsets[u], quantized.blocks(n)
+            return ("q8", tuple(self.buffers[f"state.{m}.codes"][off:off + n] for m in self.names),
+                    tuple(self.buffers[f"state.{m}.absmax"][b0:b0 + nb] for m in self.names))
+        return ("flat", tuple(self.buffers[f"state.{m}"][off:off + n] for m in self.names), ())
+
+    def read_unit(self, name: str, u: int) -> np.ndarray:
+        """Unit ``u``'s state ``name`` as float32 (float64 for float64 parameters)."""
+        lo, n = self.units[u]
+        off = self.offsets[u]
+        if self.kind[u] == "q8":
+            b0 = self.block_offsets[u]
+            return quantized.dequantize(self.buffers[f"state.{name}.codes"][off:off + n],
+                                        self.buffers[f"state.{name}.absmax"][
+                                            b0:b0 + quantized.blocks(n)], self.book(name))
+        a = self.buffers[f"state.{name}"][off:off + n]
+        return bf16_decode(a) if self.prec.state == "bfloat16" else a.copy()
+
+    def write_unit(self, name: str, u: int, x: np.ndarray) -> None:
+        """Set unit ``u``'s state ``name`` from float values (rounded to nearest)."""
+        lo, n = self.units[u]
+        off = self.offsets[u]
+        if self.kind[u] == "q8":
+            b0 = self.block_offsets[u]
+            codes, absmax = quantized.quantize(x, self.book(name))
+            self.buffers[f"state.{name}.codes"][off:off + n] = codes
+            self.buffers[f"state.{name}.absmax"][b0:b0 + quantized.blocks(n)] = absmax
+        elif self.prec.state == "bfloat16":
+            self.buffers[f"state.{name}"][off:off + n] = bf16_round_nearest(x)
+        else:
+            self.buffers[f"state.{name}"][off:off + n] = x
+
+    def nbytes(self) -> int:
+        return sum(b.nbytes for b in self.buffers.values())
+
+    # -------------------------------------------------------------- kernels
+    def launchers(self, rule, p_arrays: list[np.ndarray], unit_of_segment: list[int]) -> list:
+        """Per segment ``(serial, parallel or None, Choice, bytes, p, master, state,
+        absmax, layout offset)``; a segment is one unit."""
+        prec = self.prec
+        ct = prec.compute
+        pfmt = _kernel_format(prec.param, ct)
+        gfmt = _kernel_format(prec.grad, ct)
+        out = []
+        for p, u in zip(p_arrays, unit_of_segment, strict=True):
+            lo, n = self.units[u]
+            kind, st, am = self.views(u)
+            books = tuple(self.book(m) for m in self.names) if kind == "q8" else None
+            sfmt = "bfloat16" if prec.state == "bfloat16" else ("q8" if kind == "q8" else "plain")
+
+            def kernel(par: bool, books=books, sfmt=sfmt, st=st):
+                return cpu_precision.precision_kernel(rule, pfmt, gfmt, sfmt, len(st),
+                                                      prec.master, prec.stochastic, par,
+                                                      books)
+            nbytes = p.nbytes * 3 + sum(a.nbytes for a in st) * 2
+            par = kernel(True) if nbytes >= parallel.PARALLEL_MIN_BYTES else None
+            master = self.master[lo:lo + n] if self.master is not None else None
+            out.append((kernel(False), par, parallel.Choice(), nbytes, as_kernel_array(p),
+                        master, st, am, lo))
+        return out
+
+    def rounding(self, t: int, lo: int) -> tuple[int, int, int, int]:
+        seed = self.prec.seed
+        return (seed & 0xFFFFFFFF, seed >> 32, t - 1, lo)
+
+    def text(self) -> str:
+        return json.dumps(asdict(self.prec))
+
+
+def launch(storage: Storage, launchers: list, grads: list, h, sc, wd, decay, noise_of,
+           t: int) -> None:
+    """One step of each segment's kernel (``noise_of(offset)``: its noise argument)."""
+    ct = np.empty(0, storage.prec.compute)
+    qt = quantized.codec_tables()
+    for (serial, par, choice, nbytes, p, master, st, am, lo), g in zip(launchers, grads,
+                                                                       strict=True):
+        g = as_kernel_array(g)
+        rnd = storage.rounding(t, lo)
+        if am:
+            args = (p, g, st, am, qt, master, h, sc, wd, decay, noise_of(lo), rnd, ct)
+        else:
+            args = (p, g, st, master, h, sc, wd, decay, noise_of(lo), rnd, ct)
+        if par is None:
+            serial(*args)
+        else:
+            parallel.run(choice, serial, par, args, nbytes)
+
+
+def loaded_precision(text: Any) -> Precision | None:
+    """The :class:`Precision` a checkpoint's ``precision`` entry names, or a ValueError."""
+    if isinstance(text, np.ndarray) and text.ndim == 0:
+        text = text.item()
+    try:
+        data = json.loads(text)
+        return Precision(**data)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"state dict 'precision' is not what state_dict() writes: {exc}"
+                         ) from None
+
+
+def convert_warning(src: Precision, dst: Precision) -> None:
+    warnings.warn(f"fastopt: the checkpoint's state is stored as {src.state_dtype}; it was "
+                  f"converted to this optimizer's {dst.state_dtype} (values rounded to the "
+                  "new format)", UserWarning, stacklevel=4)
+
+
+def check_buffers(sd: Any, buffers: dict[str, np.ndarray]) -> None:
+    """Each stored buffer of a checkpoint has the dtype and shape of ours, or ValueError."""
+    for key, buf in buffers.items():
+        a = sd[key]
+        if not isinstance(a, np.ndarray) or a.shape != buf.shape or a.dtype != buf.dtype:
+            raise ValueError(f"state dict {key!r} must be a {buf.dtype} array of shape "
+                             f"{buf.shape}, got {getattr(a, 'dtype', type(a))} "
+                             f"{getattr(a, 'shape', '')}")
+
+
+def stored_keys(stored: Precision | None, names: list[str], ours: Storage | None) -> set[str]:
+    """The state keys a checkpoint written with ``stored`` holds (None: a plain one)."""
+    if stored is None or stored.state not in EIGHT_BIT:
+        keys = {f"state.{n}" for n in names}
+    else:
+        keys = {f"state.{n}{suffix}" for n in names for suffix in ("", ".codes", ".absmax")}
+    if stored is not None and stored.master:
+        keys.add("master")
+    return keys
+
+
+def converted_state(sd: Any, stored: Precision | None, ours: Precision, names: list[str],
+                    units: list[tuple[int, int]], layout_size: int,
+                    signs: tuple[str, ...]) -> dict[str, Any]:
+    """A checkpoint's state, written in another storage, as float arrays per unit (and its
+    master copy, where it kept one): what :func:`store_converted` rounds into ours."""
+    if stored is None:  # a plain float32/float64 checkpoint
+        out: dict[str, Any] = {}
+        for n in names:
+            a = sd[f"state.{n}"]
+            if not isinstance(a, np.ndarray) or a.shape != (layout_size,) or \
+                    a.dtype.kind != "f":
+                raise ValueError(f"state dict 'state.{n}' must be a float array of shape "
+                                 f"({layout_size},), got {getattr(a, 'dtype', type(a))}")
+            out[n] = [a[lo:lo + k].astype(ours.compute) for lo, k in units]
+        out["master"] = None
+        return out
+    if stored.param != ours.param:
+        raise ValueError(f"state dict was written for {stored.param} parameters; these are "
+                         f"{ours.param}")
+    source = Storage(stored, tuple(names), signs, units, layout_size, {})
+    check_buffers(sd, source.buffers)
+    for key, buf in source.buffers.items():
+        np.copyto(buf, sd[key])
+    out = {n: [source.read_unit(n, u) for u in range(len(units))] for n in names}
+    out["master"] = source.master
+    return out
+
+
+def store_converted(converted: dict[str, Any], storage: Storage | None,
+                    plain: dict[str, np.ndarray], units: list[tuple[int, int]]) -> None:
+    """Round :func:`converted_state`'s values into this optimizer's storage (``plain``: a
+    plain optimizer's state buffers)."""
+    names = [n for n in converted if n != "master"]
+    if storage is None:
+        for n in names:
+            for (lo, k), x in zip(units, converted[n], strict=True):
+                plain[n][lo:lo + k] = x
+        return
+    for n in names:
+        for u, x in enumerate(converted[n]):
+            storage.write_unit(n, u, x)
+    if storage.master is not None and converted["master"] is not None:
+        np.copyto(storage.master, converted["master"])
+

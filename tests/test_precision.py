@@ -1,0 +1,320 @@
+"""16-bit parameters and gradients, master weights, stochastic rounding, bfloat16 and 8-bit
+state (docs/precision.md). References are plain NumPy (and ml_dtypes' own conversions);
+bitsandbytes is a yardstick where installed."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from numba import njit
+
+import fastopt
+from fastopt.precision import dynamic, formats, quantized
+
+ml_dtypes = pytest.importorskip("ml_dtypes")
+BF16 = ml_dtypes.bfloat16
+
+
+# ------------------------------------------------------------------ formats
+@njit
+def _convert(x, bf, h, bfx, hx):
+    for i in range(x.size):
+        bf[i] = formats.f32_to_bf16(x[i])
+        h[i] = formats.f32_to_f16(x[i])
+        bfx[i] = formats.bf16_to_f32(bf[i])
+        hx[i] = formats.f16_to_f32(h[i])
+
+
+def _awkward_floats(n: int) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    bits = rng.integers(0, 2**32, n, dtype=np.uint64).astype(np.uint32).view(np.float32)
+    edges = np.array([0, -0.0, np.inf, -np.inf, 65504, 65519.99, 65520, 6e-8, 2.98e-8,
+                      6.1e-5, 3.4e38, -1e-40], np.float32)
+    scaled = (rng.standard_normal(n) * 10.0 ** rng.uniform(-9, 6, n)).astype(np.float32)
+    return np.concatenate([bits, edges, scaled])
+
+
+def test_16bit_rounding_matches_numpy_and_ml_dtypes():
+    x = _awkward_floats(200_000)
+    bf, h = np.empty(x.size, np.uint16), np.empty(x.size, np.uint16)
+    bfx, hx = np.empty(x.size, np.float32), np.empty(x.size, np.float32)
+    _convert(x, bf, h, bfx, hx)
+    ok = ~np.isnan(x)
+    with np.errstate(all="ignore"):
+        np.testing.assert_array_equal(bf[ok], x[ok].astype(BF16).view(np.uint16))
+        np.testing.assert_array_equal(h[ok], x[ok].astype(np.float16).view(np.uint16))
+    assert np.isnan(bfx[~ok]).all() and np.isnan(hx[~ok]).all()
+    # every 16-bit pattern decodes as the libraries decode it
+    allbits = np.arange(65536, dtype=np.uint32).astype(np.uint16)
+    for decode, dtype in ((formats.bf16_to_f32, BF16), (formats.f16_to_f32, np.float16)):
+        got = njit(lambda u, f=decode: np.array([f(v) for v in u], np.float32))(allbits)
+        want = allbits.view(dtype).astype(np.float32)
+        same = (got.view(np.uint32) == want.view(np.uint32)) | (np.isnan(got) & np.isnan(want))
+        assert same.all()
+
+
+@pytest.mark.parametrize("fmt", ["e4m3", "e5m2"])
+def test_fp8_codes_match_ml_dtypes(fmt):
+    ref = {"e4m3": ml_dtypes.float8_e4m3fn, "e5m2": ml_dtypes.float8_e5m2}[fmt]
+    largest = quantized.FP8[fmt][3]
+    rng = np.random.default_rng(1)
+    y = np.concatenate([rng.uniform(-largest, largest, 100_000),
+                        rng.standard_normal(100_000) * 10.0 ** rng.uniform(-12, 2, 100_000)])
+    y = np.clip(y, -largest, largest).astype(np.float32)
+    enc = getattr(quantized, f"{fmt}_encode")
+    dec = getattr(quantized, f"{fmt}_decode")
+    codes = njit(lambda a: np.array([enc(v) for v in a], np.uint8))(y)
+    np.testing.assert_array_equal(codes, y.astype(ref).view(np.uint8))
+    back = njit(lambda c: np.array([dec(v) for v in c], np.float32))(np.arange(256, dtype=np.uint8))
+    want = np.arange(256, dtype=np.uint8).view(ref).astype(np.float32)
+    finite = np.isfinite(want)
+    np.testing.assert_array_equal(back[finite], want[finite])
+
+
+# ------------------------------------------------------------------ the dynamic map
+def _reference_map(signed: bool) -> np.ndarray:
+    """Dettmers' dynamic map from its definition, in float64."""
+    values = []
+    for i in range(7):
+        k = 2**i if signed else 2 ** (i + 1)
+        bounds = np.linspace(0.1, 1.0, k + 1)
+        means = (bounds[:-1] + bounds[1:]) / 2 * 10.0 ** (i - 6)
+        values += list(means) + (list(-means) if signed else [])
+    return np.sort(np.array(values + [0.0, 1.0]))
+
+
+@pytest.mark.parametrize("signed", [True, False])
+def test_dynamic_map_and_nearest_code(signed):
+    ours = dynamic.dynamic_map(signed)
+    np.testing.assert_allclose(ours, _reference_map(signed).astype(np.float32), rtol=1e-6)
+    book = "dynamic_signed" if signed else "dynamic_unsigned"
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal(1 << 15) * 10.0 ** rng.uniform(-9, 1, 1 << 15)
+    x = (x if signed else np.abs(x)).astype(np.float32)
+    x[:256] = ours  # every code value itself, and the midpoints next
+    x[256:511] = ((ours[:-1] + ours[1:]) / np.float32(2)).astype(np.float32)
+    codes, absmax = quantized.quantize(x, book)
+    blocks = x.reshape(-1, 256)
+    np.testing.assert_array_equal(absmax, np.abs(blocks).max(1))
+    y = (blocks * (np.float32(1) / absmax[:, None])).astype(np.float32).reshape(-1)
+    dist = np.abs(y[:, None].astype(np.float64) - ours[None, :].astype(np.float64))
+    nearest = dist.argmin(1)  # ties: the lower code, as torch.bucketize
+    np.testing.assert_array_equal(codes, nearest)
+    np.testing.assert_array_equal(quantized.dequantize(codes, absmax, book),
+                                  ours[codes] * np.repeat(absmax, 256))
+
+
+def test_dynamic_map_is_bitsandbytes_map():
+    F = pytest.importorskip("bitsandbytes.functional")
+    for signed in (True, False):
+        np.testing.assert_array_equal(dynamic.dynamic_map(signed),
+                                      F.create_dynamic_map(signed=signed).numpy())
+
+
+# ------------------------------------------------------------------ optimizers
+def _grads(n, steps, seed=3, scale=0.01):
+    rng = np.random.default_rng(seed)
+    return [(rng.standard_normal(n) * scale).astype(np.float32) for _ in range(steps)]
+
+
+def _adam_numpy(p, gs, lr=1e-3, b1=0.9, b2=0.999, eps=1e-8):
+    p = p.astype(np.float64)
+    m = np.zeros_like(p)
+    v = np.zeros_like(p)
+    for t, g in enumerate(gs, 1):
+        m = b1 * m + (1 - b1) * g
+        v = b2 * v + (1 - b2) * g * g
+        p = p - lr / (1 - b1**t) * m / (np.sqrt(v / (1 - b2**t)) + eps)
+    return p
+
+
+@pytest.mark.parametrize("state_dtype, tol", [("bfloat16", 0.02), ("int8", 0.05),
+                                              ("fp8", 0.1)])
+def test_low_precision_state_follows_float32_adam(state_dtype, tol):
+    n, steps = 20_000, 60
+    rng = np.random.default_rng(4)
+    p0 = rng.standard_normal(n).astype(np.float32)
+    gs = _grads(n, steps)
+    p = p0.copy()
+    opt = fastopt.Adam([p], lr=1e-3, state_dtype=state_dtype)
+    for g in gs:
+        opt.step([g])
+    ref = _adam_numpy(p0, gs)
+    moved = np.abs(ref - p0).mean()
+    err = np.abs(p - ref).mean()
+    assert err < tol * moved, (err, moved)  # close to the float32 trajectory
+    assert opt.state_bytes() < 0.6 * 8 * n  # and in less memory than float32 state
+
+
+def test_master_weights_follow_float32_bit_for_bit():
+    n = 5000
+    rng = np.random.default_rng(5)
+    p16 = rng.standard_normal(n).astype(BF16)
+    gs16 = [g.astype(BF16) for g in _grads(n, 20)]
+    p32 = p16.astype(np.float32)
+    ref = fastopt.Adam([p32], lr=1e-2)
+    opt = fastopt.Adam([p16], lr=1e-2, master_weights=True)
+    for g in gs16:
+        ref.step([g.astype(np.float32)])
+        opt.step([g])
+    master = opt.state_dict()["master"]
+    np.testing.assert_array_equal(master[:n], p32)  # (the layout pads to 64 bytes)
+    np.testing.assert_array_equal(p16.view(np.uint16), p32.astype(BF16).view(np.uint16))
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_stochastic_rounding_moves_where_nearest_stalls(dtype):
+    """Updates below half an ulp: rounding to nearest never moves a 16-bit parameter;
+    stochastic rounding follows the float32 trajectory on average."""
+    n, steps, lr = 20_000, 100, 1e-4
+    dt = BF16 if dtype == "bfloat16" else np.float16
+    g = np.ones(n, dt)
+    nearest = np.ones(n, dt)
+    sr = np.ones(n, dt)
+    o1 = fastopt.SGD([nearest], lr=lr)
+    o2 = fastopt.SGD([sr], lr=lr, stochastic_rounding=True, rounding_seed=7)
+    for _ in range(steps):
+        o1.step([g])
+        o2.step([g])
+    assert (nearest.astype(np.float32) == 1.0).all()  # stalled
+    target = 1.0 - steps * lr
+    mean = sr.astype(np.float64).mean()
+    assert abs(mean - target) < 0.1 * steps * lr, (mean, target)
+
+
+def test_stochastic_rounding_is_the_same_at_any_thread_count():
+    import numba
+
+    n = 300_000
+    rng = np.random.default_rng(6)
+    p0 = rng.standard_normal(n).astype(BF16)
+    gs = [g.astype(BF16) for g in _grads(n, 3)]
+    outs = []
+    threads = numba.get_num_threads()
+    try:
+        for k in sorted({1, threads}):
+            numba.set_num_threads(k)
+            p = p0.copy()
+            opt = fastopt.Adam([p], lr=1e-2, stochastic_rounding=True, state_dtype="bfloat16")
+            for g in gs:
+                opt.step([g])
+            outs.append((p.view(np.uint16).copy(), opt.state_dict()["state.m"].copy()))
+    finally:
+        numba.set_num_threads(threads)
+    for p, m in outs[1:]:
+        np.testing.assert_array_equal(p, outs[0][0])
+        np.testing.assert_array_equal(m, outs[0][1])
+
+
+def test_8bit_state_small_arrays_keep_float32_and_bytes_add_up():
+    big, small = np.zeros(10_000, np.float32), np.zeros(100, np.float32)
+    opt = fastopt.Adam([big, small], state_dtype="int8", min_8bit_size=4096)
+    sd = opt.state_dict()
+    assert sd["state.m.codes"].size >= 10_000 and sd["state.m"].size < 200
+    assert opt.state_bytes() == sum(v.nbytes for k, v in sd.items() if k.startswith("state."))
+    plain = fastopt.Adam([big.copy(), small.copy()])
+    assert opt.state_bytes() < 0.3 * plain.state_bytes()
+
+
+def test_8bit_checkpoint_resumes_bit_identically_and_converts():
+    n = 9000
+    rng = np.random.default_rng(8)
+    p0 = rng.standard_normal(n).astype(np.float32)
+    gs = _grads(n, 10)
+    a = p0.copy()
+    oa = fastopt.Adam([a], state_dtype="int8")
+    for g in gs[:5]:
+        oa.step([g])
+    sd = oa.state_dict()
+    b = a.copy()
+    ob = fastopt.Adam([b], state_dtype="int8")
+    ob.load_state_dict(sd)
+    for g in gs[5:]:
+        oa.step([g])
+        ob.step([g])
+    np.testing.assert_array_equal(a, b)
+    c = p0.copy()
+    oc = fastopt.Adam([c], state_dtype="bfloat16")
+    with pytest.warns(UserWarning, match="converted"):
+        oc.load_state_dict(sd)
+    m8 = quantized.dequantize(sd["state.m.codes"], sd["state.m.absmax"], "dynamic_signed")
+    np.testing.assert_allclose(oc.state[0]["m"], m8[:n], rtol=2**-7)
+
+
+def test_against_bitsandbytes_adam8bit():
+    """bitsandbytes' CPU quantizer is an approximate search (its BinSearch): where codes
+    differ, ours is the nearest code and theirs is not; parameters stay close."""
+    torch = pytest.importorskip("torch")
+    bnb = pytest.importorskip("bitsandbytes")
+    n = 1 << 14
+    rng = np.random.default_rng(9)
+    p0 = rng.standard_normal(n).astype(np.float32)
+    gs = _grads(n, 100)
+    tp = torch.nn.Parameter(torch.from_numpy(p0.copy()))
+    topt = bnb.optim.Adam8bit([tp], lr=1e-3)
+    p = p0.copy()
+    opt = fastopt.Adam([p], lr=1e-3, state_dtype="int8")
+    for g in gs:
+        tp.grad = torch.from_numpy(g.copy())
+        topt.step()
+        opt.step([g])
+    theirs = topt.state[tp]
+    sd = opt.state_dict()
+    for name, key in (("m", "1"), ("v", "2")):
+        ours_c, their_c = sd[f"state.{name}.codes"], theirs[f"state{key}"].numpy()
+        assert (ours_c == their_c).mean() > 0.8
+    # the difference is their quantizer's: on the same values, ours is the nearest code
+    # (test_dynamic_map_and_nearest_code) and theirs often is not
+    x = (rng.standard_normal(1 << 14) * 10.0 ** rng.uniform(-6, 0, 1 << 14)).astype(np.float32)
+    F = pytest.importorskip("bitsandbytes.functional")
+    q, st = F.quantize_blockwise(torch.from_numpy(x), code=F.create_dynamic_map(signed=True),
+                                 blocksize=256)
+    ours, _ = quantized.quantize(x, "dynamic_signed")
+    y = (x.reshape(-1, 256) / st.absmax.numpy()[:, None]).reshape(-1)
+    values = dynamic.dynamic_map(True).astype(np.float64)
+    err_ours = np.abs(values[ours] - y).mean()
+    err_theirs = np.abs(values[q.numpy()] - y).mean()
+    assert err_ours <= err_theirs
+    moved = np.abs(tp.detach().numpy() - p0).mean()
+    assert np.abs(p - tp.detach().numpy()).mean() < 0.05 * moved
+
+
+# ------------------------------------------------------------------ bad input
+@pytest.mark.parametrize("kwargs, params, match", [
+    ({"state_dtype": "int4"}, "f32", "state_dtype must be"),
+    ({"state_dtype": "bfloat16"}, "f64", "needs float32 or 16-bit"),
+    ({"master_weights": True}, "f32", "16-bit parameters"),
+    ({"stochastic_rounding": True}, "f32", "rounds 16-bit"),
+    ({"stochastic_rounding": True, "master_weights": True}, "bf16", "pass one of them"),
+    ({"grad_dtype": "bfloat16"}, "f64", "grad_dtype"),
+    ({"min_8bit_size": -1}, "f32", "min_8bit_size"),
+    ({"rounding_seed": -1}, "f32", "rounding_seed"),
+])
+def test_bad_precision_options(kwargs, params, match):
+    p = {"f32": np.ones(10, np.float32), "f64": np.ones(10), "bf16": np.ones(10, BF16)}[params]
+    with pytest.raises(ValueError, match=match):
+        fastopt.Adam([p], **kwargs)
+
+
+def test_rules_that_cannot_take_8bit_state_say_so():
+    with pytest.raises(ValueError, match="cannot be held in 8 bits"):
+        fastopt.ASGD([np.ones(10, np.float32)], state_dtype="int8")
+    with pytest.raises(ValueError, match="trust-ratio"):
+        fastopt.LAMB([np.ones(10, np.float32)], state_dtype="bfloat16")
+
+
+def test_16bit_gradients_need_asking_and_nothing_is_written():
+    base = np.ones(5001, np.float32)
+    p = base[:5000]
+    opt = fastopt.Adam([p], state_dtype="int8")
+    before = {k: v.copy() for k, v in opt.state_dict().items() if isinstance(v, np.ndarray)}
+    with pytest.raises(ValueError, match="grad_dtype='bfloat16'"):
+        opt.step([np.ones(5000, BF16)])
+    with pytest.raises(ValueError, match="overlap"):
+        opt.step([base[1:]])
+    assert (p == 1).all()
+    after = opt.state_dict()
+    for k, v in before.items():
+        np.testing.assert_array_equal(after[k], v)
+    ok = fastopt.Adam([p.copy()], grad_dtype="bfloat16")
+    ok.step([np.ones(5000, BF16)])
