@@ -25,10 +25,7 @@ from .bits import f32_bits, f32_from_bits, select
 
 _16 = np.uint32(16)
 _13 = np.uint32(13)
-_LOW16 = np.uint32(0xFFFF)
 _ONE = np.uint32(1)
-_BF16_ROUND = np.uint32(0x7FFF)
-_QUIET = np.uint32(0x40)
 _SIGN32 = np.uint32(0x80000000)
 _SIGN16 = np.uint32(0x8000)
 _ABS16 = np.uint32(0x7FFF)
