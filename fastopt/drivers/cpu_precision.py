@@ -25,8 +25,6 @@ from .._jit import bind, compile_tree, device_function, inline, source_tag
 from ..precision import dynamic, formats, quantized, rounding, storage
 from ..rules.transforms import transformed
 from ._state import as_dtype_of, noise_args
-from ._state import gather as state_gather
-from ._state import scatter as state_scatter
 from .cpu import _compiled
 
 QBLOCK = dynamic.QBLOCK
@@ -61,39 +59,24 @@ def BITS(k0, k1, step, pos, stream):  # noqa: N802 - placeholder: rounding.rando
     raise NotImplementedError
 
 
-def QDECODE(sts, absmax, qt, rows, lo, n, b):  # noqa: N802 - quantized.block_codec's
+def SCALARS(h, scale, wd, decay, noise, rnd, ct):  # noqa: N802 - placeholder: _scalars
     raise NotImplementedError
 
 
-def QENCODE(sts, absmax, qt, rows, lo, n, b):  # noqa: N802 - quantized.block_codec's
-    raise NotImplementedError
-
-
-def ROWS(new):  # noqa: N802 - placeholder: quantized.rows_of
-    raise NotImplementedError
-
-
-def SGATHER(st, i):  # noqa: N802 - placeholder: _state.gather
-    raise NotImplementedError
-
-
-def SSCATTER(st, i, s):  # noqa: N802 - placeholder: _state.scatter
-    raise NotImplementedError
+def _scalars(h, scale, wd, decay, noise, rnd, ct):
+    """The step's scalars in the compute dtype, and the rounding counter's words
+    ``(k0, k1, step, position of element 0)``."""
+    return (as_dtype_of(h, ct), as_dtype_of(scale, ct), as_dtype_of(wd, ct),
+            as_dtype_of(decay, ct), noise_args(noise, ct), np.uint32(rnd[0]),
+            np.uint32(rnd[1]), np.uint64(rnd[2]), np.uint64(rnd[3]))
 
 
 def _precision_loop(p, g, st, master, h, scale, wd, decay, noise, rnd, ct):
     """One fused step over 16-bit (or 32-bit) parameters and gradients and plain or
     bfloat16 state; ``rnd = (k0, k1, step, position of element 0)`` for the rounding,
     ``ct`` an empty array of the compute dtype."""
-    h_ = as_dtype_of(h, ct)
-    scale_ = as_dtype_of(scale, ct)
-    wd_ = as_dtype_of(wd, ct)
-    decay_ = as_dtype_of(decay, ct)
-    noise_ = noise_args(noise, ct)
-    k0 = np.uint32(rnd[0])
-    k1 = np.uint32(rnd[1])
-    step = np.uint64(rnd[2])
-    pos0 = np.uint64(rnd[3])
+    h_, scale_, wd_, decay_, noise_, k0, k1, step, pos0 = SCALARS(h, scale, wd, decay, noise,
+                                                                  rnd, ct)
     for i in prange(p.size):
         idx = np.uint64(i)
         pos = pos0 + idx
@@ -103,37 +86,71 @@ def _precision_loop(p, g, st, master, h, scale, wd, decay, noise, rnd, ct):
         SCATTER(st, i, s, k0, k1, step, pos)
 
 
-def _quantized_loop(p, g, st, absmax, qt, master, h, scale, wd, decay, noise, rnd, ct):
-    """One fused step with blockwise 8-bit state: ``st`` the codes, ``absmax`` each
-    block's absolute maximum (both rewritten), ``qt`` the dynamic maps' tables. Per block:
-    its state decoded into float32 rows, its elements stepped as in the float32 kernel
-    (a loop that vectorises), the rows encoded back."""
-    h_ = as_dtype_of(h, ct)
-    scale_ = as_dtype_of(scale, ct)
-    wd_ = as_dtype_of(wd, ct)
-    decay_ = as_dtype_of(decay, ct)
-    noise_ = noise_args(noise, ct)
-    k0 = np.uint32(rnd[0])
-    k1 = np.uint32(rnd[1])
-    step = np.uint64(rnd[2])
-    pos0 = np.uint64(rnd[3])
-    nstate = len(st)
-    nblocks = (p.size + QBLOCK - 1) // QBLOCK
-    for b in prange(nblocks):
-        lo = b * QBLOCK
-        n = min(QBLOCK, p.size - lo)
-        rows = ROWS(np.empty((nstate, QBLOCK), np.float32))
-        QDECODE(st, absmax, qt, rows, lo, n, b)
-        pb = p[lo:lo + n]
-        gb = g[lo:lo + n]
-        mb = master[lo:lo + n] if master is not None else None
-        for k in range(n):
-            idx = np.uint64(lo + k)
-            w, s = ELEMENT(PLOAD(pb, mb, k), GLOAD(gb, k), SGATHER(rows, k), h_, scale_, wd_,
-                           decay_, noise_, idx)
-            PSTORE(pb, mb, k, w, BITS(k0, k1, step, pos0 + idx, np.uint32(0)))
-            SSCATTER(rows, k, s)
-        QENCODE(st, absmax, qt, rows, lo, n, b)
+#: Quantization blocks per task of the parallel loop: the float32 scratch rows are
+#: allocated once a task, not once a block.
+CHUNK = 64
+
+
+@cache
+def _quantized_template(books: tuple[str, ...]) -> Callable:
+    """The step loop for blockwise 8-bit state stored in ``books`` (one code book per state
+    array): ``st`` the codes, ``absmax`` each block's absolute maximum (both rewritten),
+    ``qt`` the dynamic maps' tables. Generated, one straight line per state array.
+
+    Per block: the elements stepped as in the float32 kernel, each state value decoded
+    where it is read (a table-driven book first decodes the block into float32 scratch:
+    a table read in the loop would keep it from vectorising), the new values kept in
+    scratch rows with a running maximum of their magnitudes; then each row encoded with
+    its new maximum. Loops stay in this function: Numba's inliner lost a loop-carried
+    value when they lived in an inlined helper."""
+    pre, state, post, enc = [], [], [], []
+    for j, book in enumerate(books):
+        code = quantized.book_code(book)
+        pre.append(f"            c{j} = st[{j}][lo:lo + n]\n"
+                   f"            a{j} = absmax[{j}][b] * np.float32({1.0 / code.largest!r})\n"
+                   f"            x{j} = np.uint32(0)\n")
+        if code.table:
+            pre.append(f"            for k in range(n):\n"
+                       f"                row{j}[k] = {code.decode.format(c=f'c{j}[k]')} * a{j}\n")
+            state.append(f"row{j}[k]")
+        else:
+            state.append(f"{code.decode.format(c=f'c{j}[k]')} * a{j}")
+        post.append(f"                row{j}[k] = s[{j}]\n"
+                    f"                x{j} = max(x{j}, f32_bits(s[{j}]) & ABS)\n")
+        scaled = code.encode.format(y=f"row{j}[k] * inv")
+        enc.append(f"            amax = f32_from_bits(x{j})\n"
+                   f"            inv = inverse(amax, np.float32({code.largest!r}))\n"
+                   f"            for k in range(n):\n"
+                   f"                c{j}[k] = {scaled}\n"
+                   f"            absmax[{j}][b] = amax\n")
+    rows = "".join(f"        row{j} = rows[{j}]\n" for j in range(len(books)))
+    src = (
+        "def quantized_loop(p, g, st, absmax, qt, master, h, scale, wd, decay, noise, rnd, "
+        "ct):\n"
+        "    h_, scale_, wd_, decay_, noise_, k0, k1, step, pos0 = SCALARS(h, scale, wd, "
+        "decay, noise, rnd, ct)\n"
+        "    nblocks = (p.size + QBLOCK - 1) // QBLOCK\n"
+        "    for c in prange((nblocks + CHUNK - 1) // CHUNK):\n"
+        f"        rows = np.empty(({len(books)}, QBLOCK), np.float32)\n{rows}"
+        "        for b in range(c * CHUNK, min(nblocks, (c + 1) * CHUNK)):\n"
+        "            lo = b * QBLOCK\n"
+        "            n = min(QBLOCK, p.size - lo)\n"
+        "            pb = p[lo:lo + n]\n"
+        "            gb = g[lo:lo + n]\n"
+        "            mb = master[lo:lo + n] if master is not None else None\n"
+        + "".join(pre) +
+        "            for k in range(n):\n"
+        "                idx = np.uint64(lo + k)\n"
+        f"                w, s = ELEMENT(PLOAD(pb, mb, k), GLOAD(gb, k), ({', '.join(state)},), "
+        "h_, scale_, wd_, decay_, noise_, idx)\n"
+        "                PSTORE(pb, mb, k, w, BITS(k0, k1, step, pos0 + idx, np.uint32(0)))\n"
+        + "".join(post) + "".join(enc))
+    scope = {"__name__": __name__, "np": np, "prange": prange, **quantized.kernel_scope()}
+    # compiled with this file's name: Numba's disk cache needs a source file to key on
+    exec(compile(src, __file__, "exec"), scope)  # noqa: S102 - one line per state array
+    fn = scope["quantized_loop"]
+    fn.__name__ = f"quantized_loop_{'_'.join(books)}"
+    return fn
 
 
 @cache
@@ -176,13 +193,11 @@ def precision_kernel(rule: Callable, pfmt: str, gfmt: str, sfmt: str, nstate: in
     fmt = "_".join(books) if books is not None else f"{sfmt}{nstate}"
     name = f"precision_{rule.__name__}_{pfmt}_{gfmt}_{fmt}_{int(master)}{int(stochastic)}_{_tag()}"
     if books is not None:
-        decode, encode = quantized.block_codec(books)
-        return _compiled(_quantized_loop, name, par, ELEMENT=element, QDECODE=decode,
-                         QENCODE=encode, ROWS=quantized.rows_of(len(books)), SGATHER=state_gather,
-                         SSCATTER=state_scatter, **io)
+        return _compiled(_quantized_template(books), name, par, ELEMENT=element,
+                         SCALARS=device_function(_scalars), QBLOCK=QBLOCK, CHUNK=CHUNK, **io)
     gather, scatter = storage.state_codec(sfmt, nstate)
     return _compiled(_precision_loop, name, par, ELEMENT=element, GATHER=gather,
-                     SCATTER=scatter, **io)
+                     SCATTER=scatter, SCALARS=device_function(_scalars), **io)
 
 
 def run(kernel_pair: tuple[Callable, Callable], choice: parallel.Choice | None, args: tuple,

@@ -22,11 +22,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import cache
+from typing import NamedTuple
 
 import numpy as np
+from llvmlite import ir
+from numba.core import types
+from numba.extending import intrinsic, overload
 
-from .._jit import compile_tree, device, device_function, inline
-from ..drivers._state import unrolled
+from .._jit import cpu_jit, inline
 from .bits import f32_bits, f32_from_bits, select
 from .dynamic import QBLOCK, encode, tables
 
@@ -38,72 +41,123 @@ FP8 = {"e4m3": (4, 3, 7, 448.0), "e5m2": (5, 2, 15, 57344.0)}
 
 
 # --------------------------------------------------------------------------- fp8
+def _fp8_constants(name: str) -> dict[str, int]:
+    """The bit patterns of one 8-bit float's encode and decode (all uint32)."""
+    e_bits, m_bits, bias, largest = FP8[name]
+    return {
+        "shift": 23 - m_bits,  # float32 mantissa bits dropped
+        "half_minus_one": (1 << (22 - m_bits)) - 1,
+        "rebias": (127 - bias) << m_bits,
+        "normal_min": (127 - bias + 1) << 23,  # bits of the smallest normal
+        "magic": ((127 - bias) + (23 - m_bits) + 1) << 23,
+        "top": int(np.float32(largest).view(np.uint32)),
+        "e_mask": (1 << e_bits) - 1,
+        "m_bits": m_bits,
+        "m_mask": (1 << m_bits) - 1,
+        "exp_to_f32": 127 - bias,
+        "unit": float(2.0 ** (1 - bias - m_bits)),  # a subnormal code's step
+    }
+
+
 def _fp8_functions(name: str) -> tuple[Callable, Callable]:
     """``(encode(y), decode(c))`` for one 8-bit float (``|y|`` at most its largest value:
-    the block scale sees to that)."""
-    e_bits, m_bits, bias, largest = FP8[name]
-    shift = np.uint32(23 - m_bits)
-    half_minus_one = np.uint32((1 << (22 - m_bits)) - 1)
-    rebias = np.uint32((127 - bias) << m_bits)
-    normal_min = np.uint32((127 - bias + 1) << 23)  # bits of the smallest normal
-    magic = np.uint32(((127 - bias) + (23 - m_bits) + 1) << 23)
-    top = np.uint32(f32_bits(np.float32(largest)))
-    one = np.uint32(1)
-    sign_shift = np.uint32(24)
-    sign_mask = np.uint32(0x80000000)
-    abs_mask = np.uint32(0x7FFFFFFF)
-    e_mask = np.uint32((1 << e_bits) - 1)
-    m_mask = np.uint32((1 << m_bits) - 1)
-    m_shift = np.uint32(m_bits)
-    unit = np.float32(2.0 ** (1 - bias - m_bits))  # a subnormal code's step
-    exp_to_f32 = np.uint32(127 - bias)
-    s23 = np.uint32(23)
-    s31 = np.uint32(31)
-    s7 = np.uint32(7)
+    the block scale sees to that). Round to nearest, ties to even, as float32 → float16
+    rounding: normal values by adding below the kept bits, subnormal ones by a float add
+    that lets the FPU round. Python bodies for plain Python and the CUDA simulator; in
+    compiled code, the same steps as LLVM IR on 32-bit integers (:func:`_fp8_ir`)."""
+    k = _fp8_constants(name)
 
     def fp8_encode(y):
-        b = f32_bits(y)
-        sign = (b & sign_mask) >> sign_shift
-        a = b & abs_mask
-        a = select(a > top, top, a)  # (a rounding past the largest value; NaN too)
-        small = f32_bits(f32_from_bits(a) + f32_from_bits(magic)) - magic
-        normal = (a + half_minus_one + ((a >> shift) & one)) >> shift
-        normal = normal - rebias
-        return np.uint8(sign | select(a < normal_min, small, normal))
+        b = int(np.float32(y).view(np.uint32))
+        sign = (b & 0x80000000) >> 24
+        a = min(b & 0x7FFFFFFF, k["top"])  # a rounding past the largest value; NaN too
+        if a < k["normal_min"]:
+            s = np.float32(np.uint32(a).view(np.float32)) + np.uint32(k["magic"]).view(
+                np.float32)
+            code = int(np.float32(s).view(np.uint32)) - k["magic"]
+        else:
+            code = ((a + k["half_minus_one"] + ((a >> k["shift"]) & 1)) >> k["shift"]) \
+                - k["rebias"]
+        return np.uint8(sign | code)
 
     def fp8_decode(c):
-        c = np.uint32(c)
-        e = (c >> m_shift) & e_mask
-        m = c & m_mask
-        sign = (c >> s7) << s31
-        normal = sign | ((e + exp_to_f32) << s23) | (m << shift)
-        sub = f32_bits(np.float32(m) * unit) | sign
-        return f32_from_bits(select(e != 0, normal, sub))
+        c = int(c)
+        e = (c >> k["m_bits"]) & k["e_mask"]
+        m = c & k["m_mask"]
+        sign = (c >> 7) << 31
+        if e:
+            bits = sign | ((e + k["exp_to_f32"]) << 23) | (m << k["shift"])
+        else:
+            bits = int(np.float32(np.float32(m) * np.float32(k["unit"])).view(np.uint32)) \
+                | sign
+        return np.uint32(bits).view(np.float32)
 
     fp8_encode.__name__ = f"{name}_encode"
     fp8_decode.__name__ = f"{name}_decode"
     return fp8_encode, fp8_decode
 
 
+def _fp8_ir(name: str, encode_fn: Callable, decode_fn: Callable) -> None:
+    """Compile ``encode_fn``/``decode_fn`` as LLVM IR on i32: written with NumPy scalars,
+    Numba widens each integer step to 64 bits and a vectorised loop runs at half the lanes
+    (measured: 1.3 cycles a decoded value, against 0.3 in 32 bits)."""
+    k = _fp8_constants(name)
+    i8, i32, f32 = ir.IntType(8), ir.IntType(32), ir.FloatType()
+
+    def c(v: int) -> ir.Constant:
+        return ir.Constant(i32, v)
+
+    @intrinsic
+    def encode_ir(typingctx, y):
+        if y != types.float32:
+            return None
+
+        def codegen(context, builder, sig, args):
+            b = builder.bitcast(args[0], i32)
+            sign = builder.lshr(builder.and_(b, c(0x80000000)), c(24))
+            a = builder.and_(b, c(0x7FFFFFFF))
+            a = builder.select(builder.icmp_unsigned(">", a, c(k["top"])), c(k["top"]), a)
+            s = builder.fadd(builder.bitcast(a, f32), builder.bitcast(c(k["magic"]), f32))
+            small = builder.sub(builder.bitcast(s, i32), c(k["magic"]))
+            odd = builder.and_(builder.lshr(a, c(k["shift"])), c(1))
+            normal = builder.add(builder.add(a, c(k["half_minus_one"])), odd)
+            normal = builder.sub(builder.lshr(normal, c(k["shift"])), c(k["rebias"]))
+            out = builder.select(builder.icmp_unsigned("<", a, c(k["normal_min"])), small,
+                                 normal)
+            return builder.trunc(builder.or_(sign, out), i8)
+
+        return types.uint8(y), codegen
+
+    @intrinsic
+    def decode_ir(typingctx, code):
+        if code != types.uint8:
+            return None
+
+        def codegen(context, builder, sig, args):
+            w = builder.zext(args[0], i32)
+            e = builder.and_(builder.lshr(w, c(k["m_bits"])), c(k["e_mask"]))
+            m = builder.and_(w, c(k["m_mask"]))
+            sign = builder.shl(builder.lshr(w, c(7)), c(31))
+            normal = builder.or_(builder.shl(builder.add(e, c(k["exp_to_f32"])), c(23)),
+                                 builder.shl(m, c(k["shift"])))
+            sub = builder.bitcast(builder.fmul(builder.uitofp(m, f32),
+                                               ir.Constant(f32, k["unit"])), i32)
+            out = builder.select(builder.icmp_unsigned("!=", e, c(0)), normal, sub)
+            return builder.bitcast(builder.or_(out, sign), f32)
+
+        return types.float32(code), codegen
+
+    overload(encode_fn, inline="always")(lambda y: lambda y: encode_ir(np.float32(y)))
+    overload(decode_fn, inline="always")(lambda c: lambda c: decode_ir(np.uint8(c)))
+
+
 e4m3_encode, e4m3_decode = _fp8_functions("e4m3")
 e5m2_encode, e5m2_decode = _fp8_functions("e5m2")
-for _f in (e4m3_encode, e4m3_decode, e5m2_encode, e5m2_decode):
-    inline(_f)
+_fp8_ir("e4m3", e4m3_encode, e4m3_decode)
+_fp8_ir("e5m2", e5m2_encode, e5m2_decode)
 
 
 # --------------------------------------------------------------------------- blocks
-@device
-def absmax_bits(row, n):
-    """The bits of ``max |row[:n]|``: float32 magnitudes order as their bits do, and an
-    integer maximum vectorises where a float one (NaN rules) does not. A NaN's bits exceed
-    infinity's, so a block holding a NaN has a NaN maximum, and decodes as NaN, as float32
-    state would hold it."""
-    m = np.uint32(0)
-    for k in range(n):
-        m = max(m, f32_bits(row[k]) & np.uint32(0x7FFFFFFF))
-    return m
-
-
 @inline
 def inverse(amax, largest):
     """``largest / amax``, or 0 for a block whose maximum is 0 or not finite (its codes are
@@ -112,57 +166,35 @@ def inverse(amax, largest):
     return f32_from_bits(select(ok, f32_bits(np.float32(largest) / amax), np.uint32(0)))
 
 
-def _book_io(book: str) -> tuple[str, str, float]:
-    """Source of one state's decode and encode lines, and the book's largest value."""
+class BookCode(NamedTuple):
+    """How compiled code reads and writes one code book: ``decode`` an expression of the
+    code ``{c}`` (times the block scale: the value over ``largest``), ``encode`` one of the
+    scaled value ``{y}`` in [−largest, largest]; ``table``: whether decoding reads a table
+    (a loop of table reads does not vectorise here)."""
+
+    decode: str
+    encode: str
+    largest: float
+    table: bool
+
+
+def book_code(book: str) -> BookCode:
+    """The :class:`BookCode` of a code book (names in :func:`kernel_scope`)."""
     if book.startswith("dynamic"):
         signed = book == "dynamic_signed"
-        t = "0" if signed else "3"
-        dec = "row[k] = qt[" + t + "][st[lo + k]] * a"
-        enc = (f"st[lo + k] = encode(row[k] * inv, qt[{int(t) + 1}], qt[{int(t) + 2}], "
-               f"ZERO_{'S' if signed else 'U'}, {signed})")
-        return dec, enc, 1.0
-    return (f"row[k] = {book}_decode(st[lo + k]) * a",
-            f"st[lo + k] = {book}_encode(row[k] * inv)", FP8[book][3])
+        t = 0 if signed else 3
+        zero = "ZERO_S" if signed else "ZERO_U"
+        return BookCode(f"qt[{t}][{{c}}]",
+                        f"encode({{y}}, qt[{t + 1}], qt[{t + 2}], {zero}, {signed})", 1.0, True)
+    return BookCode(f"{book}_decode({{c}})", f"{book}_encode({{y}})", FP8[book][3], False)
 
 
-@cache
-def block_codec(books: tuple[str, ...]) -> tuple[Callable, Callable]:
-    """``(decode(st, absmax, qt, rows, lo, n, b), encode(st, absmax, qt, rows, lo, n, b))``,
-    compiled for the CPU, for state arrays stored in ``books`` (one per array): decode
-    block ``b`` (its first value at ``lo``, ``n`` values) into the float32 ``rows``; encode
-    ``rows`` back, with each row's new absolute maximum. ``qt``: :func:`codec_tables`."""
-    lines_dec, lines_enc = [], []
-    for j, book in enumerate(books):
-        dec, enc, largest = _book_io(book)
-        lines_dec.append(
-            f"    st = sts[{j}]\n    row = rows[{j}]\n    a = absmax[{j}][b] * "
-            f"np.float32({1.0 / largest!r})\n    for k in range(n):\n        {dec}\n")
-        lines_enc.append(
-            f"    st = sts[{j}]\n    row = rows[{j}]\n    amax = f32_from_bits(absmax_bits(row, n))"
-            f"\n    inv = inverse(amax, {largest!r})\n    for k in range(n):\n        {enc}\n"
-            f"    absmax[{j}][b] = amax\n")
-    _, _, _, zs = tables(True)
-    _, _, _, zu = tables(False)
-    scope = {"np": np, "encode": encode, "f32_from_bits": f32_from_bits,
-             "absmax_bits": absmax_bits, "inverse": inverse, "ZERO_S": np.int32(zs),
-             "ZERO_U": np.int32(zu), **{f.__name__: f for f in (
-                 e4m3_encode, e4m3_decode, e5m2_encode, e5m2_decode)}}
-    params = "sts, absmax, qt, rows, lo, n, b"
-    tag = "_".join(books)
-    exec(f"def decode_{tag}({params}):\n" + "".join(lines_dec) + "    return\n"  # noqa: S102
-         f"def encode_{tag}({params}):\n" + "".join(lines_enc) + "    return\n", scope)
-    # Compiled functions, called once a block, not inlined: Numba's inliner loses the
-    # value a loop carries (absmax_bits' maximum came out 0).
-    return (compile_tree(device(scope[f"decode_{tag}"]), device_function),
-            compile_tree(device(scope[f"encode_{tag}"]), device_function))
-
-
-@cache
-def rows_of(n: int) -> Callable:
-    """``rows(new)``: the tuple of the ``n`` rows of a 2-D scratch block."""
-    f = unrolled(n, "new", "return ({items})", "new[{k}], ")
-    f.__name__ = f"rows_{n}"
-    return inline(f)
+def kernel_scope() -> dict[str, object]:
+    """The names :func:`book_code`'s expressions and a block loop use."""
+    return {"encode": encode, "f32_bits": f32_bits, "f32_from_bits": f32_from_bits,
+            "inverse": inverse, "ABS": np.uint32(0x7FFFFFFF),
+            "ZERO_S": np.int32(tables(True)[3]), "ZERO_U": np.int32(tables(False)[3]),
+            **{f.__name__: f for f in (e4m3_encode, e4m3_decode, e5m2_encode, e5m2_decode)}}
 
 
 @cache
@@ -185,44 +217,44 @@ def quantize(x: np.ndarray, book: str) -> tuple[np.ndarray, np.ndarray]:
     x = np.asarray(x, np.float32).reshape(-1)
     codes = np.zeros(x.size, np.uint8)
     absmax = np.zeros(blocks(x.size), np.float32)
-    _host_codec(book)[1](x, codes, absmax)
+    _host_codec(book)[1](x, codes, absmax, codec_tables())
     return codes, absmax
 
 
 def dequantize(codes: np.ndarray, absmax: np.ndarray, book: str) -> np.ndarray:
     """The float32 values ``codes`` and ``absmax`` stand for."""
     out = np.zeros(codes.size, np.float32)
-    _host_codec(book)[0](codes, absmax, out)
+    _host_codec(book)[0](codes, absmax, out, codec_tables())
     return out
-
-
-QT = None  # placeholder: the host codecs bind codec_tables() here
 
 
 @cache
 def _host_codec(book: str) -> tuple[Callable, Callable]:
-    from .._jit import cpu_jit
-
-    dec, enc = block_codec((book,))
-    rows = rows_of(1)
-    qt = codec_tables()
-
-    def decode_all(codes, absmax, out):
-        for b in range(absmax.size):
-            lo = b * QBLOCK
-            n = min(QBLOCK, codes.size - lo)
-            dec((codes,), (absmax,), QT, rows(out[lo:lo + n].reshape(1, n)), lo, n, b)
-
-    def encode_all(x, codes, absmax):
-        for b in range(absmax.size):
-            lo = b * QBLOCK
-            n = min(QBLOCK, x.size - lo)
-            enc((codes,), (absmax,), QT, rows(x[lo:lo + n].reshape(1, n)), lo, n, b)
-
-    ns = {"QT": qt, "QBLOCK": QBLOCK}
-    from .._jit import bind
-
-    return (cpu_jit(bind(decode_all, f"decode_all_{book}", dec=dec, rows=rows, **ns),
-                    cache=False),
-            cpu_jit(bind(encode_all, f"encode_all_{book}", enc=enc, rows=rows, **ns),
-                    cache=False))
+    """Compiled ``(decode_all(codes, absmax, out, qt), encode_all(x, codes, absmax, qt))``
+    for one book, block by block as the kernels store it."""
+    code = book_code(book)
+    scale = np.float32(1.0 / code.largest)
+    src = (
+        "def decode_all(codes, absmax, out, qt):\n"
+        "    for b in range(absmax.size):\n"
+        "        lo = b * QBLOCK\n"
+        "        a = absmax[b] * SCALE\n"
+        "        for k in range(lo, min(lo + QBLOCK, codes.size)):\n"
+        f"            out[k] = {code.decode.format(c='codes[k]')} * a\n"
+        "def encode_all(x, codes, absmax, qt):\n"
+        "    for b in range(absmax.size):\n"
+        "        lo = b * QBLOCK\n"
+        "        hi = min(lo + QBLOCK, x.size)\n"
+        "        m = np.uint32(0)\n"
+        "        for k in range(lo, hi):\n"
+        "            m = max(m, f32_bits(x[k]) & ABS)\n"
+        "        amax = f32_from_bits(m)\n"
+        "        inv = inverse(amax, LARGEST)\n"
+        "        for k in range(lo, hi):\n"
+        f"            codes[k] = {code.encode.format(y='x[k] * inv')}\n"
+        "        absmax[b] = amax\n")
+    scope = {"np": np, "QBLOCK": QBLOCK, "SCALE": scale,
+             "LARGEST": np.float32(code.largest), **kernel_scope()}
+    exec(src, scope)  # noqa: S102 - generated from the book's expressions
+    return (cpu_jit(scope["decode_all"], cache=False),
+            cpu_jit(scope["encode_all"], cache=False))
