@@ -51,6 +51,13 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--out", type=Path, default=Path("fastopt_demo.png"),
                       help="where to write the PNG (default fastopt_demo.png)")
     demo.add_argument("--quick", action="store_true", help="3 epochs, SGD and Adam only")
+    demo.add_argument("--state-dtype", nargs="+", default=["none"], metavar="DTYPE",
+                      help="the optimizer's state: none (float32), bfloat16, int8, fp8; "
+                           "several train each rule once per choice")
+    demo.add_argument("--param-dtype", default="float32",
+                      choices=["float32", "bfloat16", "float16"],
+                      help="store the parameters in 16 bits (stepped with a float32 master "
+                           "copy; the network computes in float32)")
     comp = sub.add_parser("compile", help="load or compile ahead of a run the kernels it will "
                                           "use (kept in Numba's disk cache)")
     comp.add_argument("--rules", nargs="+", default=None,
@@ -85,12 +92,18 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--noise must be a finite number >= 0, got {args.noise}")
         if args.seed < 0:
             parser.error(f"--seed must be >= 0, got {args.seed}")
+        bad = [d for d in args.state_dtype if d not in demo_run.STATE_DTYPES]
+        if bad:
+            parser.error(f"unknown --state-dtype {bad}; choose from {demo_run.STATE_DTYPES}")
+        storages = [demo_run.Storage(None if d == "none" else d, args.param_dtype)
+                    for d in dict.fromkeys(args.state_dtype)]
         try:
             args.out = demo_run.output_path(args.out)
         except ValueError as exc:
             parser.error(str(exc))
         return demo_run.main(rules, 3 if args.quick else args.epochs, args.batch_size,
-                             args.seed, args.noise, args.curriculum, args.out)
+                             args.seed, args.noise, args.curriculum, args.out,
+                             storages=storages)
 
     from .bench import run
 

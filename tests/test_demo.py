@@ -35,8 +35,33 @@ def test_demo_options_noise_and_curriculum(tmp_path, capsys):
     assert re.search(r"^Momentum\s+2\s+[0-9.]+%", text, re.M)
 
 
+def test_demo_state_and_param_dtypes_report_the_optimizers_memory(tmp_path, capsys):
+    """Each --state-dtype trains the rule once; the table's state bytes per parameter are
+    the optimizer's own count (Adam: two float32 moments = 8 B; 8-bit state on the 8,192
+    first-layer weights, the 1,546 others keep float32 below min_8bit_size; a master copy
+    adds 4 B)."""
+    pytest.importorskip("ml_dtypes")
+    assert main(["demo", "--rules", "Adam", "--epochs", "2", "--state-dtype", "none", "fp8",
+                 "--out", str(tmp_path / "d.png")]) == 0
+    rows = re.findall(r"^(Adam(?: \[[^\]]+\])?)\s+2\s+([0-9.]+)%\s+([0-9.]+)%\s+([0-9.]+)\s",
+                      capsys.readouterr().out, re.M)
+    assert [r[0] for r in rows] == ["Adam", "Adam [fp8]"]
+    n, n8 = 9738, 8192
+    eight = (2 * n8 + 2 * 4 * (n8 // 256) + 8 * (n - n8)) / n
+    assert float(rows[0][3]) == pytest.approx(8.0, abs=0.01)
+    assert float(rows[1][3]) == pytest.approx(eight, abs=0.01)
+    assert min(float(r[2]) for r in rows) > 80.0
+    assert main(["demo", "--rules", "Momentum", "--epochs", "2", "--param-dtype", "bfloat16",
+                 "--out", str(tmp_path / "d.png")]) == 0
+    row = re.search(r"^Momentum \[bfloat16 params\]\s+2\s+([0-9.]+)%\s+[0-9.]+%\s+([0-9.]+)",
+                    capsys.readouterr().out, re.M)
+    assert row and float(row[1]) > 80.0
+    assert float(row[2]) == pytest.approx(8.0, abs=0.05)  # momentum 4 B + master copy 4 B
+
+
 @pytest.mark.parametrize("args, message", [
     (["demo", "--rules", "Adamux"], "unknown rule"),
+    (["demo", "--state-dtype", "int4"], "unknown --state-dtype"),
     (["demo", "--epochs", "0"], "--epochs must be at least 1"),
     (["demo", "--batch-size", "1"], "--batch-size must be at least 2"),
     (["demo", "--noise", "nan"], "--noise must be a finite number >= 0"),

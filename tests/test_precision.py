@@ -201,14 +201,104 @@ def test_stochastic_rounding_is_the_same_at_any_thread_count():
             numba.set_num_threads(k)
             p = p0.copy()
             opt = fastopt.Adam([p], lr=1e-2, stochastic_rounding=True, state_dtype="bfloat16")
+            q = p0.astype(np.float32)
+            opt8 = fastopt.Adam([q], lr=1e-2, state_dtype="8bit")
             for g in gs:
                 opt.step([g])
-            outs.append((p.view(np.uint16).copy(), opt.state_dict()["state.m"].copy()))
+                opt8.step([g.astype(np.float32)])
+            sd8 = opt8.state_dict()
+            outs.append((p.view(np.uint16).copy(), opt.state_dict()["state.m"].copy(),
+                         q.copy(), sd8["state.v.codes"].copy(), sd8["state.v.absmax"].copy()))
     finally:
         numba.set_num_threads(threads)
-    for p, m in outs[1:]:
-        np.testing.assert_array_equal(p, outs[0][0])
-        np.testing.assert_array_equal(m, outs[0][1])
+    for out in outs[1:]:
+        for a, b in zip(out, outs[0], strict=True):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_8bit_names_the_faster_format():
+    """``state_dtype="8bit"`` is the format measured fastest (fp8; docs/precision.md), and
+    its checkpoints say which it is."""
+    rng = np.random.default_rng(8)
+    p0 = rng.standard_normal(20_000).astype(np.float32)
+    gs = _grads(20_000, 3)
+    out = []
+    for dtype in ("8bit", "fp8"):
+        p = p0.copy()
+        opt = fastopt.Adam([p], state_dtype=dtype)
+        for g in gs:
+            opt.step([g])
+        out.append((p, opt.state_dict()))
+    np.testing.assert_array_equal(out[0][0], out[1][0])
+    np.testing.assert_array_equal(out[0][1]["state.m.codes"], out[1][1]["state.m.codes"])
+    assert '"fp8"' in str(out[0][1]["precision"])
+
+
+def _ref_quantize(x: np.ndarray, book: str) -> tuple[np.ndarray, np.ndarray]:
+    """Blockwise 8-bit codes from the definitions: per 256 values their absolute maximum,
+    then each value over it rounded to the nearest code (ml_dtypes' fp8 rounding; the
+    nearest dynamic-map value by brute force, ties to the lower code)."""
+    pad = -x.size % 256
+    blocks = np.concatenate([x, np.zeros(pad, np.float32)]).reshape(-1, 256)
+    amax = np.abs(blocks).max(1).astype(np.float32)
+    safe = np.where(amax > 0, amax, 1).astype(np.float32)[:, None]
+    if book in ("e4m3", "e5m2"):
+        fmt = {"e4m3": ml_dtypes.float8_e4m3fn, "e5m2": ml_dtypes.float8_e5m2}[book]
+        y = (blocks * (np.float32(quantized.FP8[book][3]) / safe)).astype(np.float32)
+        codes = y.astype(fmt).view(np.uint8)
+    else:
+        table = _reference_map(book == "dynamic_signed").astype(np.float32)
+        y = (blocks / safe).astype(np.float64)
+        codes = np.abs(y.reshape(-1, 1) - table[None, :]).argmin(1).reshape(y.shape)
+    return codes.reshape(-1)[:x.size].astype(np.uint8), amax
+
+
+def _ref_dequantize(codes: np.ndarray, amax: np.ndarray, book: str) -> np.ndarray:
+    if book in ("e4m3", "e5m2"):
+        fmt = {"e4m3": ml_dtypes.float8_e4m3fn, "e5m2": ml_dtypes.float8_e5m2}[book]
+        unit = codes.view(fmt).astype(np.float32) / np.float32(quantized.FP8[book][3])
+    else:
+        unit = _reference_map(book == "dynamic_signed").astype(np.float32)[codes]
+    return (unit * np.repeat(amax, 256)[:codes.size]).astype(np.float32)
+
+
+@pytest.mark.parametrize("state_dtype, books", [("fp8", ("e4m3", "e5m2")),
+                                                ("int8", ("dynamic_signed",
+                                                          "dynamic_unsigned"))])
+def test_8bit_adam_steps_as_the_blockwise_definition(state_dtype, books):
+    """Each step decodes the state, takes Adam's step in float32 and encodes the new state
+    with each block's new maximum. Reference: NumPy from those definitions, the state
+    quantized after every step. A size with a partial last block and several parallel
+    tasks of blocks."""
+    n, steps, lr, b1, b2, eps = 3 * 64 * 256 + 1000 + 37, 4, 1e-3, 0.9, 0.999, 1e-8
+    rng = np.random.default_rng(11)
+    p0 = rng.standard_normal(n).astype(np.float32)
+    gs = [(rng.standard_normal(n) * 10.0 ** rng.uniform(-4, 0, n)).astype(np.float32)
+          for _ in range(steps)]
+    p = p0.copy()
+    opt = fastopt.Adam([p], lr=lr, state_dtype=state_dtype)
+    rp = p0.copy()
+    mc, ma = _ref_quantize(np.zeros(n, np.float32), books[0])
+    vc, va = _ref_quantize(np.zeros(n, np.float32), books[1])
+    f = np.float32
+    for t, g in enumerate(gs, 1):
+        opt.step([g])
+        m = f(b1) * _ref_dequantize(mc, ma, books[0]) + f(1 - b1) * g
+        v = f(b2) * _ref_dequantize(vc, va, books[1]) + f(1 - b2) * g * g
+        step = f(lr) / f(1 - b1**t) * m / (np.sqrt(v / f(1 - b2**t)) + f(eps))
+        rp = (rp - step).astype(np.float32)
+        mc, ma = _ref_quantize(m.astype(np.float32), books[0])
+        vc, va = _ref_quantize(v.astype(np.float32), books[1])
+        sd = opt.state_dict()
+        for codes, amax, name in ((mc, ma, "m"), (vc, va, "v")):
+            np.testing.assert_allclose(sd[f"state.{name}.absmax"], amax, rtol=2e-6)
+            got = sd[f"state.{name}.codes"][:n].astype(int)
+            # float32 rounding order may put a value on the other side of a midpoint
+            assert np.abs(got - codes).max() <= 1, (t, name)
+            assert (got == codes).mean() > 0.999, (t, name, (got == codes).mean())
+    # an ulp or two, but where a state code flipped, a step's share (a step is ~lr)
+    assert np.isclose(p, rp, rtol=4e-7, atol=1e-8).mean() > 0.999
+    assert np.abs(p - rp).max() < 0.1 * lr
 
 
 def test_8bit_state_small_arrays_keep_float32_and_bytes_add_up():

@@ -37,9 +37,31 @@ RULES = list(LR)
 DEFAULT_RULES = [name for name, rule in registry().items() if rule.spec]
 
 
+#: ``--state-dtype`` choices ("none": the parameters' float dtype) and ``--param-dtype``.
+STATE_DTYPES = ["none", "bfloat16", "int8", "fp8"]
+PARAM_DTYPES = ["float32", "bfloat16", "float16"]
+
+
+@dataclass(frozen=True)
+class Storage:
+    """How a run stores things: the optimizer's ``state_dtype`` (None: float32) and the
+    parameters' dtype (16-bit ones are stepped with a float32 master copy, and the network
+    computes in float32 from their rounded values, as mixed-precision training does)."""
+
+    state_dtype: str | None = None
+    param_dtype: str = "float32"
+
+    def label(self, rule: str) -> str:
+        tags = [t for t in (self.state_dtype, self.param_dtype != "float32" and
+                            f"{self.param_dtype} params") if t]
+        return f"{rule} [{', '.join(tags)}]" if tags else rule
+
+
 @dataclass
 class Result:
     rule: str
+    label: str = ""
+    state_bytes_per_param: float = 0.0
     epochs: int = 0
     best_val_acc: float = 0.0
     test_acc: float = 0.0
@@ -63,34 +85,80 @@ def split(seed: int) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
     return tuple((np.ascontiguousarray(x[i]), labels[i]) for i in parts)
 
 
-def build(rule: str, n_in: int, seed: int, noise: float | None) -> tuple[MLP, optim.Optimizer]:
+DECAYED, NOT_DECAYED = ("w1", "w2"), ("b2", "bn.weight", "bn.bias")
+
+
+class Model:
+    """The network, its optimizer, and (for 16-bit parameters) the 16-bit copies the
+    optimizer steps: :meth:`sync` rounds them into the network's float32 weights."""
+
+    def __init__(self, rule: str, n_in: int, seed: int, noise: float | None,
+                 storage: Storage = Storage()) -> None:
+        self.net = net = MLP(n_in, 128, 10, seed=seed)
+        flat = net.flat
+        options = {"lr": LR[rule], "weight_decay": 1e-4, "state_dtype": storage.state_dtype,
+                   "grad_noise": GradientNoise(noise, seed=seed) if noise else None}
+        self.half: dict[str, np.ndarray] = {}
+        if storage.param_dtype == "float32":
+            groups = [{"params": flat.subset(*DECAYED)},
+                      {"params": flat.subset(*NOT_DECAYED), "weight_decay": 0.0}]
+        else:
+            dtype = _half_dtype(storage.param_dtype)
+            self.half = {k: flat[k].astype(dtype) for k in DECAYED + NOT_DECAYED}
+            groups = [{"params": [self.half[k] for k in DECAYED]},
+                      {"params": [self.half[k] for k in NOT_DECAYED], "weight_decay": 0.0}]
+            options.update(master_weights=True, grad_dtype="float32")
+            self.grads = [flat.grads[k] for k in DECAYED + NOT_DECAYED]
+        self.opt = getattr(optim, rule)(groups, **options)
+        self.sync()
+        n = sum(a.size for a in (flat[k] for k in DECAYED + NOT_DECAYED))
+        self.n_params = n
+
+    def sync(self) -> None:
+        """The network's weights from the 16-bit parameters (nothing for float32)."""
+        for k, a in self.half.items():
+            self.net.flat[k][...] = a
+
+    def step(self) -> None:
+        self.opt.step(self.grads if self.half else None)
+        self.sync()
+
+
+def _half_dtype(name: str) -> np.dtype:
+    if name == "float16":
+        return np.dtype(np.float16)
+    try:
+        import ml_dtypes
+    except ImportError:
+        raise SystemExit("--param-dtype bfloat16 needs ml_dtypes: pip install "
+                         "'fastopt[bf16]'") from None
+    return np.dtype(ml_dtypes.bfloat16)
+
+
+def build(rule: str, n_in: int, seed: int, noise: float | None,
+          storage: Storage = Storage()) -> tuple[MLP, optim.Optimizer]:
     """The network and its optimizer: weight decay on the weights only (a group)."""
-    net = MLP(n_in, 128, 10, seed=seed)
-    flat = net.flat
-    groups = [{"params": flat.subset("w1", "w2")},
-              {"params": flat.subset("b2", "bn.weight", "bn.bias"), "weight_decay": 0.0}]
-    opt = getattr(optim, rule)(
-        groups, lr=LR[rule], weight_decay=1e-4,
-        grad_noise=GradientNoise(noise, seed=seed) if noise else None,
-    )
-    return net, opt
+    model = Model(rule, n_in, seed, noise, storage)
+    return model.net, model.opt
 
 
 def train(rule: str, data, epochs: int, batch_size: int, seed: int, noise: float | None,
-          curriculum: bool, patience: int, show: bool) -> Result:
+          curriculum: bool, patience: int, show: bool, storage: Storage = Storage()
+          ) -> Result:
     (xtr, ytr), (xva, yva), (xte, yte) = data
     # One untimed step on a throwaway copy compiles (or loads) this rule's kernels, so the
     # wall time below is training, not compilation.
     # Kernels are specialised by size (serial below a threshold), so warm every size used.
-    scratch, scratch_opt = build(rule, xtr.shape[1], seed, noise)
+    scratch = Model(rule, xtr.shape[1], seed, noise, storage)
     # A last minibatch of one example would leave BatchNorm no batch variance: dropped.
     drop_last = len(xtr) % batch_size == 1
     for rows in {min(batch_size, len(xtr)), len(xtr) % batch_size or batch_size} - {1}:
-        scratch.loss_and_grad(xtr[:rows], ytr[:rows])
-        scratch_opt.step()
-    scratch.evaluate(xva, yva)
-    scratch.evaluate(xte, yte)
-    net, opt = build(rule, xtr.shape[1], seed, noise)
+        scratch.net.loss_and_grad(xtr[:rows], ytr[:rows])
+        scratch.step()
+    scratch.net.evaluate(xva, yva)
+    scratch.net.evaluate(xte, yte)
+    model = Model(rule, xtr.shape[1], seed, noise, storage)
+    net = model.net
     flat = net.flat
     stopper = EarlyStopping(patience=patience, restore_best=True)
     state = [flat.data, net.bn.running_mean, net.bn.running_var]
@@ -98,9 +166,10 @@ def train(rule: str, data, epochs: int, batch_size: int, seed: int, noise: float
     if curriculum:  # easy (little ink) digits first
         pacing = Curriculum(xtr.sum(axis=1), pacing="exponential", start=0.3, inc=1.5,
                             step_length=max(1, len(xtr) // batch_size), seed=seed)
-    res = Result(rule)
+    res = Result(rule, storage.label(rule),
+                 model.opt.state_bytes() / model.n_params)
     t0 = time.perf_counter()
-    for epoch in progress(range(epochs), f"{rule:<9}", enabled=show):
+    for epoch in progress(range(epochs), f"{storage.label(rule):<9}", enabled=show):
         if pacing is None:
             batches = minibatches(len(xtr), batch_size, seed=seed * 1000 + epoch,
                                   drop_last=drop_last)
@@ -109,7 +178,7 @@ def train(rule: str, data, epochs: int, batch_size: int, seed: int, noise: float
                        for _ in range(max(1, len(xtr) // batch_size)))
         for idx in batches:
             net.loss_and_grad(xtr[idx], ytr[idx])
-            opt.step()
+            model.step()
             res.steps += 1
         val_loss, val_acc = net.evaluate(xva, yva)
         res.val_loss.append(val_loss)
@@ -128,12 +197,16 @@ def train(rule: str, data, epochs: int, batch_size: int, seed: int, noise: float
 
 
 def format_table(results: list[Result]) -> str:
-    head = (f"{'rule':<10}{'epochs':>7}{'best val acc':>14}{'test acc':>10}{'wall s':>8}"
-            f"{'steps/s':>9}")
+    """The results, one row each; ``state B/param``: the optimizer's memory (its state,
+    8-bit block maxima and master copy) per parameter."""
+    width = max([10] + [len(r.label or r.rule) + 2 for r in results])
+    head = (f"{'rule':<{width}}{'epochs':>7}{'best val acc':>14}{'test acc':>10}"
+            f"{'state B/param':>15}{'wall s':>8}{'steps/s':>9}")
     lines = [head, "-" * len(head)]
     for r in results:
-        lines.append(f"{r.rule:<10}{r.epochs:>7}{100 * r.best_val_acc:>13.1f}%"
-                     f"{100 * r.test_acc:>9.1f}%{r.seconds:>8.2f}{r.steps_per_second:>9.0f}")
+        lines.append(f"{r.label or r.rule:<{width}}{r.epochs:>7}{100 * r.best_val_acc:>13.1f}%"
+                     f"{100 * r.test_acc:>9.1f}%{r.state_bytes_per_param:>15.2f}"
+                     f"{r.seconds:>8.2f}{r.steps_per_second:>9.0f}")
     return "\n".join(lines)
 
 
@@ -164,7 +237,7 @@ def plot(results: list[Result], rules: list[str], out: Path) -> bool:
     styles = ["-", "--", ":", "-."]  # curves that coincide stay visible
     for k, r in enumerate(results):
         ax1.plot(np.arange(1, len(r.val_loss) + 1), r.val_loss, styles[k % len(styles)],
-                 label=f"{r.rule} (lr {LR[r.rule]:g})", lw=1.6)
+                 label=f"{r.label or r.rule} (lr {LR[r.rule]:g})", lw=1.6)
     ax1.set(xlabel="epoch", ylabel="validation loss (cross-entropy)", yscale="log",
             title="8x8 digits, MLP with BatchNorm")
     ax1.legend(fontsize=8)
@@ -221,7 +294,11 @@ def output_path(out: Path | str) -> Path:
 
 
 def main(rules: list[str], epochs: int, batch_size: int, seed: int, noise: float | None,
-         curriculum: bool, out: Path, patience: int = 5) -> int:
+         curriculum: bool, out: Path, patience: int = 5,
+         storages: list[Storage] | None = None) -> int:
+    """Train each rule under each storage (default: float32 throughout), print the table,
+    write the figure."""
+    storages = storages or [Storage()]
     out = output_path(out)
     data = split(seed)
     print(f"digits: {len(data[0][0])} train, {len(data[1][0])} validation, "
@@ -229,8 +306,8 @@ def main(rules: list[str], epochs: int, batch_size: int, seed: int, noise: float
           f"early stopping patience {patience}"
           + (f", gradient noise eta={noise}" if noise else "")
           + (", curriculum (least ink first)" if curriculum else ""))
-    results = [train(r, data, epochs, batch_size, seed, noise, curriculum, patience, True)
-               for r in rules]
+    results = [train(r, data, epochs, batch_size, seed, noise, curriculum, patience, True, st)
+               for r in rules for st in storages]
     print()
     print(format_table(results))
     if plot(results, rules, out):

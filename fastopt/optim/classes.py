@@ -78,7 +78,8 @@ skip_nonfinite : bool, default False
     A NaN or infinite gradient skips the whole step (counted in ``skipped_steps``).
 state_dtype : str | None, default None
     How the state is stored (``docs/precision.md``): None (the parameters' float32 or
-    float64), ``"bfloat16"`` (rounded stochastically), ``"int8"`` (blocks of 256 codes of
+    float64), ``"bfloat16"`` (rounded stochastically), ``"8bit"`` (the faster 8-bit
+    format, today ``"fp8"``), ``"int8"`` (blocks of 256 codes of
     bitsandbytes' dynamic map and a float32 maximum each) or ``"fp8"`` (8-bit floats,
     E4M3 for signed state and E5M2 for second moments, a float32 scale per block).
 master_weights : bool, default False
