@@ -51,6 +51,19 @@ def test_16bit_rounding_matches_numpy_and_ml_dtypes():
         want = allbits.view(dtype).astype(np.float32)
         same = (got.view(np.uint32) == want.view(np.uint32)) | (np.isnan(got) & np.isnan(want))
         assert same.all()
+    # the Python bodies (plain Python, the CUDA simulator) agree with the compiled code
+    sample = x[ok][::50]
+    with np.errstate(all="ignore"):
+        np.testing.assert_array_equal([formats.f32_to_f16(v) for v in sample],
+                                      sample.astype(np.float16).view(np.uint16))
+        np.testing.assert_array_equal([formats.f32_to_bf16(v) for v in sample],
+                                      sample.astype(BF16).view(np.uint16))
+    for decode, dtype in ((formats.bf16_to_f32, BF16), (formats.f16_to_f32, np.float16)):
+        some = allbits[::7]
+        got = np.array([decode(v) for v in some], np.float32)
+        want = some.view(dtype).astype(np.float32)
+        assert ((got.view(np.uint32) == want.view(np.uint32))
+                | (np.isnan(got) & np.isnan(want))).all()
 
 
 @pytest.mark.parametrize("fmt", ["e4m3", "e5m2"])

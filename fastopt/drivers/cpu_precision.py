@@ -116,7 +116,7 @@ def _quantized_template(books: tuple[str, ...]) -> Callable:
         else:
             state.append(f"{code.decode.format(c=f'c{j}[k]')} * a{j}")
         post.append(f"                row{j}[k] = s[{j}]\n"
-                    f"                x{j} = max(x{j}, f32_bits(s[{j}]) & ABS)\n")
+                    f"                x{j} = magnitude_max(x{j}, s[{j}])\n")
         scaled = code.encode.format(y=f"row{j}[k] * inv")
         enc.append(f"            amax = f32_from_bits(x{j})\n"
                    f"            inv = inverse(amax, np.float32({code.largest!r}))\n"

@@ -209,3 +209,56 @@ def _bf16_round_stochastic(typingctx, x, r):
 @overload(bf16_round_stochastic, inline="always")
 def _bf16_round_stochastic_ol(x, r):
     return lambda x, r: _bf16_round_stochastic(np.float32(x), np.uint32(r))
+
+
+def magnitude_max(m, x):
+    """``max(m, bits of |x|)`` for a uint32 ``m`` and a float32 ``x``: float32 magnitudes
+    order as their bits do, so a running maximum of these is the bits of ``max |x|``; a
+    NaN's bits exceed infinity's, so a NaN is the maximum. In 32-bit integers, a loop of
+    them vectorises at full width (the NumPy-scalar form widens to 64 bits)."""
+    return np.uint32(max(int(m), int(np.float32(x).view(np.uint32)) & 0x7FFFFFFF))
+
+
+@intrinsic
+def _magnitude_max(typingctx, m, x):
+    if m != types.uint32 or x != types.float32:
+        return None
+
+    def codegen(context, builder, sig, args):
+        m, x = args
+        a = builder.and_(builder.bitcast(x, _I32), _c(0x7FFFFFFF))
+        return builder.select(builder.icmp_unsigned(">", a, m), a, m)
+
+    return types.uint32(m, x), codegen
+
+
+@overload(magnitude_max, inline="always")
+def _magnitude_max_ol(m, x):
+    return lambda m, x: _magnitude_max(np.uint32(m), np.float32(x))
+
+
+# ----------------------------------------------------------------- IEEE half, in hardware
+# LLVM's half type: its conversions are single instructions on x86 with F16C (and on GPUs),
+# exact, ties to even, as NumPy's astype. The Python bodies are in .formats.
+@intrinsic
+def f16_decode_ir(typingctx, u):
+    """float32 of IEEE half bits ``u`` (uint16)."""
+    if u != types.uint16:
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.fpext(builder.bitcast(args[0], ir.HalfType()), ir.FloatType())
+
+    return types.float32(u), codegen
+
+
+@intrinsic
+def f16_round_ir(typingctx, x):
+    """float32 ``x`` to the nearest IEEE half (ties to even), as uint16 bits."""
+    if x != types.float32:
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.bitcast(builder.fptrunc(args[0], ir.HalfType()), _I16)
+
+    return types.uint16(x), codegen

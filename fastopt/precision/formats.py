@@ -18,6 +18,7 @@ its bits into float32 and back. Arithmetic is float32 throughout; only storage i
 from __future__ import annotations
 
 import numpy as np
+from numba.extending import overload
 
 from .._jit import inline
 from . import bits
@@ -54,10 +55,11 @@ f32_to_bf16_stochastic = bits.bf16_round_stochastic
 
 
 # --------------------------------------------------------------------------- float16
-@inline
 def f16_to_f32(u):
     """The float32 value of IEEE half bits ``u`` (exact; subnormals, ±∞ and NaN too).
-    Computed as selects between the three cases (``bits.select``)."""
+    Compiled: one conversion instruction (``bits.f16_decode_ir``); this body, selects
+    between the three cases (``bits.select``), is what plain Python and the CUDA
+    simulator run."""
     h = np.uint32(u)
     o = ((h & _ABS16) << _13) + _EXP_ADJUST
     exp = (h << _13) & _EXP_MASK
@@ -68,9 +70,9 @@ def f16_to_f32(u):
     return f32_from_bits(o | ((h & _SIGN16) << _16))
 
 
-@inline
 def f32_to_f16(x):
-    """``x`` rounded to the nearest IEEE half, ties to even, as uint16 bits."""
+    """``x`` rounded to the nearest IEEE half, ties to even, as uint16 bits. Compiled: one
+    conversion instruction (``bits.f16_round_ir``); this body is plain Python's."""
     b = f32_bits(x)
     sign = b & _SIGN32
     b ^= sign
@@ -80,6 +82,16 @@ def f32_to_f16(x):
     normal = (b + _REBIAS + _HALF_ROUND + ((b >> _13) & _ONE)) >> _13
     o = select(b >= _F16_MAX, big, select(b < _F16_NORMAL_MIN, small, normal))
     return np.uint16(o | (sign >> _16))
+
+
+@overload(f16_to_f32, inline="always")
+def _f16_to_f32(u):
+    return lambda u: bits.f16_decode_ir(np.uint16(u))
+
+
+@overload(f32_to_f16, inline="always")
+def _f32_to_f16(x):
+    return lambda x: bits.f16_round_ir(np.float32(x))
 
 
 @inline

@@ -30,7 +30,7 @@ from numba.core import types
 from numba.extending import intrinsic, overload
 
 from .._jit import cpu_jit, inline
-from .bits import f32_bits, f32_from_bits, select
+from .bits import f32_bits, f32_from_bits, magnitude_max, select
 from .dynamic import QBLOCK, encode, tables
 
 #: The code books, by state kind: ``(signed state, non-negative state)``.
@@ -192,7 +192,8 @@ def book_code(book: str) -> BookCode:
 def kernel_scope() -> dict[str, object]:
     """The names :func:`book_code`'s expressions and a block loop use."""
     return {"encode": encode, "f32_bits": f32_bits, "f32_from_bits": f32_from_bits,
-            "inverse": inverse, "ABS": np.uint32(0x7FFFFFFF),
+            "magnitude_max": magnitude_max,
+            "inverse": inverse,
             "ZERO_S": np.int32(tables(True)[3]), "ZERO_U": np.int32(tables(False)[3]),
             **{f.__name__: f for f in (e4m3_encode, e4m3_decode, e5m2_encode, e5m2_decode)}}
 
@@ -247,7 +248,7 @@ def _host_codec(book: str) -> tuple[Callable, Callable]:
         "        hi = min(lo + QBLOCK, x.size)\n"
         "        m = np.uint32(0)\n"
         "        for k in range(lo, hi):\n"
-        "            m = max(m, f32_bits(x[k]) & ABS)\n"
+        "            m = magnitude_max(m, x[k])\n"
         "        amax = f32_from_bits(m)\n"
         "        inv = inverse(amax, LARGEST)\n"
         "        for k in range(lo, hi):\n"
