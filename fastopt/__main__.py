@@ -31,6 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--no-startup", action="store_true",
                        help="skip timing start-up in fresh processes")
     bench.add_argument("--no-batchnorm", action="store_true", help="skip the BatchNorm rows")
+    bench.add_argument("--no-precision", action="store_true",
+                       help="skip the rows with bfloat16 and 8-bit state and 16-bit parameters")
     bench.add_argument("--no-loops", action="store_true",
                        help="skip the training loops and the steps beside a busy process")
     bench.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
@@ -124,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
                         args.quick, args.json, not args.no_resnet, not args.no_batchnorm)
     return run.main(sizes, rules, args.dtype, args.quick, args.json,
                     not args.no_torch, not args.no_threshold, not args.no_resnet,
-                    not args.no_startup, not args.no_batchnorm, not args.no_loops)
+                    not args.no_startup, not args.no_batchnorm, not args.no_loops,
+                    not args.no_precision)
 
 
 def _compile(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:

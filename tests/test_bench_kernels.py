@@ -84,7 +84,7 @@ def test_bench_command_json(capsys):
 
     rc = main(["bench", "--quick", "--sizes", "2000", "--rules", "Adam", "SGD", "--json",
                "--no-resnet", "--no-startup", "--no-threshold", "--no-torch", "--no-batchnorm",
-               "--no-loops"])
+               "--no-loops", "--no-precision"])
     assert rc == 0
     out = json.loads(capsys.readouterr().out)
     assert [r["rule"] for r in out["rows"]] == ["Adam", "SGD"]
@@ -99,6 +99,31 @@ def test_bench_command_json(capsys):
     assert adam["pct_divider"] == 100 * adam["divider_ms"] / adam["fastopt_ms"]
     assert sgd["divider_ms"] is None and sgd["pct_divider"] is None  # SGD does not divide
     assert out["header"]["threads"] == fastopt.get_num_threads()
+
+
+@pytest.mark.parametrize("param, state, n_state", [
+    (np.float32, np.uint8, 2), ("bfloat16", np.uint16, 2), (np.float16, np.float32, 3)])
+def test_narrow_same_traffic_kernels_read_and_write_every_array(param, state, n_state):
+    """The yardsticks of the precision rows move what they claim: every array is read and
+    written (integers flipped, floats added to) at its own width."""
+    from fastopt.bench.roofline import narrow_kernel
+
+    if param == "bfloat16":
+        param = pytest.importorskip("ml_dtypes").bfloat16
+    n = 1000
+    p = np.full(n, 0.5, param)
+    g = np.full(n, 0.25, param)
+    bits = (lambda a: a.view(np.uint16)) if np.dtype(param).itemsize == 2 else (lambda a: a)
+    st = tuple(np.full(n, 2, state) for _ in range(n_state))
+    for divide in (False, True):
+        p0 = bits(p).copy()
+        narrow_kernel(n_state, param, state, divide=divide, parallel=False)(bits(p), bits(g), st)
+        assert (bits(p) != p0).all()
+    for a in st:  # two calls: integers flipped back, floats moved twice
+        if np.dtype(state).kind == "u":
+            assert (a == 2).all()
+        else:
+            assert (a != 2).all()
 
 
 @pytest.mark.parametrize("shape", [(6, 5, 4, 3), (40, 7)])

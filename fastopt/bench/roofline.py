@@ -93,19 +93,20 @@ def divider_kernel(n_state: int, parallel: bool = True):
 
 
 # ------------------------------------------------------------ fewer bytes per parameter
-def _narrow_source(n_state: int, int_param: bool) -> str:
+def _narrow_source(n_state: int, int_param: bool, int_state: bool) -> str:
     """A same-traffic loop over parameters and gradients of any dtype and state arrays
-    stored as integers (bfloat16 bits, 8-bit codes): every array read and written once,
-    integers as a XOR, the floats combined as in the loops above."""
+    stored as floats or integers (bfloat16 bits, 8-bit codes): every array read and
+    written once, integers as a XOR, the floats combined as in the loops above."""
     lines = ["def narrow(p, g, st):", "    for i in prange(p.size):",
              "        gi = np.float32(g[i])"]
     for k in range(n_state):
-        lines += [f"        x{k} = st[{k}][i]", f"        st[{k}][i] = x{k} ^ ONE_S",
+        write = f"x{k} ^ ONE_S" if int_state else f"x{k} + gi"
+        lines += [f"        x{k} = st[{k}][i]", f"        st[{k}][i] = {write}",
                   f"        u{k} = gi + np.float32(x{k})"]
     u = "u0" if n_state else "gi"
     v = {0: "gi", 1: "gi", 2: "u1", 3: "u1 + u2"}[n_state]
     if int_param:  # 16-bit parameters: a bit that depends on the combined value
-        lines.append(f"        p[i] = p[i] ^ ONE_P ^ TO_P(COMBINE({u}, {v}) > np.float32(0))")
+        lines.append(f"        p[i] = p[i] ^ TO_P(COMBINE({u}, {v}) > np.float32(0))")
     else:
         lines.append(f"        p[i] = p[i] + COMBINE({u}, {v})")
     return "\n".join(lines) + "\n"
@@ -117,15 +118,18 @@ def narrow_kernel(n_state: int, param_dtype, state_dtype, divide: bool = False,
     """The same-traffic kernel (``divide``: plus one √ and one ÷ per value, the divider
     floor) for a step over ``param_dtype`` parameters and gradients (float32, or a 16-bit
     dtype, taken as its uint16 bits) and ``n_state`` state arrays of ``state_dtype``
-    (``np.uint16`` for bfloat16 state, ``np.uint8`` for 8-bit codes). It moves what a
-    low-precision step moves, less the 8-bit block maxima (4 bytes per 256 values)."""
+    (``np.uint16`` for bfloat16 state, ``np.uint8`` for 8-bit codes, float32 for a
+    master copy beside 16-bit parameters). It moves what a low-precision step moves, less
+    the 8-bit block maxima (4 bytes per 256 values)."""
     int_param = np.dtype(param_dtype).itemsize == 2
     pt = np.uint16 if int_param else np.dtype(param_dtype).type
     st = np.dtype(state_dtype).type
-    scope = {"np": np, "prange": prange, "ONE_S": st(1), "ONE_P": np.uint16(1),
+    int_state = np.dtype(st).kind in "ui"
+    scope = {"np": np, "prange": prange, "ONE_S": st(1) if int_state else None,
              "TO_P": np.uint16,
              "COMBINE": device_function(_divide if divide else _add)}
-    exec(compile(_narrow_source(n_state, int_param), __file__, "exec"), scope)  # noqa: S102
+    source = _narrow_source(n_state, int_param, int_state)
+    exec(compile(source, __file__, "exec"), scope)  # noqa: S102
     mode = "parallel" if parallel else "serial"
     name = (f"narrow{n_state}_{np.dtype(pt).name}_{np.dtype(st).name}_"
             f"{'divide' if divide else 'add'}_{mode}")

@@ -207,9 +207,10 @@ def format_table(rows: list[Row]) -> str:
 
 def main(sizes: list[int], rules: list[str], dtype: str, quick: bool, as_json: bool,
          with_torch: bool, threshold: bool, resnet: bool = True, startup: bool = True,
-         batchnorm: bool = True, loops: bool = True) -> int:
+         batchnorm: bool = True, loops: bool = True, precision: bool = True) -> int:
     from . import batchnorm as bn_bench
     from . import loops as loop_bench
+    from . import precision as precision_bench
     from . import workloads
 
     dt = np.dtype(dtype).type
@@ -234,6 +235,12 @@ def main(sizes: list[int], rules: list[str], dtype: str, quick: bool, as_json: b
                                         with_torch=with_torch)
                    for shape in progress(bn_bench.SHAPES, "bench BatchNorm",
                                          enabled=not as_json)]
+    precision_rows = None
+    if precision and dtype == "float32":
+        precision_rows = [row for n in progress(sizes, "bench precision", enabled=not as_json)
+                          for row in precision_bench.bench_size(
+                              n, repeats=max(3, repeats // 3), budget_s=budget,
+                              with_torch=with_torch)]
     loop_results = None
     if loops:
         if not as_json:
@@ -256,6 +263,9 @@ def main(sizes: list[int], rules: list[str], dtype: str, quick: bool, as_json: b
                 {**asdict(r), "train_x_numpy": r.train_x_numpy, "train_x_torch": r.train_x_torch,
                  "train_x_torch_out": r.train_x_torch_out,
                  "infer_vs_copy": r.infer_vs_copy} for r in bn_rows],
+            "precision": None if precision_rows is None else [
+                {**asdict(r), "pct_traffic": r.pct_traffic, "pct_floor": r.pct_floor,
+                 "x_fp32": r.x_fp32, "x_bnb": r.x_bnb} for r in precision_rows],
             "loops": None if loop_results is None else {
                 k: ([{**asdict(r), "step_s": r.step_s} for r in v]
                     if isinstance(v, list) and v and isinstance(v[0], loop_bench.LoopRow)
@@ -302,6 +312,11 @@ def main(sizes: list[int], rules: list[str], dtype: str, quick: bool, as_json: b
               "(/copy: inference time over one read+write pass of x)")
         print(bn_bench.format_table(bn_rows))
         print(f"  ({bn_bench.ALLOCATION_NOTE})")
+    if precision_rows:
+        print("\nAdam with fewer bytes per parameter (float32 parameters and gradients "
+              "unless the row says; B/value: bytes a step moves)")
+        print(precision_bench.format_table(precision_rows))
+        print("  (" + precision_bench.NOTE + ")")
     if loop_results:
         print("\nTraining loops: the whole loop and its forward/backward pass (a step that "
               "slows the code around it shows as a fwd/bwd change)")
