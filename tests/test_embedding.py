@@ -131,6 +131,27 @@ def test_precompile_leaves_nothing_for_the_steps_to_compile(monkeypatch):
     assert _overloads(opt) == before
 
 
+@pytest.mark.skipif(parallel.max_threads() < 2, reason="needs two threads")
+def test_precompile_covers_the_precision_kernels(monkeypatch):
+    """16-bit parameters with a master copy, 8-bit state on the large array and float32
+    state on the small one, clipping (a float32 reduction of the widened gradients)."""
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    monkeypatch.setattr(parallel, "PARALLEL_MIN_BYTES", 0)
+    params = [np.zeros(5000, ml_dtypes.bfloat16), np.zeros(30, ml_dtypes.bfloat16)]
+    opt = fastopt.Adam(params, clip_norm=1.0, master_weights=True, state_dtype="8bit")
+    assert fastopt.precompile(opt, show_progress=False) >= 6
+    kernels = {k for launchers in opt._precision_launchers
+               for serial, par, *_ in launchers for k in (serial, par)}
+    kernels |= {cpu.sumsq_kernel(m) for m in (False, True)}
+    before = {k: len(k.overloads) for k in kernels}
+    for mode in ("serial", "parallel"):
+        with parallel.forced(mode):
+            for g in (1e-3, 10.0):  # not clipped, clipped
+                opt.step([np.full(p.shape, g, p.dtype) for p in params])
+    assert {k: len(k.overloads) for k in kernels} == before
+    assert all(before.values())
+
+
 def test_precompile_refuses_what_is_not_an_optimizer():
     with pytest.raises(TypeError, match="precompile takes fastopt optimizers"):
         fastopt.precompile(np.zeros(3))

@@ -834,8 +834,6 @@ class Optimizer:
         one. Serial kernels, and parallel ones where a step could choose them (or as
         ``parallel_kernels`` says), with two or more threads. For
         :func:`fastopt.precompile`."""
-        if self._storage is not None:
-            return []  # precision kernels compile at the first step (docs/precision.md)
         if self._be is not cpu:
             raise TypeError(f"fastopt.precompile covers optimizers over host arrays; this "
                             f"{type(self).__name__} over GPU arrays compiles its CUDA kernels "
@@ -844,6 +842,9 @@ class Optimizer:
 
         def scratch() -> np.ndarray:
             return np.zeros(1, self.dtype)
+
+        if self._storage is not None:
+            return self._precision_warm_calls(threads, parallel_kernels)
 
         calls: list[tuple[Callable, tuple]] = []
         any_parallel = False
@@ -881,6 +882,35 @@ class Optimizer:
         if self.clip_norm is not None or self.skip_nonfinite:
             for mode in ((False, True) if any_parallel else (False,)):
                 calls.append((cpu.sumsq_kernel(mode), (scratch(), np.empty(1))))
+        return calls
+
+    def _precision_warm_calls(self, threads: bool, parallel_kernels: bool | None
+                              ) -> list[tuple[Callable, tuple]]:
+        """:meth:`_warm_calls` of a precision optimizer: each segment's kernel with the
+        scalars each group's steps pass, and the norm reduction over float32 (what
+        16-bit gradients are widened to) where the step takes one."""
+        calls: list[tuple[Callable, tuple]] = []
+        any_parallel = False
+        for k, launchers in enumerate(self._precision_launchers):
+            if not launchers:
+                continue
+            group = self.param_groups[k]
+            lr = lr_at(group["lr"], 0)
+            consts, _ = self._constants(1, lr, group, self._group_state[k])
+            weight_decay, decoupled = self._transform_decay(group)
+            scalars = []
+            for grad_scale in ((1.0, 0.5) if self.clip_norm is not None else (1.0,)):
+                h, sc, wd, decay, nz = step_scalars(
+                    consts, 1, lr, weight_decay, decoupled, group["maximize"], grad_scale,
+                    None, self.grad_noise)
+                scalars.append((h, sc, wd, decay, noise_at(nz, 0)))
+            use = threads and (parallel_kernels is not False)
+            any_parallel |= use and any(par is not None for _, par, *_ in launchers)
+            calls += self._storage.warm_calls(launchers, scalars, use)
+        if self.clip_norm is not None or self.skip_nonfinite:
+            wide = np.float32 if self._gdtype.itemsize <= 2 else self.dtype
+            for mode in ((False, True) if any_parallel else (False,)):
+                calls.append((cpu.sumsq_kernel(mode), (np.zeros(1, wide), np.empty(1))))
         return calls
 
     # ----------------------------------------------------------------- pickle, deepcopy

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -154,6 +155,11 @@ def _kernel_format(name: str, compute: np.dtype) -> str:
     return "plain" if name == compute.name else name
 
 
+def _kernel_dtype(name: str, compute: np.dtype) -> np.dtype:
+    """The dtype a kernel sees for arrays stored as ``name``: 16-bit ones as uint16."""
+    return np.dtype(np.uint16) if name in HALF else np.dtype(compute)
+
+
 def as_kernel_array(a: np.ndarray) -> np.ndarray:
     """A 16-bit array as the uint16 view the kernels take; others as they are."""
     return a.view(np.uint16) if a.dtype.itemsize == 2 else a
@@ -202,6 +208,9 @@ class Storage:
                 self.buffers[f"state.{name}"] = cpu.zeros(packed["flat"], np.float32)
                 self.buffers[f"state.{name}.codes"] = cpu.zeros(packed["q8"], np.uint8)
                 self.buffers[f"state.{name}.absmax"] = cpu.zeros(blocks, np.float32)
+        #: the kernels' compute-dtype marker and the dynamic maps' tables, made once
+        self.ct = np.empty(0, ct)
+        self.qt = quantized.codec_tables() if self.eight else ()
         self.master = cpu.zeros(layout_size, np.float32) if prec.master else None
         if self.master is not None:
             self.buffers["master"] = self.master
@@ -280,6 +289,29 @@ class Storage:
                         master, st, am, lo))
         return out
 
+    def warm_calls(self, launchers: list, scalars: list[tuple], threads: bool
+                   ) -> list[tuple[Callable, tuple]]:
+        """``(kernel, arguments)`` compiling each of ``launchers``' kernels (serial, and
+        parallel with ``threads``) for each of ``scalars``' ``(h, sc, wd, decay, noise)``,
+        on scratch arrays of the types a step passes (for :func:`fastopt.precompile`)."""
+        calls = []
+        for serial, par, _, _, p, master, st, am, _ in launchers:
+            kernels = [serial] + ([par] if par is not None and threads else [])
+            size = quantized.QBLOCK if am else 1
+            for h, sc, wd, decay, nz in scalars:
+                pk = np.zeros(size, p.dtype)
+                g = np.zeros(size, _kernel_dtype(self.prec.grad, self.prec.compute))
+                sts = tuple(np.zeros(size, a.dtype) for a in st)
+                mst = None if master is None else np.zeros(size, np.float32)
+                if am:
+                    args = (pk, g, sts, tuple(np.zeros(1, np.float32) for _ in am), self.qt,
+                            mst, h, sc, wd, decay, nz, self.rounding(1, 0), self.ct)
+                else:
+                    args = (pk, g, sts, mst, h, sc, wd, decay, nz, self.rounding(1, 0),
+                            self.ct)
+                calls += [(k, args) for k in kernels]
+        return calls
+
     def rounding(self, t: int, lo: int) -> tuple[int, int, int, int]:
         seed = self.prec.seed
         return (seed & 0xFFFFFFFF, seed >> 32, t - 1, lo)
@@ -291,8 +323,7 @@ class Storage:
 def launch(storage: Storage, launchers: list, grads: list, h, sc, wd, decay, noise_of,
            t: int) -> None:
     """One step of each segment's kernel (``noise_of(offset)``: its noise argument)."""
-    ct = np.empty(0, storage.prec.compute)
-    qt = quantized.codec_tables()
+    ct, qt = storage.ct, storage.qt
     for (serial, par, choice, nbytes, p, master, st, am, lo), g in zip(launchers, grads,
                                                                        strict=True):
         g = as_kernel_array(g)
