@@ -65,6 +65,8 @@ class PrecisionRow:
     fp32_ms: float
     bnb_ms: float | None = None
     torch_ms: float | None = None
+    #: another process used the cores, or times spread widely (as the main table's ~)
+    noisy: bool = False
 
     @property
     def pct_traffic(self) -> float:
@@ -92,10 +94,17 @@ def _half(name: str) -> np.dtype:
 
 
 def _medians(fns: dict[str, Callable[[], None]], repeats: int, budget_s: float
-             ) -> dict[str, float]:
-    from .run import _interleaved_medians
+             ) -> tuple[dict[str, float], bool]:
+    """Interleaved medians (measured again once if another process used the cores), and
+    whether the run is to be distrusted, as the main table marks its rows."""
+    from .load import BUSY_CORES, measured
+    from .run import NOISY_SPREAD, _interleaved_medians
 
-    return _interleaved_medians(fns, repeats, budget_s, inner=3)
+    spread: dict[str, float] = {}
+    med, others = measured(lambda: _interleaved_medians(fns, repeats, budget_s, inner=3,
+                                                        spread=spread))
+    noisy = max(spread.values()) > NOISY_SPREAD or (others is not None and others > BUSY_CORES)
+    return med, noisy
 
 
 def _storage(n: int, pname: str, state: str | None) -> tuple[np.dtype, type, int]:
@@ -196,7 +205,7 @@ def bench_size(n: int, repeats: int = 6, budget_s: float = 2.0, with_torch: bool
         fns[f"{label}|traffic"] = lambda t=traffic, st=st, pk=pk, gk=gk: t(pk, gk, st)
     if with_torch and torch_ref.available():
         fns["torch"], _ = torch_ref.make_step("Adam", np.ones(n, np.float32), g32.copy())
-    med = _medians(fns, repeats, budget_s)
+    med, noisy = _medians(fns, repeats, budget_s)
     bnb = _bnb_ms(n, 3 if n >= 10**7 else 7) if with_bnb else None
     rows = []
     for label, _, state in CASES:
@@ -204,7 +213,7 @@ def bench_size(n: int, repeats: int = 6, budget_s: float = 2.0, with_torch: bool
         rows.append(PrecisionRow(label, n, bytes_of[label] / n, med[label],
                                  med[f"{label}|traffic"], med[f"{label}|floor"],
                                  med["fp32 state"], bnb if eight else None,
-                                 med.get("torch") if label == "fp32 state" else None))
+                                 med.get("torch") if label == "fp32 state" else None, noisy))
     return rows
 
 
@@ -215,12 +224,14 @@ def format_table(rows: list[PrecisionRow]) -> str:
     for r in rows:
         bnb = f"{r.x_bnb:>8.1f}" if r.x_bnb else f"{'-':>8}"
         tor = f"{r.torch_ms / r.fastopt_ms:>9.2f}" if r.torch_ms else f"{'-':>9}"
-        lines.append(f"{r.label:<22}{r.n:>8.0e}{r.bytes_per_value:>9.1f}{r.fastopt_ms:>9.2f}"
+        name = r.label + ("~" if r.noisy else "")
+        lines.append(f"{name:<22}{r.n:>8.0e}{r.bytes_per_value:>9.1f}{r.fastopt_ms:>9.2f}"
                      f"{r.pct_traffic:>10.0f}%{r.pct_floor:>14.0f}%{r.x_fp32:>8.2f}{bnb}{tor}")
     return "\n".join(lines)
 
 
-NOTE = ("% traffic: a kernel moving the same bytes with trivial arithmetic / fastopt; "
+NOTE = ("~: as in the table above, do not trust the row's ratios; % traffic: a kernel "
+        "moving the same bytes with trivial arithmetic / fastopt; "
         "% codec floor: fastopt's kernel for that storage with Adam replaced by one root and "
         "one division per value (the same decoding, block maxima, encoding, rounding) / "
         "fastopt; x fp32: fastopt's float32-state Adam time / this row's; x bnb: "
