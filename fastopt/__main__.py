@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
                       help="where to write the PNG (default fastopt_demo.png)")
     demo.add_argument("--quick", action="store_true", help="3 epochs, SGD and Adam only")
     demo.add_argument("--state-dtype", nargs="+", default=["none"], metavar="DTYPE",
-                      help="the optimizer's state: none (float32), bfloat16, int8, fp8; "
+                      help="the optimizer's state: none (float32), bfloat16, 8bit, int8, fp8; "
                            "several train each rule once per choice")
     demo.add_argument("--param-dtype", default="float32",
                       choices=["float32", "bfloat16", "float16"],

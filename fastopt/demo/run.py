@@ -38,7 +38,7 @@ DEFAULT_RULES = [name for name, rule in registry().items() if rule.spec]
 
 
 #: ``--state-dtype`` choices ("none": the parameters' float dtype) and ``--param-dtype``.
-STATE_DTYPES = ["none", "bfloat16", "int8", "fp8"]
+STATE_DTYPES = ["none", "bfloat16", "8bit", "int8", "fp8"]
 PARAM_DTYPES = ["float32", "bfloat16", "float16"]
 
 
