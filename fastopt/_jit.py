@@ -140,21 +140,63 @@ def announce_compile(dispatcher: Any, what: str) -> Callable:
 
 
 
+#: Every ``overload_inline`` registration, replayed for numba-cuda's own registry
+#: (:func:`register_cuda_overloads`): numba-cuda types and compiles with its own copy of
+#: Numba's machinery, which does not always take the CPU's overloads (an implementation
+#: calling ``np.uint32`` failed to type there).
+_OVERLOADS: list[tuple[Callable, Callable]] = []
+_cuda_registered = False
+_overload_lock = threading.Lock()
+
+
+def overload_inline(fn: Callable) -> Callable[[Callable], Callable]:
+    """``@overload(fn, inline="always")`` on the CPU and, once the CUDA driver is loaded,
+    in numba-cuda: ``typer(*types) -> implementation``."""
+    from numba.extending import overload
+
+    def decorate(typer: Callable) -> Callable:
+        overload(fn, inline="always")(typer)
+        with _overload_lock:
+            _OVERLOADS.append((fn, typer))
+            if _cuda_registered:
+                _cuda_overload(fn, typer)
+        return typer
+
+    return decorate
+
+
+def _cuda_overload(fn: Callable, typer: Callable) -> None:
+    from numba.cuda.extending import overload as cuda_overload
+
+    cuda_overload(fn, inline="always")(typer)
+
+
+def register_cuda_overloads() -> None:
+    """Register every :func:`overload_inline` function with numba-cuda (the CUDA driver
+    calls this when it loads; later registrations follow at once). Not in the simulator,
+    which runs the plain Python functions."""
+    global _cuda_registered
+    with _overload_lock:
+        if _cuda_registered:
+            return
+        for fn, typer in _OVERLOADS:
+            _cuda_overload(fn, typer)
+        _cuda_registered = True
+
+
 def inline(fn: Callable) -> Callable:
     """Mark a plain function as code every Numba target (CPU, CUDA) inlines where it is
     called, in Numba's own IR: an ``overload`` with ``inline="always"`` whose
-    implementation is a copy of ``fn``. The function itself stays plain Python (what the
-    CUDA simulator runs) and needs no :func:`compile_tree`.
+    implementation is a copy of ``fn`` (:func:`overload_inline`). The function itself
+    stays plain Python (what the CUDA simulator runs) and needs no :func:`compile_tree`.
 
     For the small bit-level helpers of the storage formats: called through LLVM as
     separately compiled functions, a loop that passes them a tuple of arrays keeps
     reloading the arrays' pointers and does not vectorise (6x the time, measured)."""
-    from numba.extending import overload
-
     impl = bind(fn, f"{fn.__name__}_inline")
     code = fn.__code__
     params = ", ".join(code.co_varnames[: code.co_argcount])
     scope: dict[str, Any] = {"impl": impl}
     exec(f"def typer({params}):\n    return impl", scope)  # noqa: S102 - same signature
-    overload(fn, inline="always")(scope["typer"])
+    overload_inline(fn)(scope["typer"])
     return fn

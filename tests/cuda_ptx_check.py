@@ -248,6 +248,35 @@ def span_check() -> dict:
     return report
 
 
+def precision_cases(out: dict) -> None:
+    """Adam's precision kernels (drivers.cuda_precision): 16-bit parameters and gradients
+    (rounded to nearest, stochastically, from a master copy), bfloat16 state, and both
+    8-bit code books; the 32-bit LLVM IR of the formats (bit casts, half conversions)
+    must compile for the GPU too."""
+    from fastopt.drivers import cuda_precision
+    from fastopt.precision import quantized
+    from fastopt.rules.adam import adam, adam_constants
+
+    h = tuple(float(c) for c in adam_constants(1, 1e-3, (0.9, 0.999), 1e-8))
+    f32, u16, u8 = np.zeros(8, np.float32), np.zeros(8, np.uint16), np.zeros(8, np.uint8)
+    ct = np.zeros(1, np.float32)
+    rnd = (1, 2, 3, 4)
+    tail = (h, 1.0, None, None, None, None, rnd, ct)
+    for name, (pfmt, gfmt, sfmt, master, sr, p, g, st, m) in {
+        "bf16state": ("plain", "plain", "bfloat16", False, False, f32, f32, u16, None),
+        "bf16all_sr": ("bfloat16", "bfloat16", "bfloat16", False, True, u16, u16, u16, None),
+        "f16_master": ("float16", "plain", "plain", True, False, u16, f32, f32, f32),
+    }.items():
+        kern = cuda_precision.precision_kernel(adam, pfmt, gfmt, sfmt, 2, master, sr)
+        compile_one(f"precision_{name}", kern.py_func, (p, g, (st, st), m, *tail), out)
+    am = (np.zeros(1, np.float32), np.zeros(1, np.float32))
+    for book in ("fp8", "dynamic"):
+        kern = cuda_precision.precision_kernel(adam, "plain", "plain", "plain", 2, False, False,
+                                               quantized.BOOKS[book])
+        compile_one(f"precision_q8_{book}", kern.py_func,
+                    (f32, f32, (u8, u8), am, quantized.codec_tables(), None, *tail), out)
+
+
 def main() -> None:
     out: dict = {}
     for dtype in (np.float32, np.float64):
@@ -286,6 +315,7 @@ def main() -> None:
                     (parts, 4, parts, 1.0, np.ones(1, dtype)), out)
         for kname, fn, args in cuda_kernels.ptx_cases(dtype):
             compile_one(f"{kname}_{dt.__name__}", fn, args, out)
+    precision_cases(out)
     # fastopt.drivers.cuda.kernel launches a None argument as one null 64-bit parameter:
     # a none argument must compile to exactly what an int64 one does.
     a32 = np.zeros(8, np.float32)

@@ -122,6 +122,18 @@ def test_every_kernel_compiles(ptx_facts):
     assert all(f["calls"] == 0 for f in ptx_facts.values()), "a device function not inlined"
 
 
+def test_precision_kernels_compile_without_float64_or_calls(ptx_facts):
+    # 16-bit parameters and gradients, master copy, stochastic rounding, bfloat16 state and
+    # both 8-bit code books: the formats' LLVM IR (bit casts, half conversions) and their
+    # inlined helpers (registered with numba-cuda too) compile for the GPU.
+    names = {"precision_bf16state", "precision_bf16all_sr", "precision_f16_master",
+             "precision_q8_fp8", "precision_q8_dynamic"}
+    assert names <= set(ptx_facts)
+    for name in names:
+        assert ptx_facts[name]["f64_ops"] == 0, name
+        assert ptx_facts[name]["calls"] == 0, name
+
+
 def test_float32_steps_do_no_float64_arithmetic(ptx_facts):
     # numba promotes float32 with a Python float literal to float64 (docs/numba.md); the
     # rules are written to avoid it. The noisy variants keep libdevice's cosf argument

@@ -21,8 +21,8 @@ import numpy as np
 from numba import prange
 
 from .. import parallel
-from .._jit import bind, compile_tree, device_function, inline, source_tag
-from ..precision import dynamic, formats, quantized, rounding, storage
+from .._jit import compile_tree, device_function, source_tag
+from ..precision import dynamic, formats, quantized, storage
 from ..rules.transforms import transformed
 from ._state import as_dtype_of, noise_args
 from .cpu import _compiled
@@ -164,21 +164,6 @@ def _tag() -> str:
 
 
 @cache
-def _param_io(pfmt: str, gfmt: str, master: bool, rounding_: bool) -> dict[str, Callable]:
-    load = storage.LOADS[pfmt]
-    store = storage.STORES[(pfmt, rounding_ and pfmt != "plain" and not master)]
-    pload, pstore = ((storage.master_load, storage.master_store) if master else
-                     (storage.param_load, storage.param_store))
-    tag = f"{pfmt}_{int(master)}_{int(rounding_)}"
-    return {
-        "PLOAD": inline(bind(pload, f"param_load_{tag}", LOAD=load)),
-        "PSTORE": inline(bind(pstore, f"param_store_{tag}", STORE=store)),
-        "GLOAD": storage.LOADS[gfmt],
-        "BITS": rounding.random_bits,
-    }
-
-
-@cache
 def precision_kernel(rule: Callable, pfmt: str, gfmt: str, sfmt: str, nstate: int,
                      master: bool, stochastic: bool, par: bool,
                      books: tuple[str, ...] | None = None) -> Callable:
@@ -188,7 +173,7 @@ def precision_kernel(rule: Callable, pfmt: str, gfmt: str, sfmt: str, nstate: in
     ``books`` says: :data:`fastopt.precision.quantized.BOOKS`), with a float32 master copy of
     the parameters or not, the parameter rounded stochastically or not (without a master
     copy); serial or parallel."""
-    io = _param_io(pfmt, gfmt, master, stochastic)
+    io = storage.param_io(pfmt, gfmt, master, stochastic)
     element = compile_tree(transformed(rule), device_function)
     fmt = "_".join(books) if books is not None else f"{sfmt}{nstate}"
     name = f"precision_{rule.__name__}_{pfmt}_{gfmt}_{fmt}_{int(master)}{int(stochastic)}_{_tag()}"

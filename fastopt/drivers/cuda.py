@@ -60,6 +60,11 @@ if not SIMULATOR:
 else:
     _DEVICE_ARRAY = None
 
+if not SIMULATOR:  # the inlined helpers (precision formats) in numba-cuda's registry too
+    from .._jit import register_cuda_overloads
+
+    register_cuda_overloads()
+
 #: Threads per block of every kernel (the simulator runs each thread as a Python thread:
 #: there, small blocks and few of them keep the tests fast, and exercise the grid-stride
 #: loop and the multi-partial reduction).

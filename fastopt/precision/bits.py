@@ -11,7 +11,9 @@ from __future__ import annotations
 import numpy as np
 from llvmlite import ir
 from numba.core import types
-from numba.extending import intrinsic, overload
+from numba.extending import intrinsic
+
+from .._jit import overload_inline
 
 
 def f32_bits(x):
@@ -48,12 +50,12 @@ def _u32_to_f32(typingctx, u):
         lambda context, builder, sig, args: builder.bitcast(args[0], ir.FloatType()))
 
 
-@overload(f32_bits, inline="always")
+@overload_inline(f32_bits)
 def _f32_bits(x):
     return lambda x: _f32_to_u32(np.float32(x))
 
 
-@overload(f32_from_bits, inline="always")
+@overload_inline(f32_from_bits)
 def _f32_from_bits(u):
     return lambda u: _u32_to_f32(np.uint32(u))
 
@@ -63,7 +65,7 @@ def _select_impl(c, a, b):
     return np.uint32(np.uint32(b) ^ ((np.uint32(a) ^ np.uint32(b)) & m))
 
 
-@overload(select, inline="always")
+@overload_inline(select)
 def _select(c, a, b):
     return _select_impl
 
@@ -119,7 +121,7 @@ def _hash_word(typingctx, a, b, c, d, e, f):
     return types.uint32(a, b, c, d, e, f), codegen
 
 
-@overload(hash_word, inline="always")
+@overload_inline(hash_word)
 def _hash_word_ol(a, b, c, d, e, f):
     return lambda a, b, c, d, e, f: _hash_word(np.uint32(a), np.uint32(b), np.uint32(c),
                                                np.uint32(d), np.uint32(e), np.uint32(f))
@@ -142,7 +144,7 @@ def _bf16_decode(typingctx, u):
     return types.float32(u), codegen
 
 
-@overload(bf16_decode, inline="always")
+@overload_inline(bf16_decode)
 def _bf16_decode_ol(u):
     return lambda u: _bf16_decode(np.uint16(u))
 
@@ -173,7 +175,7 @@ def _bf16_round(typingctx, x):
     return types.uint16(x), codegen
 
 
-@overload(bf16_round, inline="always")
+@overload_inline(bf16_round)
 def _bf16_round_ol(x):
     return lambda x: _bf16_round(np.float32(x))
 
@@ -206,7 +208,7 @@ def _bf16_round_stochastic(typingctx, x, r):
     return types.uint16(x, r), codegen
 
 
-@overload(bf16_round_stochastic, inline="always")
+@overload_inline(bf16_round_stochastic)
 def _bf16_round_stochastic_ol(x, r):
     return lambda x, r: _bf16_round_stochastic(np.float32(x), np.uint32(r))
 
@@ -232,7 +234,7 @@ def _magnitude_max(typingctx, m, x):
     return types.uint32(m, x), codegen
 
 
-@overload(magnitude_max, inline="always")
+@overload_inline(magnitude_max)
 def _magnitude_max_ol(m, x):
     return lambda m, x: _magnitude_max(np.uint32(m), np.float32(x))
 

@@ -18,9 +18,8 @@ its bits into float32 and back. Arithmetic is float32 throughout; only storage i
 from __future__ import annotations
 
 import numpy as np
-from numba.extending import overload
 
-from .._jit import inline
+from .._jit import inline, overload_inline
 from . import bits
 from .bits import f32_bits, f32_from_bits, select
 
@@ -84,12 +83,12 @@ def f32_to_f16(x):
     return np.uint16(o | (sign >> _16))
 
 
-@overload(f16_to_f32, inline="always")
+@overload_inline(f16_to_f32)
 def _f16_to_f32(u):
     return lambda u: bits.f16_decode_ir(np.uint16(u))
 
 
-@overload(f32_to_f16, inline="always")
+@overload_inline(f32_to_f16)
 def _f32_to_f16(x):
     return lambda x: bits.f16_round_ir(np.float32(x))
 

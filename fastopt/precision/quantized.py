@@ -27,9 +27,9 @@ from typing import NamedTuple
 import numpy as np
 from llvmlite import ir
 from numba.core import types
-from numba.extending import intrinsic, overload
+from numba.extending import intrinsic
 
-from .._jit import cpu_jit, inline
+from .._jit import cpu_jit, inline, overload_inline
 from .bits import f32_bits, f32_from_bits, magnitude_max, select
 from .dynamic import QBLOCK, encode, tables
 
@@ -147,8 +147,8 @@ def _fp8_ir(name: str, encode_fn: Callable, decode_fn: Callable) -> None:
 
         return types.float32(code), codegen
 
-    overload(encode_fn, inline="always")(lambda y: lambda y: encode_ir(np.float32(y)))
-    overload(decode_fn, inline="always")(lambda c: lambda c: decode_ir(np.uint8(c)))
+    overload_inline(encode_fn)(lambda y: lambda y: encode_ir(np.float32(y)))
+    overload_inline(decode_fn)(lambda c: lambda c: decode_ir(np.uint8(c)))
 
 
 e4m3_encode, e4m3_decode = _fp8_functions("e4m3")

@@ -15,7 +15,7 @@ from functools import cache
 
 import numpy as np
 
-from .._jit import inline
+from .._jit import bind, inline
 from ..drivers._state import unrolled
 from .formats import (
     bf16_to_f32,
@@ -110,6 +110,24 @@ def master_store(p, master, i, w, r):
     rounded from it (to nearest even: a master copy carries what rounding drops)."""
     master[i] = w
     STORE(p, i, w, r)
+
+
+@cache
+def param_io(pfmt: str, gfmt: str, master: bool, rounding_: bool) -> dict[str, Callable]:
+    """A kernel's reads and writes of the parameter and the gradient, for each driver:
+    ``PLOAD(p, master, i)``, ``PSTORE(p, master, i, w, r)``, ``GLOAD(g, i)`` and the
+    random bits ``BITS``, for parameters stored as ``pfmt``, gradients as ``gfmt``, with
+    a master copy or not, rounded stochastically (without one) or not."""
+    load = LOADS[pfmt]
+    store = STORES[(pfmt, rounding_ and pfmt != "plain" and not master)]
+    pload, pstore = ((master_load, master_store) if master else (param_load, param_store))
+    tag = f"{pfmt}_{int(master)}_{int(rounding_)}"
+    return {
+        "PLOAD": inline(bind(pload, f"param_load_{tag}", LOAD=load)),
+        "PSTORE": inline(bind(pstore, f"param_store_{tag}", STORE=store)),
+        "GLOAD": LOADS[gfmt],
+        "BITS": random_bits,
+    }
 
 
 # --------------------------------------------------------------------- state
