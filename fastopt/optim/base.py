@@ -348,7 +348,7 @@ class Optimizer:
         units = self._units()
         self._storage = precision.Storage(self._precision, tuple(names),
                                           tuple(signs[n] for n in names), units,
-                                          self._layout_size, initial)
+                                          self._layout_size, initial, self._be)
         if self._storage.master is not None:  # the master copy starts at the parameters
             for (lo, n), seg in zip(units, self._segments, strict=True):
                 self._storage.master[lo:lo + n] = seg.p.astype(np.float32)
@@ -369,7 +369,8 @@ class Optimizer:
         self._one_array = len(self._params) == 1 and self._segment_params == [0]
         self._grad_memo = None
         self._flat_grads = [seg.grad for seg in self._segments]
-        self._workspace = cpu.NormWorkspace([s.p.size for s in self._segments], np.float32)
+        self._workspace = self._be.NormWorkspace([s.p.size for s in self._segments],
+                                                 np.float32)
 
     def state_bytes(self) -> int:
         """Bytes of memory this optimizer's state holds (state buffers, 8-bit block maxima,
@@ -600,10 +601,15 @@ class Optimizer:
             if self._storage is not None:
                 h, sc, wd, decay, nz = step_scalars(
                     consts[k], t, lrs[k], weight_decay, decoupled, group["maximize"], scale,
-                    None, self.grad_noise)
-                precision.launch(self._storage, self._precision_launchers[k],
-                                 gs if every else [gs[i] for i in seg_ids], h, sc, wd, decay,
-                                 lambda off, nz=nz: noise_at(nz, off), t)
+                    dscale, self.grad_noise)
+                grads = gs if every else [gs[i] for i in seg_ids]
+                if self._be.ON_DEVICE:
+                    precision.launch_device(self._storage, self._precision_launchers[k],
+                                            grads, h, sc, dscale, wd, decay,
+                                            lambda off, nz=nz: noise_at(nz, off), t, stream)
+                else:
+                    precision.launch(self._storage, self._precision_launchers[k], grads, h,
+                                     sc, wd, decay, lambda off, nz=nz: noise_at(nz, off), t)
                 continue
             if host is None or host[k] is None:
                 launch(self._be, rule, ps, gs if every else [gs[i] for i in seg_ids], states,
@@ -646,7 +652,7 @@ class Optimizer:
         for name, buf in self._state.items():
             sd[f"state.{name}"] = self._be.to_host(buf)
         if self._storage is not None:  # codes, block maxima, the master copy: as stored
-            sd.update({k: v.copy() for k, v in self._storage.buffers.items()})
+            sd.update(self._storage.to_host())
             sd["precision"] = self._storage.text()
         for k, gs in enumerate(self._group_state):
             for name, value in gs.items():
@@ -751,8 +757,7 @@ class Optimizer:
             precision.store_converted(converted, self._storage, self._state, self._units())
             precision.convert_warning(stored, self._precision)
         elif self._storage is not None:
-            for key, buf in self._storage.buffers.items():
-                np.copyto(buf, sd[key])
+            self._storage.from_host(sd)
         else:
             for name, buf in self._state.items():
                 self._be.copy_from_host(buf, sd[f"state.{name}"])

@@ -138,10 +138,9 @@ def plan(param_dtype: np.dtype, *, state_dtype: Any, master_weights: Any,
                     int(min_8bit_size), int(rounding_seed))
     if not out.active:
         return out
-    if on_device:
-        raise ValueError("16-bit parameters, master weights, stochastic rounding and "
-                         "bfloat16/8-bit state run on the CPU in this version; on a GPU, "
-                         "keep float32 parameters and state")
+    if on_device and (param in HALF or grad != param):
+        raise ValueError("16-bit parameters and gradients run on the CPU in this version; "
+                         "on a GPU, keep float32 parameters (state_dtype works there)")
     if trust:
         raise ValueError(f"{rule_name} (a trust-ratio rule) takes float32/float64 "
                          "parameters and state in this version")
@@ -173,8 +172,9 @@ class Storage:
 
     def __init__(self, prec: Precision, names: tuple[str, ...], signs: tuple[str, ...],
                  units: list[tuple[int, int]], layout_size: int,
-                 initial: dict[str, float]) -> None:
+                 initial: dict[str, float], be: Any = cpu) -> None:
         self.prec = prec
+        self.be = be  # the driver whose memory holds the buffers (the CPU's or a GPU's)
         self.names = names
         self.signs = dict(zip(names, signs, strict=True))
         self.units = units
@@ -202,16 +202,21 @@ class Storage:
         if not self.eight:
             dt = np.uint16 if prec.state == "bfloat16" else ct
             for name in names:
-                self.buffers[f"state.{name}"] = cpu.zeros(layout_size, dt)
+                self.buffers[f"state.{name}"] = be.zeros(layout_size, dt)
         else:
             for name in names:
-                self.buffers[f"state.{name}"] = cpu.zeros(packed["flat"], np.float32)
-                self.buffers[f"state.{name}.codes"] = cpu.zeros(packed["q8"], np.uint8)
-                self.buffers[f"state.{name}.absmax"] = cpu.zeros(blocks, np.float32)
-        #: the kernels' compute-dtype marker and the dynamic maps' tables, made once
-        self.ct = np.empty(0, ct)
+                self.buffers[f"state.{name}"] = be.zeros(packed["flat"], np.float32)
+                self.buffers[f"state.{name}.codes"] = be.zeros(packed["q8"], np.uint8)
+                self.buffers[f"state.{name}.absmax"] = be.zeros(blocks, np.float32)
+        #: the kernels' compute-dtype marker and the dynamic maps' tables, made once (on
+        #: the device for a GPU's kernels)
+        self.ct = np.empty(0, ct) if not be.ON_DEVICE else be.zeros(1, ct)
         self.qt = quantized.codec_tables() if self.eight else ()
-        self.master = cpu.zeros(layout_size, np.float32) if prec.master else None
+        if be.ON_DEVICE and self.qt:
+            self.qt = tuple(be.zeros(a.size, a.dtype) for a in self.qt)
+            for dst, src in zip(self.qt, quantized.codec_tables(), strict=True):
+                be.copy_from_host(dst, src)
+        self.master = be.zeros(layout_size, np.float32) if prec.master else None
         if self.master is not None:
             self.buffers["master"] = self.master
         for name in names:
@@ -238,30 +243,42 @@ class Storage:
         """Unit ``u``'s state ``name`` as float32 (float64 for float64 parameters)."""
         lo, n = self.units[u]
         off = self.offsets[u]
+        host = self.be.to_host
         if self.kind[u] == "q8":
             b0 = self.block_offsets[u]
-            return quantized.dequantize(self.buffers[f"state.{name}.codes"][off:off + n],
-                                        self.buffers[f"state.{name}.absmax"][
-                                            b0:b0 + quantized.blocks(n)], self.book(name))
-        a = self.buffers[f"state.{name}"][off:off + n]
+            return quantized.dequantize(host(self.buffers[f"state.{name}.codes"][off:off + n]),
+                                        host(self.buffers[f"state.{name}.absmax"][
+                                            b0:b0 + quantized.blocks(n)]), self.book(name))
+        a = host(self.buffers[f"state.{name}"][off:off + n])
         return bf16_decode(a) if self.prec.state == "bfloat16" else a.copy()
 
     def write_unit(self, name: str, u: int, x: np.ndarray) -> None:
         """Set unit ``u``'s state ``name`` from float values (rounded to nearest)."""
         lo, n = self.units[u]
         off = self.offsets[u]
+        put = self.be.copy_from_host
         if self.kind[u] == "q8":
             b0 = self.block_offsets[u]
             codes, absmax = quantized.quantize(x, self.book(name))
-            self.buffers[f"state.{name}.codes"][off:off + n] = codes
-            self.buffers[f"state.{name}.absmax"][b0:b0 + quantized.blocks(n)] = absmax
+            put(self.buffers[f"state.{name}.codes"][off:off + n], codes)
+            put(self.buffers[f"state.{name}.absmax"][b0:b0 + quantized.blocks(n)], absmax)
         elif self.prec.state == "bfloat16":
-            self.buffers[f"state.{name}"][off:off + n] = bf16_round_nearest(x)
+            put(self.buffers[f"state.{name}"][off:off + n], bf16_round_nearest(x))
         else:
-            self.buffers[f"state.{name}"][off:off + n] = x
+            put(self.buffers[f"state.{name}"][off:off + n],
+                np.asarray(x, self.buffers[f"state.{name}"].dtype))
 
     def nbytes(self) -> int:
-        return sum(b.nbytes for b in self.buffers.values())
+        return sum(int(b.size) * np.dtype(b.dtype).itemsize for b in self.buffers.values())
+
+    def to_host(self) -> dict[str, np.ndarray]:
+        """Copies of the stored buffers (codes, block maxima, master copy) on the host."""
+        return {k: np.array(self.be.to_host(v)) for k, v in self.buffers.items()}
+
+    def from_host(self, arrays: dict[str, np.ndarray]) -> None:
+        """Set the stored buffers from host arrays of their dtypes and shapes."""
+        for key, buf in self.buffers.items():
+            self.be.copy_from_host(buf, np.ascontiguousarray(arrays[key]))
 
     # -------------------------------------------------------------- kernels
     def launchers(self, rule, p_arrays: list[np.ndarray], unit_of_segment: list[int]) -> list:
@@ -271,6 +288,8 @@ class Storage:
         ct = prec.compute
         pfmt = _kernel_format(prec.param, ct)
         gfmt = _kernel_format(prec.grad, ct)
+        if self.be.ON_DEVICE:
+            return self._device_launchers(rule, p_arrays, unit_of_segment, pfmt, gfmt)
         out = []
         for p, u in zip(p_arrays, unit_of_segment, strict=True):
             lo, n = self.units[u]
@@ -287,6 +306,25 @@ class Storage:
             master = self.master[lo:lo + n] if self.master is not None else None
             out.append((kernel(False), par, parallel.Choice(), nbytes, as_kernel_array(p),
                         master, st, am, lo))
+        return out
+
+    def _device_launchers(self, rule, p_arrays: list, unit_of_segment: list[int], pfmt: str,
+                          gfmt: str) -> list:
+        """Per segment ``(kernel, 8-bit, p, master, state, absmax, layout offset)`` for
+        the CUDA driver (:mod:`fastopt.drivers.cuda_precision`)."""
+        from ..drivers import cuda_precision
+
+        prec = self.prec
+        out = []
+        for p, u in zip(p_arrays, unit_of_segment, strict=True):
+            lo, n = self.units[u]
+            kind, st, am = self.views(u)
+            books = tuple(self.book(m) for m in self.names) if kind == "q8" else None
+            sfmt = "bfloat16" if prec.state == "bfloat16" else "plain"
+            kern = cuda_precision.precision_kernel(rule, pfmt, gfmt, sfmt, len(st),
+                                                   prec.master, prec.stochastic, books)
+            master = self.master[lo:lo + n] if self.master is not None else None
+            out.append((kern, books is not None, self.be.flat_view(p), master, st, am, lo))
         return out
 
     def warm_calls(self, launchers: list, scalars: list[tuple], threads: bool
@@ -336,6 +374,23 @@ def launch(storage: Storage, launchers: list, grads: list, h, sc, wd, decay, noi
             serial(*args)
         else:
             parallel.run(choice, serial, par, args, nbytes)
+
+
+def launch_device(storage: Storage, launchers: list, grads: list, h, sc, dscale, wd, decay,
+                  noise_of, t: int, stream: Any) -> None:
+    """:func:`launch` for a GPU's arrays, on ``stream``; ``dscale``: the device clip factor
+    (a one-element device array) or None."""
+    from ..drivers import cuda_precision
+
+    ct, qt = storage.ct, storage.qt
+    for (kern, eight, p, master, st, am, lo), g in zip(launchers, grads, strict=True):
+        g = storage.be.flat_view(g)
+        rnd = storage.rounding(t, lo)
+        if eight:
+            args = (p, g, st, am, qt, master, h, sc, dscale, wd, decay, noise_of(lo), rnd, ct)
+        else:
+            args = (p, g, st, master, h, sc, dscale, wd, decay, noise_of(lo), rnd, ct)
+        cuda_precision.launch(kern, eight, p.size, args, stream)
 
 
 def loaded_precision(text: Any) -> Precision | None:
@@ -419,5 +474,5 @@ def store_converted(converted: dict[str, Any], storage: Storage | None,
         for u, x in enumerate(converted[n]):
             storage.write_unit(n, u, x)
     if storage.master is not None and converted["master"] is not None:
-        np.copyto(storage.master, converted["master"])
+        storage.be.copy_from_host(storage.master, np.asarray(converted["master"], np.float32))
 

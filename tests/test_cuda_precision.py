@@ -1,0 +1,118 @@
+"""The precision options on the GPU path (drivers/cuda_precision.py) against the CPU's:
+bfloat16 and 8-bit state over float32 device arrays, with clipping, noise, weight decay
+and groups; checkpoints moving between the two; what the GPU path refuses.
+
+Runs in Numba's CUDA simulator (tests/conftest.py); there, without noise and clipping, the
+GPU kernels give the CPU's bits. With noise (the simulator's libm) and on a GPU (FMA
+contraction) results agree within a few ulp, and an 8-bit code next to a midpoint may
+round the other way, hence the tolerances."""
+
+import numpy as np
+import pytest
+from cuda_support import SIMULATED, host, needs_numba_cuda, to_device
+
+import fastopt
+
+pytestmark = needs_numba_cuda
+
+SHAPES = [(300,), (5, 7)]  # a quantized array (min_8bit_size=256 below) and a small one
+
+
+def _problem(seed, steps=3):
+    rng = np.random.default_rng(seed)
+    params = [rng.standard_normal(s).astype(np.float32) for s in SHAPES]
+    grads = [[(rng.standard_normal(s) * 0.1).astype(np.float32) for s in SHAPES]
+             for _ in range(steps)]
+    return params, grads
+
+
+def _both(name, kwargs, seed=0, steps=3):
+    params, grads = _problem(seed, steps)
+    cls = getattr(fastopt, name)
+    cpu_params = [p.copy() for p in params]
+    dev_params = [to_device(p) for p in params]
+    cpu, dev = cls(cpu_params, **kwargs), cls(dev_params, **kwargs)
+    for gs in grads:
+        cpu.step(gs)
+        dev.step([to_device(g) for g in gs])
+    return cpu, dev, cpu_params, dev_params
+
+
+STATES = ["bfloat16", "8bit", "int8"]
+
+
+@pytest.mark.skipif(not SIMULATED, reason="bit equality holds in the simulator only")
+@pytest.mark.parametrize("state_dtype", STATES)
+@pytest.mark.parametrize("name", ["Adam", "Momentum", "AdaGrad"])
+def test_same_bits_as_the_cpu(name, state_dtype):
+    cpu, dev, cp, dp = _both(name, {"lr": 0.01, "state_dtype": state_dtype,
+                                    "min_8bit_size": 256, "weight_decay": 0.01})
+    for c, d in zip(cp, dp, strict=True):
+        np.testing.assert_array_equal(host(d), c)
+    want, got = cpu.state_dict(), dev.state_dict()
+    assert set(want) == set(got)
+    for key, value in want.items():
+        if isinstance(value, np.ndarray):
+            np.testing.assert_array_equal(got[key], value, err_msg=key)
+    assert dev.state_bytes() == cpu.state_bytes()
+
+
+@pytest.mark.parametrize("state_dtype", STATES)
+def test_with_clipping_noise_and_groups(state_dtype):
+    params, grads = _problem(1)
+    options = {"lr": 0.01, "state_dtype": state_dtype, "min_8bit_size": 256,
+               "clip_norm": 0.5, "grad_noise": fastopt.GradientNoise(0.01, seed=4)}
+    cpu_params = [p.copy() for p in params]
+    dev_params = [to_device(p) for p in params]
+    cpu = fastopt.Adam([{"params": cpu_params[:1]},
+                        {"params": cpu_params[1:], "lr": 0.05, "weight_decay": 0.1}], **options)
+    dev = fastopt.Adam([{"params": dev_params[:1]},
+                        {"params": dev_params[1:], "lr": 0.05, "weight_decay": 0.1}], **options)
+    for gs in grads:
+        cpu.step(gs)
+        dev.step([to_device(g) for g in gs])
+    for c, d in zip(cpu_params, dev_params, strict=True):
+        np.testing.assert_allclose(host(d), c, rtol=2e-5, atol=2e-6)
+    for i in range(2):  # decoded state: a code may sit on the other side of a midpoint
+        for key in ("m", "v"):
+            np.testing.assert_allclose(dev.state[i][key], cpu.state[i][key], rtol=0.02,
+                                       atol=1e-3 * np.abs(cpu.state[i][key]).max())
+
+
+@pytest.mark.parametrize("state_dtype", ["bfloat16", "8bit"])
+def test_checkpoints_move_between_cpu_and_gpu(state_dtype):
+    params, grads = _problem(2, steps=4)
+    kwargs = {"lr": 0.01, "state_dtype": state_dtype, "min_8bit_size": 256}
+    ref = [p.copy() for p in params]
+    whole = fastopt.Adam(ref, **kwargs)
+    for gs in grads:
+        whole.step(gs)
+    # two steps on the GPU, two on the CPU from its checkpoint
+    dev_params = [to_device(p) for p in params]
+    dev = fastopt.Adam(dev_params, **kwargs)
+    for gs in grads[:2]:
+        dev.step([to_device(g) for g in gs])
+    cpu_params = [host(d) for d in dev_params]
+    cpu = fastopt.Adam(cpu_params, **kwargs)
+    cpu.load_state_dict(dev.state_dict())
+    for gs in grads[2:]:
+        cpu.step(gs)
+    # and back: the CPU's checkpoint onto the GPU
+    back_params = [to_device(p) for p in cpu_params]
+    back = fastopt.Adam(back_params, **kwargs)
+    back.load_state_dict(cpu.state_dict())
+    for key, value in cpu.state_dict().items():
+        if isinstance(value, np.ndarray):
+            np.testing.assert_array_equal(back.state_dict()[key], value, err_msg=key)
+    for r, c in zip(ref, cpu_params, strict=True):
+        np.testing.assert_allclose(c, r, rtol=1e-6, atol=1e-7)
+
+
+def test_16bit_parameters_on_the_gpu_are_refused_before_anything_is_written():
+    p = to_device(np.ones(10, np.float16))
+    with pytest.raises((TypeError, ValueError), match="float16|16-bit"):
+        fastopt.Adam([p], master_weights=True)
+    q = to_device(np.ones(10, np.float32))
+    with pytest.raises(ValueError, match="16-bit"):
+        fastopt.Adam([q], grad_dtype="bfloat16")
+    np.testing.assert_array_equal(host(q), np.ones(10, np.float32))
