@@ -40,7 +40,8 @@ for name in ("numpy", "numba", "numba_cuda", "llvmlite", "torch", "cupy", "pytes
 PY
 t0=$SECONDS
 timeout 300 $py -m pytest -q -p no:cacheprovider tests/test_cuda_optim.py \
-  tests/test_cuda_batchnorm.py tests/test_cuda_interop.py tests/test_cuda_ptx.py 2>&1 \
+  tests/test_cuda_batchnorm.py tests/test_cuda_interop.py tests/test_cuda_ptx.py \
+  tests/test_cuda_precision.py 2>&1 \
   | tee "$out/tests.log" | tail -25
 echo "tests: $((SECONDS - t0)) s"
 # The README's GPU use, end to end: a torch model stepped in place on the device.

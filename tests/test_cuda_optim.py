@@ -493,6 +493,11 @@ def test_gpu_bench_traffic_and_case_runner():
     assert gpu.traffic("SGD", 4) == 12 and gpu.traffic("AMSGrad", 8) == 9 * 8
     row = gpu.bench_rule("Adam", 64, np.float32, repeats=1)  # simulator: timings meaningless
     assert row["rule"] == "Adam" and row["n"] == 64 and row["dtype"] == "float32"
+    bf16 = gpu.bench_rule("Adam", 64, np.float32, repeats=1, state_dtype="bfloat16")
+    assert bf16["rule"] == "Adam [bfloat16]" and "x_torch" not in bf16
+    # bytes per value: p, g read and p written (12) and m, v read and written as bfloat16
+    # (8): the GB/s figure counts 20 bytes a value where float32 state counts 28
+    assert bf16["gbps"] * bf16["fastopt_ms"] * 1e6 == pytest.approx(20 * 64)
     resnet = gpu.bench_resnet(1, shapes=[("w", (3, 5)), ("b", (5,))])
     assert resnet["values"] == 20
     assert {"fastopt list of 2", "fastopt list, clip_norm", "fastopt FlatParams"} <= set(resnet)

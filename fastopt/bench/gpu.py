@@ -108,17 +108,25 @@ def _torch_cuda():
     return torch if torch.cuda.is_available() else None
 
 
-def bench_rule(rule: str, n: int, dtype, repeats: int) -> dict[str, object]:
+#: The state storages timed on the GPU besides float32 (``state_dtype``), for Adam.
+STATE_ROWS = ("bfloat16", "8bit")
+
+
+def bench_rule(rule: str, n: int, dtype, repeats: int, state_dtype: str | None = None
+               ) -> dict[str, object]:
+    """One rule's step at ``n`` values (its state stored as ``state_dtype``: then its
+    bytes moved are the stored widths', and torch, which has no such storage, is left
+    out)."""
     from numba import cuda
 
     rng = np.random.default_rng(0)
     p = cuda.to_device(rng.standard_normal(n).astype(dtype))
     g = cuda.to_device(rng.standard_normal(n).astype(dtype))
-    opt = RULES[rule][0](p)
+    opt = RULES[rule][0](p, state_dtype=state_dtype)
     fns: dict[str, Timed] = {"fastopt": (lambda: opt.step(g), "numba")}
     torch = _torch_cuda()
     label = None
-    if torch is not None and registry()[rule].torch is not None:
+    if state_dtype is None and torch is not None and registry()[rule].torch is not None:
         from .torch_ref import step_for  # the same torch counterparts as the CPU bench
 
         tp = torch.randn(n, device="cuda", dtype=getattr(torch, np.dtype(dtype).name))
@@ -128,7 +136,10 @@ def bench_rule(rule: str, n: int, dtype, repeats: int) -> dict[str, object]:
     med = interleaved_medians(fns, repeats)
     ms = med["fastopt"]
     nbytes = traffic(rule, np.dtype(dtype).itemsize) * n
-    row: dict[str, object] = {"rule": rule, "n": n, "dtype": np.dtype(dtype).name,
+    if state_dtype is not None:  # p and g as they are; the state read and written stored
+        nbytes = 3 * np.dtype(dtype).itemsize * n + 2 * opt.state_bytes()
+    row: dict[str, object] = {"rule": rule + (f" [{state_dtype}]" if state_dtype else ""),
+                              "n": n, "dtype": np.dtype(dtype).name,
                               "fastopt_ms": ms, "gbps": nbytes / (ms * 1e-3) / 1e9}
     if "torch" in med:
         row.update(torch_ms=med["torch"], torch=label, x_torch=med["torch"] / ms)
@@ -258,6 +269,8 @@ def main(sizes: list[int], rules: list[str], dtype: str, quick: bool, as_json: b
     header: dict[str, object] = {"gpu": name, "compute_capability": device.compute_capability,
                                  "copy_gbps": copy_bandwidth(repeats=repeats)}
     cases: list[tuple] = [("rule", r, n) for n in sizes for r in rules]
+    if "Adam" in rules and dtype == "float32":  # fewer bytes per parameter
+        cases += [("rule", "Adam", n, sd) for n in sizes for sd in STATE_ROWS]
     if resnet:
         cases.append(("resnet",))
     if batchnorm:
@@ -268,7 +281,7 @@ def main(sizes: list[int], rules: list[str], dtype: str, quick: bool, as_json: b
     for case in progress(cases, "bench cuda"):
         try:
             if case[0] == "rule":
-                row = bench_rule(case[1], case[2], np.dtype(dtype).type, repeats)
+                row = bench_rule(case[1], case[2], np.dtype(dtype).type, repeats, *case[3:])
                 row["pct_copy_bw"] = 100.0 * row["gbps"] / header["copy_gbps"]
                 report["rows"].append(row)
             elif case[0] == "resnet":
@@ -296,11 +309,11 @@ def format_report(report: dict) -> str:
              f"medians per call of CUDA-event timings over {INNER} back-to-back calls, "
              "callables interleaved; % copy BW = step bytes / time / copy bandwidth; "
              "x torch > 1 means fastopt is faster", "",
-             f"{'rule':<10}{'n':>10}  {'dtype':<8}{'fastopt ms':>11}{'GB/s':>8}"
+             f"{'rule':<16}{'n':>10}  {'dtype':<8}{'fastopt ms':>11}{'GB/s':>8}"
              f"{'% copy BW':>11}{'x torch':>9}  torch"]
     for r in report["rows"]:
         xt = f"{r['x_torch']:.2f}" if "x_torch" in r else "-"
-        lines.append(f"{r['rule']:<10}{r['n']:>10.0e}  {r['dtype']:<8}{r['fastopt_ms']:>11.3f}"
+        lines.append(f"{r['rule']:<16}{r['n']:>10.0e}  {r['dtype']:<8}{r['fastopt_ms']:>11.3f}"
                      f"{r['gbps']:>8.0f}{r['pct_copy_bw']:>10.0f}%{xt:>9}  "
                      f"{r.get('torch', '-')}")
     res = report.get("resnet")
