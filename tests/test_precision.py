@@ -426,3 +426,31 @@ def test_16bit_gradients_need_asking_and_nothing_is_written():
         np.testing.assert_array_equal(after[k], v)
     ok = fastopt.Adam([p.copy()], grad_dtype="bfloat16")
     ok.step([np.ones(5000, BF16)])
+
+
+@pytest.mark.parametrize("dtype", [BF16, np.float16])
+def test_clipping_and_skipping_read_16bit_gradients_as_their_values(dtype):
+    """The global norm of 16-bit gradients is that of their exact float32 values (one
+    decoding reduction, no float32 copy): a master-weight step with clipping equals the
+    float32 step on the decoded gradients, scaled by the clip factor computed from the
+    definition; a NaN among them skips the step and writes nothing."""
+    rng = np.random.default_rng(12)
+    shapes = [(3000,), (40,)]
+    p16 = [rng.standard_normal(s).astype(dtype) for s in shapes]
+    g16 = [(rng.standard_normal(s) * 3).astype(dtype) for s in shapes]
+    opt = fastopt.SGD(p16, lr=0.5, master_weights=True, clip_norm=1.0, skip_nonfinite=True)
+    wide = [g.astype(np.float32) for g in g16]
+    norm = np.sqrt(sum(np.sum(g.astype(np.float64) ** 2) for g in wide))
+    factor = min(1.0, 1.0 / (norm + 1e-6))
+    want = [(p.astype(np.float32) - np.float32(0.5) * (np.float32(factor) * g)).astype(dtype)
+            for p, g in zip(p16, wide, strict=True)]
+    opt.step(g16)
+    for got, w in zip(p16, want, strict=True):
+        np.testing.assert_array_equal(got.view(np.uint16), w.view(np.uint16))
+    before = [p.copy() for p in p16]
+    bad = [g.copy() for g in g16]
+    bad[1][3] = np.nan
+    opt.step(bad)
+    assert opt.skipped_steps == 1
+    for got, b in zip(p16, before, strict=True):
+        np.testing.assert_array_equal(got.view(np.uint16), b.view(np.uint16))

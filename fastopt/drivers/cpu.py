@@ -131,14 +131,14 @@ def _sumsq_range(x, lo, hi):
     n8 = n - n % 8
     s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0
     for j in range(0, n8, 8):
-        a0 = np.float64(y[j])
-        a1 = np.float64(y[j + 1])
-        a2 = np.float64(y[j + 2])
-        a3 = np.float64(y[j + 3])
-        a4 = np.float64(y[j + 4])
-        a5 = np.float64(y[j + 5])
-        a6 = np.float64(y[j + 6])
-        a7 = np.float64(y[j + 7])
+        a0 = np.float64(LOAD(y, j))
+        a1 = np.float64(LOAD(y, j + 1))
+        a2 = np.float64(LOAD(y, j + 2))
+        a3 = np.float64(LOAD(y, j + 3))
+        a4 = np.float64(LOAD(y, j + 4))
+        a5 = np.float64(LOAD(y, j + 5))
+        a6 = np.float64(LOAD(y, j + 6))
+        a7 = np.float64(LOAD(y, j + 7))
         s0 += a0 * a0
         s1 += a1 * a1
         s2 += a2 * a2
@@ -148,13 +148,22 @@ def _sumsq_range(x, lo, hi):
         s6 += a6 * a6
         s7 += a7 * a7
     for j in range(n8, n):
-        a0 = np.float64(y[j])
+        a0 = np.float64(LOAD(y, j))
         s0 += a0 * a0
     return ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
 
 
 def SUMSQ_RANGE(x, lo, hi):  # noqa: N802 - placeholder, bound to the compiled _sumsq_range
     raise NotImplementedError
+
+
+def LOAD(a, i):  # noqa: N802 - placeholder: how an element is read (16-bit: decoded)
+    raise NotImplementedError
+
+
+def _load(a, i):
+    """An element as stored (float32, float64)."""
+    return a[i]
 
 
 def _sumsq_loop(x, partials):
@@ -168,9 +177,10 @@ def _sumsq_loop(x, partials):
             # Tell a NaN input and an infinite one from a float64 overflow of finite inputs
             # (rules.transforms.reported)
             for k in range(lo, hi):
-                if math.isnan(x[k]):
+                xk = LOAD(x, k)
+                if math.isnan(xk):
                     flags |= NAN_SEEN
-                elif math.isinf(x[k]):
+                elif math.isinf(xk):
                     flags |= INF_SEEN
         partials[b] = REPORTED(s, flags)
     total = 0.0
@@ -207,14 +217,25 @@ def trust_kernel(direction: Callable, parallel: bool) -> Callable:
     """The compiled first pass of a trust-ratio rule (:func:`_trust_loop`)."""
     return _compiled(_trust_loop, f"trust_{direction.__name__}", parallel,
                      TRUST=compile_tree(trust_direction(direction), device_function),
-                     SUMSQ_RANGE=device_function(_sumsq_range))
+                     SUMSQ_RANGE=sumsq_range())
 
 
 @cache
-def sumsq_kernel(parallel: bool) -> Callable:
-    return _compiled(_sumsq_loop, "sumsq", parallel, REPORTED=device_function(reported),
-                     FLAGS_OF=device_function(flags_of),
-                     SUMSQ_RANGE=device_function(_sumsq_range))
+def sumsq_kernel(parallel: bool, load: Callable | None = None, name: str = "sumsq"
+                 ) -> Callable:
+    """The blocked sum of squares; ``load(a, i)``: how an element is read (16-bit
+    gradients: decoded to float32; ``name`` then says which, with the source tag of what
+    it binds)."""
+    return _compiled(_sumsq_loop, name, parallel, REPORTED=device_function(reported),
+                     FLAGS_OF=device_function(flags_of), LOAD=device_function(load or _load),
+                     SUMSQ_RANGE=sumsq_range(load))
+
+
+@cache
+def sumsq_range(load: Callable | None = None) -> Callable:
+    """The compiled :func:`_sumsq_range`, reading elements with ``load`` (default: as
+    stored)."""
+    return device_function(bind(_sumsq_range, LOAD=device_function(load or _load)))
 
 
 def step_bytes(p: np.ndarray, n_state: int) -> int:
@@ -258,18 +279,22 @@ def blocks(n: int) -> int:
     return -(-n // BLOCK)
 
 
-def sum_of_squares(x: np.ndarray, partials: np.ndarray) -> float:
+def sum_of_squares(x: np.ndarray, partials: np.ndarray,
+                   kernels: tuple[Callable, Callable] | None = None) -> float:
     """``Σ x²`` in float64 over a 1-D array, deterministically; NaN if any x is NaN, else
     −∞ if any is infinite (+∞ only when finite values overflow; see
     ``rules.transforms.norm_of``).
 
     ``partials`` is a float64 workspace of at least ``blocks(x.size)`` elements.
+    ``kernels``: the (serial, parallel) reduction to use (16-bit arrays: one that decodes
+    them, ``drivers.cpu_precision.sumsq_kernels``).
     """
     args = (x, partials[:blocks(x.size)])
+    serial, par = kernels or (sumsq_kernel(False), sumsq_kernel(True))
     if x.nbytes < parallel.PARALLEL_MIN_BYTES:
-        return sumsq_kernel(False)(*args)
-    return parallel.run(parallel.choice_for(("sumsq", x.size, x.dtype.char)),
-                        sumsq_kernel(False), sumsq_kernel(True), args, x.nbytes)
+        return serial(*args)
+    return parallel.run(parallel.choice_for(("sumsq", x.size, x.dtype.char)), serial, par,
+                        args, x.nbytes)
 
 
 # --------------------------------------------------------------------------- arrays
@@ -365,12 +390,13 @@ class NormWorkspace:
         self.partials = np.empty(max((blocks(n) for n in sizes), default=1), np.float64)
 
 
-def clip_or_skip(grads, workspace: NormWorkspace, clip_norm, skip_nonfinite
-                 ) -> tuple[bool, float]:
-    """``(skip, clip factor)`` from the gradients' global sum of squares."""
+def clip_or_skip(grads, workspace: NormWorkspace, clip_norm, skip_nonfinite,
+                 kernels: tuple[Callable, Callable] | None = None) -> tuple[bool, float]:
+    """``(skip, clip factor)`` from the gradients' global sum of squares (``kernels``: as
+    :func:`sum_of_squares` takes them)."""
     total = 0.0
     for g in grads:
-        total = add_totals(total, sum_of_squares(g, workspace.partials))
+        total = add_totals(total, sum_of_squares(g, workspace.partials, kernels))
     if skip_nonfinite and nonfinite(total):
         return True, 1.0
     return False, (norm_scale(total, clip_norm) if clip_norm is not None else 1.0)

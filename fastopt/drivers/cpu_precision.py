@@ -24,6 +24,7 @@ from .. import parallel
 from .._jit import compile_tree, device_function, source_tag
 from ..precision import dynamic, formats, quantized, storage
 from ..rules.transforms import transformed
+from . import cpu
 from ._state import as_dtype_of, noise_args
 from .cpu import _compiled
 
@@ -183,6 +184,15 @@ def precision_kernel(rule: Callable, pfmt: str, gfmt: str, sfmt: str, nstate: in
     gather, scatter = storage.state_codec(sfmt, nstate)
     return _compiled(_precision_loop, name, par, ELEMENT=element, GATHER=gather,
                      SCATTER=scatter, SCALARS=device_function(_scalars), **io)
+
+
+@cache
+def sumsq_kernels(fmt: str) -> tuple[Callable, Callable]:
+    """(serial, parallel) sums of squares of gradients stored as ``fmt`` (``"bfloat16"``,
+    ``"float16"``), decoded to float32 in the loop: no float32 copy per step."""
+    load = storage.LOADS[fmt]
+    name = f"sumsq_{fmt}_{_tag()}"
+    return (cpu.sumsq_kernel(False, load, name), cpu.sumsq_kernel(True, load, name))
 
 
 def run(kernel_pair: tuple[Callable, Callable], choice: parallel.Choice | None, args: tuple,

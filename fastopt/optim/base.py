@@ -576,10 +576,13 @@ class Optimizer:
                 skip, scale, dscale = self._be.clip_or_skip(
                     gs, self._workspace, self.clip_norm, self.skip_nonfinite, stream, tables)
             else:
-                # (16-bit gradients: their float32 values, which the reduction takes)
-                wide = gs if self._gdtype.itemsize > 2 else [g.astype(np.float32) for g in gs]
-                skip, scale = self._be.clip_or_skip(wide, self._workspace, self.clip_norm,
-                                                    self.skip_nonfinite)
+                kernels = None  # 16-bit gradients: a reduction that decodes them
+                if self._gdtype.itemsize == 2:
+                    kernels = precision.sumsq_kernels(self._precision.grad)
+                    gs_ = [precision.as_kernel_array(g) for g in gs]
+                skip, scale = self._be.clip_or_skip(gs_ if kernels else gs, self._workspace,
+                                                    self.clip_norm, self.skip_nonfinite,
+                                                    kernels)
             if skip:
                 self.skipped_steps += 1
                 return
@@ -913,9 +916,14 @@ class Optimizer:
             any_parallel |= use and any(par is not None for _, par, *_ in launchers)
             calls += self._storage.warm_calls(launchers, scalars, use)
         if self.clip_norm is not None or self.skip_nonfinite:
-            wide = np.float32 if self._gdtype.itemsize <= 2 else self.dtype
+            if self._gdtype.itemsize == 2:  # the reduction that decodes 16-bit gradients
+                pair = precision.sumsq_kernels(self._precision.grad)
+                scratch_g = np.zeros(1, np.uint16)
+            else:
+                pair = (cpu.sumsq_kernel(False), cpu.sumsq_kernel(True))
+                scratch_g = np.zeros(1, self.dtype)
             for mode in ((False, True) if any_parallel else (False,)):
-                calls.append((cpu.sumsq_kernel(mode), (np.zeros(1, wide), np.empty(1))))
+                calls.append((pair[mode], (scratch_g, np.empty(1))))
         return calls
 
     # ----------------------------------------------------------------- pickle, deepcopy

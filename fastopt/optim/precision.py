@@ -154,6 +154,11 @@ def _kernel_format(name: str, compute: np.dtype) -> str:
     return "plain" if name == compute.name else name
 
 
+def sumsq_kernels(grad: str) -> tuple[Any, Any]:
+    """The (serial, parallel) norm reduction over gradients stored as 16-bit ``grad``."""
+    return cpu_precision.sumsq_kernels(grad)
+
+
 def _kernel_dtype(name: str, compute: np.dtype) -> np.dtype:
     """The dtype a kernel sees for arrays stored as ``name``: 16-bit ones as uint16."""
     return np.dtype(np.uint16) if name in HALF else np.dtype(compute)
