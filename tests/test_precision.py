@@ -407,8 +407,59 @@ def test_bad_precision_options(kwargs, params, match):
 def test_rules_that_cannot_take_8bit_state_say_so():
     with pytest.raises(ValueError, match="cannot be held in 8 bits"):
         fastopt.ASGD([np.ones(10, np.float32)], state_dtype="int8")
-    with pytest.raises(ValueError, match="trust-ratio"):
-        fastopt.LAMB([np.ones(10, np.float32)], state_dtype="bfloat16")
+
+
+TRUST_RULES = [("LAMB", {"lr": 1e-2, "weight_decay": 0.01}),
+               ("LARS", {"lr": 0.5, "weight_decay": 1e-3})]
+
+
+def _trust_problem(steps=4):
+    rng = np.random.default_rng(13)
+    shapes = [(5000,), (300,)]
+    p32 = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+    grads = [[rng.standard_normal(s).astype(BF16) for s in shapes] for _ in range(steps)]
+    return p32, grads
+
+
+@pytest.mark.parametrize("name, kwargs", TRUST_RULES)
+def test_trust_ratio_rules_with_a_master_copy_follow_float32_bit_for_bit(name, kwargs):
+    """LAMB and LARS over bfloat16 parameters and gradients with a master copy: the first
+    pass sums the norms over the stored values without writing, the second updates state
+    and parameters from the values before the step; the master copy takes the float32
+    path's steps to the bit (its norms from the same float64 blocks)."""
+    p32, grads = _trust_problem()
+    cls = getattr(fastopt, name)
+    p16 = [p.astype(BF16) for p in p32]
+    ref_params = [p.astype(np.float32) for p in p16]  # the master copy starts here
+    ref, opt = cls(ref_params, **kwargs), cls(p16, master_weights=True, **kwargs)
+    for gs in grads:
+        ref.step([g.astype(np.float32) for g in gs])
+        opt.step(gs)
+    master = opt.state_dict()["master"]
+    for (lo, n), want, got in zip(opt._storage.units, ref_params, p16, strict=True):
+        np.testing.assert_array_equal(master[lo:lo + n], want)
+        np.testing.assert_array_equal(got.view(np.uint16),
+                                      want.astype(BF16).view(np.uint16))
+
+
+@pytest.mark.parametrize("name, kwargs", TRUST_RULES)
+@pytest.mark.parametrize("state_dtype, tol", [("bfloat16", 0.01), ("8bit", 0.05),
+                                              ("int8", 0.05)])
+def test_trust_ratio_rules_with_low_precision_state_follow_float32(name, kwargs, state_dtype,
+                                                                   tol):
+    p32, grads = _trust_problem()
+    cls = getattr(fastopt, name)
+    got, want = [p.copy() for p in p32], [p.copy() for p in p32]
+    opt = cls(got, state_dtype=state_dtype, min_8bit_size=256, **kwargs)
+    ref = cls(want, **kwargs)
+    for gs in grads:
+        wide = [g.astype(np.float32) for g in gs]
+        opt.step(wide)
+        ref.step(wide)
+    moved = np.mean([np.abs(w - p).mean() for w, p in zip(want, p32, strict=True)])
+    err = np.mean([np.abs(g - w).mean() for g, w in zip(got, want, strict=True)])
+    assert err < tol * moved, (err, moved)
+    assert opt.state_bytes() < ref.state_bytes()
 
 
 def test_16bit_gradients_need_asking_and_nothing_is_written():

@@ -21,14 +21,16 @@ import numpy as np
 from numba import prange
 
 from .. import parallel
-from .._jit import compile_tree, device_function, source_tag
+from .._jit import compile_tree, device_function, inline, source_tag
 from ..precision import dynamic, formats, quantized, storage
-from ..rules.transforms import transformed
+from ..rules.transforms import transformed, trust_direction
 from . import cpu
 from ._state import as_dtype_of, noise_args
 from .cpu import _compiled
 
 QBLOCK = dynamic.QBLOCK
+#: Values per float64 partial of the trust-ratio norms: the float32 path's blocks.
+NORM_BLOCK = cpu.BLOCK
 
 
 
@@ -152,6 +154,88 @@ def _quantized_template(books: tuple[str, ...]) -> Callable:
     fn = scope["quantized_loop"]
     fn.__name__ = f"quantized_loop_{'_'.join(books)}"
     return fn
+
+
+def TRUST(p, g, s, h, scale, wd, decay, noise, index):  # noqa: N802 - placeholder
+    raise NotImplementedError  # bound to rules.transforms.trust_direction(direction)
+
+
+def STATE_AT(st, absmax, qt, i):  # noqa: N802 - placeholder: _state_reader
+    raise NotImplementedError
+
+
+def SUMSQ_RANGE(x, lo, hi):  # noqa: N802 - placeholder: cpu.sumsq_range()
+    raise NotImplementedError
+
+
+def _trust_pass(p, g, st, absmax, qt, master, h, scale, wd, decay, noise, rnd, ct,
+                partials):
+    """A trust-ratio rule's first pass over stored values: ``(Σ w², Σ u²)`` in float64
+    over the blocks of ``drivers.cpu._trust_loop`` (the same bits as the float32 path on
+    the same float32 values), each value decoded where it is read. Nothing is written:
+    the second pass (``rules.transforms.direction_then_rule``) updates the state and the
+    parameters from the values before the step, so each is rounded once."""
+    h_, scale_, wd_, decay_, noise_, k0, k1, step, pos0 = SCALARS(h, scale, wd, decay, noise,
+                                                                  rnd, ct)
+    nblocks = partials.size // 2
+    for b in prange(nblocks):
+        lo = b * NORM_BLOCK
+        n = min(NORM_BLOCK, p.size - lo)
+        u = np.empty(n, np.float32)
+        w = np.empty(n, np.float32)
+        for k in range(n):
+            i = lo + k
+            wk, uk, _ = TRUST(PLOAD(p, master, i), GLOAD(g, i), STATE_AT(st, absmax, qt, i),
+                              h_, scale_, wd_, decay_, noise_, np.uint64(i))
+            w[k] = wk
+            u[k] = uk
+        partials[2 * b] = SUMSQ_RANGE(w, 0, n)
+        partials[2 * b + 1] = SUMSQ_RANGE(u, 0, n)
+    total_p = 0.0
+    total_u = 0.0
+    for b in range(nblocks):
+        total_p += partials[2 * b]
+        total_u += partials[2 * b + 1]
+    return total_p, total_u
+
+
+@cache
+def _state_reader(sfmt: str, nstate: int, books: tuple[str, ...] | None) -> Callable:
+    """``STATE_AT(st, absmax, qt, i)``: element ``i`` of each state array as float32,
+    decoded from plain, bfloat16 or 8-bit storage (the block scale as the 8-bit step
+    kernel applies it)."""
+    if books is None:
+        gather, _ = storage.state_codec(sfmt, nstate)
+        scope = {"gather": gather}
+        src = "def state_at(st, absmax, qt, i):\n    return gather(st, i)\n"
+    else:
+        items = []
+        for j, book in enumerate(books):
+            code = quantized.book_code(book)
+            items.append(f"{code.decode.format(c=f'st[{j}][i]')} * (absmax[{j}][i // QBLOCK] "
+                         f"* np.float32({1.0 / code.largest!r}))")
+        scope = {"np": np, "QBLOCK": QBLOCK, **quantized.kernel_scope()}
+        src = f"def state_at(st, absmax, qt, i):\n    return ({', '.join(items)},)\n"
+    exec(compile(src, __file__, "exec"), scope)  # noqa: S102 - one item per state array
+    fn = scope["state_at"]
+    fn.__name__ = f"state_at_{'_'.join(books) if books else sfmt}{nstate}"
+    return inline(fn)
+
+
+@cache
+def trust_pass_kernel(direction: Callable, pfmt: str, gfmt: str, sfmt: str, nstate: int,
+                      master: bool, par: bool, books: tuple[str, ...] | None = None
+                      ) -> Callable:
+    """The compiled first pass of a trust-ratio rule (:func:`_trust_pass`) for the storage
+    :func:`precision_kernel` describes."""
+    io = storage.param_io(pfmt, gfmt, master, False)
+    fmt = "_".join(books) if books is not None else f"{sfmt}{nstate}"
+    name = f"precision_trust_{direction.__name__}_{pfmt}_{gfmt}_{fmt}_{int(master)}_{_tag()}"
+    return _compiled(_trust_pass, name, par,
+                     TRUST=compile_tree(trust_direction(direction), device_function),
+                     STATE_AT=_state_reader(sfmt, nstate, books),
+                     SUMSQ_RANGE=cpu.sumsq_range(), SCALARS=device_function(_scalars),
+                     **{k: io[k] for k in ("PLOAD", "GLOAD")})
 
 
 @cache

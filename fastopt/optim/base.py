@@ -360,8 +360,10 @@ class Optimizer:
             segs = [self._segments[i] for i in ids]
             self._group_arrays.append((self._rule(group), ids, len(ids) == len(self._segments),
                                        [s.p for s in segs], [], [s.lo for s in segs]))
+            trust = self._trust(group)
             self._precision_launchers.append(self._storage.launchers(
-                self._rule(group), [s.p for s in segs], [unit_at[s.lo] for s in segs]))
+                self._rule(group), [s.p for s in segs], [unit_at[s.lo] for s in segs],
+                None if trust is None else trust[0]))
         self._host_kernels = None
         self._tables = [None] * len(self.param_groups)
         self._tables_only = False
@@ -611,8 +613,10 @@ class Optimizer:
                                             grads, h, sc, dscale, wd, decay,
                                             lambda off, nz=nz: noise_at(nz, off), t, stream)
                 else:
+                    trust = self._trust(group)
                     precision.launch(self._storage, self._precision_launchers[k], grads, h,
-                                     sc, wd, decay, lambda off, nz=nz: noise_at(nz, off), t)
+                                     sc, wd, decay, lambda off, nz=nz: noise_at(nz, off), t,
+                                     None if trust is None else trust[1])
                 continue
             if host is None or host[k] is None:
                 launch(self._be, rule, ps, gs if every else [gs[i] for i in seg_ids], states,

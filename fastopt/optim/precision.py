@@ -10,6 +10,7 @@ an array of a list, or of a FlatParams), and launches the precision kernels of
 from __future__ import annotations
 
 import json
+import math
 import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -23,6 +24,7 @@ from .._memory import ALIGNMENT
 from ..drivers import cpu, cpu_precision
 from ..precision import quantized
 from ..precision.host import bf16_decode, bf16_round_nearest
+from ..rules.transforms import direction_then_rule
 
 #: The names ``state_dtype`` takes (None: the parameters' compute dtype).
 STATE_DTYPES = ("float32", "bfloat16", "int8", "fp8", "8bit")
@@ -141,9 +143,9 @@ def plan(param_dtype: np.dtype, *, state_dtype: Any, master_weights: Any,
     if on_device and (param in HALF or grad != param):
         raise ValueError("16-bit parameters and gradients run on the CPU in this version; "
                          "on a GPU, keep float32 parameters (state_dtype works there)")
-    if trust:
-        raise ValueError(f"{rule_name} (a trust-ratio rule) takes float32/float64 "
-                         "parameters and state in this version")
+    if trust and on_device:
+        raise ValueError(f"{rule_name} (a trust-ratio rule) with these options runs on the "
+                         "CPU in this version; on a GPU, keep float32 parameters and state")
     if state in EIGHT_BIT and "exact" in signs:
         raise ValueError(f"{rule_name}'s state cannot be held in 8 bits (it keeps an "
                          "average of the parameters); use state_dtype='bfloat16'")
@@ -286,15 +288,21 @@ class Storage:
             self.be.copy_from_host(buf, np.ascontiguousarray(arrays[key]))
 
     # -------------------------------------------------------------- kernels
-    def launchers(self, rule, p_arrays: list[np.ndarray], unit_of_segment: list[int]) -> list:
+    def launchers(self, rule, p_arrays: list[np.ndarray], unit_of_segment: list[int],
+                  direction: Any = None) -> list:
         """Per segment ``(serial, parallel or None, Choice, bytes, p, master, state,
-        absmax, layout offset)``; a segment is one unit."""
+        absmax, layout offset, first pass)``; a segment is one unit. A trust-ratio rule
+        (``direction``: its first pass) steps in two passes: the first sums the norms and
+        writes nothing (``first pass``: its serial and parallel kernels, their Choice and a
+        float64 workspace), the second is the whole step from the state before it
+        (``rules.transforms.direction_then_rule``): each stored value rounded once."""
         prec = self.prec
         ct = prec.compute
         pfmt = _kernel_format(prec.param, ct)
         gfmt = _kernel_format(prec.grad, ct)
         if self.be.ON_DEVICE:
             return self._device_launchers(rule, p_arrays, unit_of_segment, pfmt, gfmt)
+        step_rule = rule if direction is None else direction_then_rule(rule, direction)
         out = []
         for p, u in zip(p_arrays, unit_of_segment, strict=True):
             lo, n = self.units[u]
@@ -303,14 +311,21 @@ class Storage:
             sfmt = "bfloat16" if prec.state == "bfloat16" else ("q8" if kind == "q8" else "plain")
 
             def kernel(par: bool, books=books, sfmt=sfmt, st=st):
-                return cpu_precision.precision_kernel(rule, pfmt, gfmt, sfmt, len(st),
+                return cpu_precision.precision_kernel(step_rule, pfmt, gfmt, sfmt, len(st),
                                                       prec.master, prec.stochastic, par,
                                                       books)
             nbytes = p.nbytes * 3 + sum(a.nbytes for a in st) * 2
-            par = kernel(True) if nbytes >= parallel.PARALLEL_MIN_BYTES else None
+            use_par = nbytes >= parallel.PARALLEL_MIN_BYTES
             master = self.master[lo:lo + n] if self.master is not None else None
-            out.append((kernel(False), par, parallel.Choice(), nbytes, as_kernel_array(p),
-                        master, st, am, lo))
+            first = None
+            if direction is not None:
+                def first_pass(par: bool, books=books, sfmt=sfmt, st=st):
+                    return cpu_precision.trust_pass_kernel(direction, pfmt, gfmt, sfmt, len(st),
+                                                           prec.master, par, books)
+                first = (first_pass(False), first_pass(True) if use_par else None,
+                         parallel.Choice(), np.empty(2 * cpu.blocks(n), np.float64))
+            out.append((kernel(False), kernel(True) if use_par else None, parallel.Choice(),
+                        nbytes, as_kernel_array(p), master, st, am, lo, first))
         return out
 
     def _device_launchers(self, rule, p_arrays: list, unit_of_segment: list[int], pfmt: str,
@@ -338,17 +353,25 @@ class Storage:
         parallel with ``threads``) for each of ``scalars``' ``(h, sc, wd, decay, noise)``,
         on scratch arrays of the types a step passes (for :func:`fastopt.precompile`)."""
         calls = []
-        for serial, par, _, _, p, master, st, am, _ in launchers:
+        for serial, par, _, _, p, master, st, am, _, first in launchers:
             kernels = [serial] + ([par] if par is not None and threads else [])
+            passes = [] if first is None else (
+                [first[0]] + ([first[1]] if first[1] is not None and threads else []))
             size = quantized.QBLOCK if am else 1
             for h, sc, wd, decay, nz in scalars:
                 pk = np.zeros(size, p.dtype)
                 g = np.zeros(size, _kernel_dtype(self.prec.grad, self.prec.compute))
                 sts = tuple(np.zeros(size, a.dtype) for a in st)
                 mst = None if master is None else np.zeros(size, np.float32)
+                ams = tuple(np.zeros(1, np.float32) for _ in am)
+                if passes:  # a trust-ratio rule: its first pass, then the step with the ratio
+                    args = (pk, g, sts, ams, self.qt, mst, h, sc, wd, decay, nz,
+                            self.rounding(1, 0), self.ct, np.zeros(2))
+                    calls += [(k, args) for k in passes]
+                    h = (*h, 1.0)
                 if am:
-                    args = (pk, g, sts, tuple(np.zeros(1, np.float32) for _ in am), self.qt,
-                            mst, h, sc, wd, decay, nz, self.rounding(1, 0), self.ct)
+                    args = (pk, g, sts, ams, self.qt, mst, h, sc, wd, decay, nz,
+                            self.rounding(1, 0), self.ct)
                 else:
                     args = (pk, g, sts, mst, h, sc, wd, decay, nz, self.rounding(1, 0),
                             self.ct)
@@ -364,17 +387,27 @@ class Storage:
 
 
 def launch(storage: Storage, launchers: list, grads: list, h, sc, wd, decay, noise_of,
-           t: int) -> None:
-    """One step of each segment's kernel (``noise_of(offset)``: its noise argument)."""
+           t: int, ratio: Any = None) -> None:
+    """One step of each segment's kernel (``noise_of(offset)``: its noise argument). A
+    trust-ratio rule (``ratio(‖w‖, ‖u‖)``): each segment's first pass, then its step with
+    the ratio appended to ``h``."""
     ct, qt = storage.ct, storage.qt
-    for (serial, par, choice, nbytes, p, master, st, am, lo), g in zip(launchers, grads,
-                                                                       strict=True):
+    for (serial, par, choice, nbytes, p, master, st, am, lo, first), g in zip(
+            launchers, grads, strict=True):
         g = as_kernel_array(g)
         rnd = storage.rounding(t, lo)
+        hk = h
+        if first is not None:
+            pass_serial, pass_par, pass_choice, partials = first
+            pargs = (p, g, st, am, qt, master, h, sc, wd, decay, noise_of(lo), rnd, ct,
+                     partials)
+            sum_p, sum_u = (pass_serial(*pargs) if pass_par is None else
+                            parallel.run(pass_choice, pass_serial, pass_par, pargs, nbytes))
+            hk = (*h, ratio(math.sqrt(sum_p), math.sqrt(sum_u)))
         if am:
-            args = (p, g, st, am, qt, master, h, sc, wd, decay, noise_of(lo), rnd, ct)
+            args = (p, g, st, am, qt, master, hk, sc, wd, decay, noise_of(lo), rnd, ct)
         else:
-            args = (p, g, st, master, h, sc, wd, decay, noise_of(lo), rnd, ct)
+            args = (p, g, st, master, hk, sc, wd, decay, noise_of(lo), rnd, ct)
         if par is None:
             serial(*args)
         else:

@@ -59,6 +59,30 @@ def _trust_element(p, g, s, h, scale, wd, decay, noise, index):
     return p, u, s
 
 
+def TRUST_RULE(p, g, s, h):  # noqa: N802 - placeholder: a trust-ratio rule's element
+    raise NotImplementedError
+
+
+def TRUST_DIRECTION(p, g, s, h):  # noqa: N802 - placeholder: its first pass
+    raise NotImplementedError
+
+
+@device
+def _direction_then_rule(p, g, s, h):
+    """A trust-ratio rule's whole step in one pass, from the state before the step: the
+    first pass's state update (``h`` less the trust ratio, its last constant), then the
+    rule's second pass with the ratio. For storage that is rounded when written (16-bit,
+    8-bit), where the first pass then only sums norms and writes nothing."""
+    _, s = TRUST_DIRECTION(p, g, s, h[:-1])
+    return TRUST_RULE(p, g, s, h)
+
+
+def direction_then_rule(rule: Callable, direction: Callable) -> Callable:
+    """:func:`_direction_then_rule` for a trust-ratio rule (``rule``, ``direction``)."""
+    return device(bind(_direction_then_rule, f"{rule.__name__}_in_one_pass",
+                       TRUST_RULE=rule, TRUST_DIRECTION=direction))
+
+
 def trust_direction(direction: Callable) -> Callable:
     """:func:`_trust_element` for a trust-ratio rule's ``direction``, with the transforms."""
     return device(bind(_trust_element, f"trust_{direction.__name__}",
