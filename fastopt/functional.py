@@ -42,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from . import functional_precision
 from ._checks import FLOAT_DTYPES, MAX_STEP, check_nonneg, check_step
 from .drivers import backend_of, check_step_arrays, cpu, is_device_array
 from .drivers.overlap import check_entries_apart
@@ -136,10 +137,21 @@ def _run(
     check: bool,
     stream: Any = None,
     trust: Trust | None = None,
+    master: Arrays | None = None,
+    stochastic_rounding: bool = False,
+    rounding_seed: int = 0,
 ) -> None:
     ps, gs, sts, offsets = _as_lists(p, g, state, noise_offset)
     if not ps:
         return
+    if functional_precision.wanted(ps, gs, sts, master):
+        _run_precision(rule, ps, gs, sts, offsets, master, consts, step, lr, weight_decay,
+                       decoupled_weight_decay, maximize, grad_scale, noise, check, trust,
+                       stochastic_rounding, rounding_seed)
+        return
+    if stochastic_rounding:
+        raise ValueError("stochastic_rounding rounds 16-bit parameters (np.float16, "
+                         "ml_dtypes.bfloat16); these are float32/float64")
     plain, owners = _plain_host_arrays(ps, gs, sts) if check else (False, None)
     if plain or (not check and isinstance(ps[0], np.ndarray)):
         be = cpu  # plain host arrays, or the optimizer's per-step call (validated then)
@@ -189,6 +201,49 @@ def _run(
             )
     launch(be, rule, ps, gs, sts, offsets, consts, step, lr, weight_decay,
            decoupled_weight_decay, maximize, grad_scale, dscale, noise, stream, trust=trust)
+
+
+def _run_precision(rule: Callable, ps: list, gs: list, sts: list, offsets: list,
+                   master: Arrays | None, consts: tuple[float, ...], step: int, lr: float,
+                   weight_decay: float, decoupled_weight_decay: bool, maximize: bool,
+                   grad_scale: Any, noise: GradientNoise | None, check: bool,
+                   trust: Trust | None, stochastic_rounding: bool, rounding_seed: int) -> None:
+    """16-bit parameters or gradients, bfloat16 state or a master copy
+    (:mod:`fastopt.functional_precision`): host arrays only."""
+    many = len(ps) > 1
+    if master is None:
+        masters = [None] * len(ps)
+    elif isinstance(master, (list, tuple)):
+        masters = list(master)
+        if len(masters) != len(ps):
+            raise ValueError(f"got {len(ps)} parameter arrays and {len(masters)} master copies")
+    elif many:
+        raise ValueError("with lists of arrays, master is a list of float32 copies too")
+    else:
+        masters = [master]
+    if check:
+        if any(is_device_array(a) for a in [*ps, *gs, *masters] if a is not None):
+            raise ValueError("16-bit parameters, bfloat16 state and master copies run on the "
+                             "CPU in this version; on a GPU, keep float32 arrays")
+        functional_precision.check(ps, gs, sts, masters, stochastic_rounding, rounding_seed)
+        for j, off in enumerate(offsets):
+            if (isinstance(off, bool) or not isinstance(off, (int, np.integer))
+                    or not 0 <= off <= MAX_STEP - ps[j].size):
+                raise ValueError(f"noise_offset{f'[{j}]' if many else ''} must be an int >= 0 "
+                                 "(a position in the noise and rounding streams) that leaves "
+                                 f"the array's positions below 2**63, got {off!r}")
+        if type(grad_scale) is not float and not isinstance(grad_scale, numbers.Real):
+            raise ValueError(f"grad_scale must be a number >= 0, got {grad_scale!r}")
+        grad_scale = check_nonneg("grad_scale", grad_scale)
+        if noise is not None and not isinstance(noise, GradientNoise):
+            raise ValueError(f"noise must be a fastopt.GradientNoise or None, got {noise!r}")
+    h, scale, wd, decay, nz = step_scalars(consts, step, lr, weight_decay,
+                                           decoupled_weight_decay, maximize, grad_scale,
+                                           None, noise)
+    direction, ratio = trust if trust is not None else (None, None)
+    functional_precision.run(rule, direction, ratio, ps, gs, sts, masters, offsets, h, scale,
+                             wd, decay, nz, step, stochastic_rounding, rounding_seed,
+                             noise_at)
 
 
 def step_scalars(
@@ -288,12 +343,25 @@ noise_offset : int | Sequence[int], default 0
 check : bool, default True
     False skips the argument checks (for callers that validated once).
 stream : numba stream, optional
-    GPU arrays: the stream to launch on (default: the arrays' library's current stream)."""
+    GPU arrays: the stream to launch on (default: the arrays' library's current stream).
+master : ndarray or list of ndarrays, optional
+    A float32 copy of 16-bit parameters (``np.float16``, ``ml_dtypes.bfloat16``): the step
+    updates it and writes the parameters rounded to nearest from it.
+stochastic_rounding : bool, default False
+    16-bit parameters without a master copy: round each stepped value up or down with
+    probability by its distance; random bits from ``(rounding_seed, step, noise_offset +
+    i)``, as the optimizer classes draw them.
+rounding_seed : int, default 0
+    The seed of those bits (and of bfloat16 state's rounding).
+
+16-bit parameters and gradients and bfloat16 state arrays (``ml_dtypes.bfloat16``) are
+chosen by their dtypes (CPU): arithmetic is float32, results are rounded to the storage
+dtype, bfloat16 state stochastically (docs/precision.md)."""
 
 
 def _step(rule: Rule, p: Arrays, g: Arrays, states: tuple, hp: dict[str, Any],
           group: dict[str, float], step: int, grad_scale: Any, noise: GradientNoise | None,
-          noise_offset: Offsets, check: bool, stream: Any) -> Any:
+          noise_offset: Offsets, check: bool, stream: Any, **precision: Any) -> Any:
     """A rule's functional call: the hyperparameters checked (``check``), the state its
     options keep picked from ``states`` (one entry per :attr:`Rule.state`, None where not
     given), the constants of this step, then :func:`_run`. Returns the group scalars after
@@ -323,7 +391,7 @@ def _step(rule: Rule, p: Arrays, g: Arrays, states: tuple, hp: dict[str, Any],
     else:
         consts = rule.constants(step, lr, hp)
     _run(rule.element_for(hp), p, g, arrays, consts, step, lr, wd, decoupled, hp["maximize"],
-         grad_scale, noise, noise_offset, check, stream, trust)
+         grad_scale, noise, noise_offset, check, stream, trust, **precision)
     return next(iter(group.values())) if group else None
 
 
@@ -345,13 +413,15 @@ def rule_function(rule: Rule) -> Callable:
     params = ["p", "g", *(s.name for s in always), "step", *map(param, positional), "*",
               *map(param, keyword), *(f"{s.name}=None" for s in optional),
               *(f"{s.name}=_group[{s.name!r}]" for s in rule.group_state),
-              "grad_scale=1.0", "noise=None", "noise_offset=0", "check=True", "stream=None"]
+              "grad_scale=1.0", "noise=None", "noise_offset=0", "check=True", "stream=None",
+              "master=None", "stochastic_rounding=False", "rounding_seed=0"]
     hp = ", ".join(f"{h.name!r}: {h.name}" for h in rule.all_hyperparameters)
     group = ", ".join(f"{s.name!r}: {s.name}" for s in rule.group_state)
     states = "".join(f"{s.name}, " for s in rule.state)
     source = (f"def {rule.function}({', '.join(params)}):\n"
               f"    return _step(_rule, p, g, ({states}), {{{hp}}}, {{{group}}}, step, "
-              "grad_scale, noise, noise_offset, check, stream)\n")
+              "grad_scale, noise, noise_offset, check, stream, master=master, "
+              "stochastic_rounding=stochastic_rounding, rounding_seed=rounding_seed)\n")
     exec(source, ns)  # noqa: S102 - a signature written from the registry
     fn = ns[rule.function]
     fn.__module__ = __name__
@@ -362,6 +432,7 @@ def rule_function(rule: Rule) -> Callable:
         **{s.name: Arrays | None for s in optional},
         **{s.name: float for s in rule.group_state}, "grad_scale": Any,
         "noise": GradientNoise | None, "noise_offset": Offsets, "check": bool, "stream": Any,
+        "master": Arrays | None, "stochastic_rounding": bool, "rounding_seed": int,
         "return": float if rule.group_state else None,
     }
     fn.__doc__ = _function_doc(rule, always, optional)

@@ -707,8 +707,10 @@ FUNCTIONAL_BAD = [
      "state array 0 is read-only"),
     ("p-int", lambda p, g, m, v, kw: (p.astype(np.int32), g, m, v, kw), TypeError,
      "p has dtype int32; fastopt needs float32 or float64"),
+    # 16-bit parameters take float32 or bfloat16 state (docs/precision.md), not float64
     ("p-float16", lambda p, g, m, v, kw: (p.astype(np.float16), g.astype(np.float16),
-                                         m, v, kw), TypeError, "p has dtype float16"),
+                                         m.astype(np.float64), v.astype(np.float64), kw),
+     TypeError, "state arrays must all be float32 or all ml_dtypes.bfloat16"),
     ("p-strided", lambda p, g, m, v, kw: (np.repeat(p, 2)[::2], g, m, v, kw), ValueError,
      "p is not C-contiguous"),
     ("m-is-p", lambda p, g, m, v, kw: (p, g, p, v, kw), ValueError,

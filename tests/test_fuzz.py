@@ -70,15 +70,16 @@ def values(draw, shape, dtype):
     return (np.random.default_rng(seed).standard_normal(shape) * scale).astype(dtype)
 
 
-def spoil(draw, a: np.ndarray, role: str):
+def spoil(draw, a: np.ndarray, role: str, half_ok: bool = False):
     """``a`` as given, or made wrong one way (each a documented refusal), or a subclass
-    view (accepted: its memory is stepped)."""
+    view (accepted: its memory is stepped). ``half_ok``: a float16 copy is a valid call
+    (the functional layer's 16-bit parameters and gradients beside float32 ones)."""
     how = draw(st.sampled_from(["ok"] * 8 + ["int", "f16", "noncontig", "readonly", "shape",
                                               "list", "subclass"]))
     if how == "int":
         return a.astype(np.int64), False
     if how == "f16":
-        return a.astype(np.float16), False
+        return a.astype(np.float16), half_ok
     if how == "noncontig":  # every other value of a bigger buffer
         big = np.zeros(a.shape + (2,), a.dtype)
         big[..., 0] = a
@@ -238,8 +239,9 @@ def test_functional_adam_refuses_cleanly_and_matches_the_reference(data, dtype, 
     if name == "alias":
         call[draw(st.sampled_from(["m", "v"]))] = p  # state over the parameter
         valid = False
-    elif name != "none":
-        call[name], valid = spoil(draw, arrays[name], "grad" if name == "g" else "param")
+    elif name != "none":  # float32 p or g may be float16 (docs/precision.md)
+        call[name], valid = spoil(draw, arrays[name], "grad" if name == "g" else "param",
+                                  half_ok=dtype == np.float32 and name in ("p", "g"))
     hp = hyperparameters(draw, ["lr", "betas", "eps", "weight_decay", "maximize"],
                          draw(st.integers(0, 4)) == 0)
     step = draw(st.sampled_from([1, 2, 7, 0, -1, 2.0]))
@@ -256,6 +258,13 @@ def test_functional_adam_refuses_cleanly_and_matches_the_reference(data, dtype, 
     ref = RefOptimizer("adam", [p0], **hp)
     ref.t = step - 1  # zero moments at step t: the reference's first step, numbered t
     ref.step([g0.astype(np.float64)])
+    if np.asarray(call[name] if name in ("p", "g") else p).dtype == np.float16:
+        # 16-bit p or g: within a float16 rounding of the value and of the step
+        got = np.asarray(call["p"], np.float64)
+        want = ref.params[0]
+        lr = hp.get("lr", 1e-3)
+        assert np.all(np.abs(got - want) <= 2.0**-10 * np.abs(want) + 2.0**-14 + 0.02 * lr)
+        return
     close_step(call["p"], ref.params[0], p0.astype(np.float64), dtype)
 
 

@@ -505,3 +505,71 @@ def test_clipping_and_skipping_read_16bit_gradients_as_their_values(dtype):
     assert opt.skipped_steps == 1
     for got, b in zip(p16, before, strict=True):
         np.testing.assert_array_equal(got.view(np.uint16), b.view(np.uint16))
+
+
+# ------------------------------------------------------------------ the functional layer
+def test_functional_calls_take_16bit_arrays_and_match_the_classes_to_the_bit():
+    """bfloat16 state arrays, 16-bit parameters with a master copy, stochastic rounding and
+    a trust-ratio rule, chosen by the arrays' dtypes: the same bits as the optimizer
+    classes with the same options (the same random bits from (seed, step, position))."""
+    from fastopt import functional as F
+
+    rng = np.random.default_rng(14)
+    n = 5000
+    p0 = rng.standard_normal(n).astype(np.float32)
+    gs = [(rng.standard_normal(n) * 0.1).astype(np.float32) for _ in range(3)]
+    cases = []
+    p1, m, v = p0.copy(), np.zeros(n, BF16), np.zeros(n, BF16)
+    p2 = p0.copy()
+    cases.append((lambda t, g: F.adam(p1, g, m, v, step=t, lr=1e-2),
+                  fastopt.Adam([p2], lr=1e-2, state_dtype="bfloat16"), p1, p2, gs))
+    q1 = p0.astype(BF16)
+    master, m2, v2 = q1.astype(np.float32), np.zeros(n, np.float32), np.zeros(n, np.float32)
+    q2 = q1.copy()
+    g16 = [g.astype(BF16) for g in gs]
+    cases.append((lambda t, g: F.adam(q1, g, m2, v2, step=t, lr=1e-2, master=master),
+                  fastopt.Adam([q2], lr=1e-2, master_weights=True), q1, q2, g16))
+    h1 = p0.astype(np.float16)
+    h2 = h1.copy()
+    g_half = [g.astype(np.float16) for g in gs]
+    cases.append((lambda t, g: F.sgd(h1, g, step=t, lr=1e-3, stochastic_rounding=True,
+                                     rounding_seed=7),
+                  fastopt.SGD([h2], lr=1e-3, stochastic_rounding=True, rounding_seed=7),
+                  h1, h2, g_half))
+    l1, lm, lv = p0.copy(), np.zeros(n, BF16), np.zeros(n, BF16)
+    l2 = p0.copy()
+    cases.append((lambda t, g: F.lamb(l1, g, lm, lv, step=t, lr=1e-2),
+                  fastopt.LAMB([l2], lr=1e-2, state_dtype="bfloat16"), l1, l2, gs))
+    for call, opt, got, want, grads in cases:
+        for t, g in enumerate(grads, 1):
+            call(t, g)
+            opt.step([g])
+        assert not np.array_equal(got, p0.astype(got.dtype))  # it moved
+        np.testing.assert_array_equal(got.view(np.uint8), want.view(np.uint8))
+    # the state and the master copy, too
+    np.testing.assert_array_equal(m.view(np.uint16), cases[0][1].state_dict()["state.m"][:n])
+    np.testing.assert_array_equal(master, cases[1][1].state_dict()["master"][:n])
+
+
+@pytest.mark.parametrize("args, kwargs, match", [
+    ("f32", {"master": "f32"}, "master copy is for 16-bit"),
+    ("bf16", {"master": "f32", "stochastic_rounding": True}, "pass one of them"),
+    ("f32", {"stochastic_rounding": True}, "rounds 16-bit parameters"),
+    ("bf16_q8", {}, "state_dtype='8bit'"),
+    ("bf16", {"rounding_seed": -1}, "rounding_seed"),
+    ("bf16_alias", {}, "shares memory"),
+])
+def test_functional_precision_errors_write_nothing(args, kwargs, match):
+    from fastopt import functional as F
+
+    n = 300
+    p = np.ones(n, BF16 if args.startswith("bf16") else np.float32)
+    g = np.full(n, 0.5, np.float32)
+    m = np.zeros(n, np.uint8 if args == "bf16_q8" else BF16)
+    v = m[::-1][::-1] if args == "bf16_alias" else np.zeros(n, m.dtype)
+    kwargs = {k: (np.zeros(n, np.float32) if val == "f32" else val) for k, val in kwargs.items()}
+    before = [a.copy() for a in (p, m, v)]
+    with pytest.raises((TypeError, ValueError), match=match):
+        F.adam(p, g, m, v, step=1, **kwargs)
+    for a, b in zip((p, m, v), before, strict=True):
+        np.testing.assert_array_equal(a.view(np.uint8), b.view(np.uint8))
