@@ -94,8 +94,8 @@ def numpy_adam_step(params: list[np.ndarray], grads: list[np.ndarray],
 
 
 def fastopt_adam_step(params: list[np.ndarray], grads: list[np.ndarray],
-                      lr: float = 1e-3) -> Callable[[], None]:
-    opt = optim.Adam(params, lr=lr)
+                      lr: float = 1e-3, state_dtype: str | None = None) -> Callable[[], None]:
+    opt = optim.Adam(params, lr=lr, state_dtype=state_dtype)
     return lambda: opt.step(grads)
 
 
@@ -128,10 +128,11 @@ def _torch_variant(kind: str) -> tuple[Callable, Callable]:
     import torch
 
     model, fwd_bwd = torch_mlp()
-    if kind == "fastopt":
+    if kind.startswith("fastopt"):  # "fastopt" or "fastopt:<state_dtype>"
         params = [p.detach().numpy() for p in model.parameters()]
         grads = [p.grad.numpy() for p in model.parameters()]
-        return fwd_bwd, fastopt_adam_step(params, grads)
+        state = kind.partition(":")[2] or None
+        return fwd_bwd, fastopt_adam_step(params, grads, state_dtype=state)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
 
     def step() -> None:
@@ -155,7 +156,9 @@ WORKLOADS: dict[str, tuple[str, dict[str, Callable[[], tuple[Callable, Callable]
         "fastopt.Adam": lambda: _numpy_variant("fastopt")}),
     "torch_mlp": (f"torch MLP float32, batch {BATCH}x{WIDTH}, {WIDTH}-{WIDTH}-{CLASSES}", {
         "torch Adam (fused)": lambda: _torch_variant("torch"),
-        "fastopt.Adam (.numpy() views)": lambda: _torch_variant("fastopt")}),
+        "fastopt.Adam (.numpy() views)": lambda: _torch_variant("fastopt"),
+        "fastopt.Adam, bfloat16 state": lambda: _torch_variant("fastopt:bfloat16"),
+        "fastopt.Adam, 8-bit state": lambda: _torch_variant("fastopt:8bit")}),
 }
 
 
