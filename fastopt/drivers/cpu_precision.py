@@ -23,6 +23,7 @@ from numba import prange
 from .. import parallel
 from .._jit import compile_tree, device_function, inline, source_tag
 from ..precision import dynamic, formats, quantized, storage
+from ..precision.storage import BITS, GATHER, GLOAD, PLOAD, PSTORE, SCATTER
 from ..rules.transforms import transformed, trust_direction
 from . import cpu
 from ._state import as_dtype_of, noise_args
@@ -38,28 +39,10 @@ def ELEMENT(p, g, s, h, scale, wd, decay, noise, index):  # noqa: N802 - placeho
     raise NotImplementedError
 
 
-def PLOAD(p, master, i):  # noqa: N802 - placeholder: storage.param_load, bound
-    raise NotImplementedError
 
 
-def PSTORE(p, master, i, w, r):  # noqa: N802 - placeholder: storage.param_store, bound
-    raise NotImplementedError
 
 
-def GLOAD(g, i):  # noqa: N802 - placeholder: a storage load
-    raise NotImplementedError
-
-
-def GATHER(st, i):  # noqa: N802 - placeholder: storage.state_codec's gather
-    raise NotImplementedError
-
-
-def SCATTER(st, i, s, k0, k1, step, pos):  # noqa: N802 - placeholder
-    raise NotImplementedError
-
-
-def BITS(k0, k1, step, pos, stream):  # noqa: N802 - placeholder: rounding.random_bits
-    raise NotImplementedError
 
 
 def SCALARS(h, scale, wd, decay, noise, rnd, ct):  # noqa: N802 - placeholder: _scalars

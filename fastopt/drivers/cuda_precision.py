@@ -27,6 +27,7 @@ from numba import cuda
 
 from .._jit import bind, compile_tree
 from ..precision import dynamic, quantized, storage
+from ..precision.storage import BITS, GATHER, GLOAD, PLOAD, PSTORE, SCATTER
 from ..rules.transforms import transformed
 from . import cuda as driver
 
@@ -41,28 +42,10 @@ def SCALARS(p, h, scale, dscale, wd, decay, noise):  # noqa: N802 - placeholder
     raise NotImplementedError
 
 
-def PLOAD(p, master, i):  # noqa: N802 - placeholder: storage.param_io
-    raise NotImplementedError
 
 
-def PSTORE(p, master, i, w, r):  # noqa: N802 - placeholder
-    raise NotImplementedError
 
 
-def GLOAD(g, i):  # noqa: N802 - placeholder
-    raise NotImplementedError
-
-
-def GATHER(st, i):  # noqa: N802 - placeholder: storage.state_codec's gather
-    raise NotImplementedError
-
-
-def SCATTER(st, i, s, k0, k1, step, pos):  # noqa: N802 - placeholder
-    raise NotImplementedError
-
-
-def BITS(k0, k1, step, pos, stream):  # noqa: N802 - placeholder: rounding.random_bits
-    raise NotImplementedError
 
 
 def _precision_kernel(p, g, st, master, h, scale, dscale, wd, decay, noise, rnd, ct):

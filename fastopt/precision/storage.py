@@ -159,3 +159,30 @@ def state_codec(kind: str, n: int) -> tuple[Callable, Callable]:
     gather.__name__ = f"gather_{kind}_{n}"
     scatter.__name__ = f"scatter_{kind}_{n}"
     return inline(gather), inline(scatter)
+
+
+# ----------------------------------------------------------- the kernels' placeholders
+# The names the drivers' precision kernels call, bound per kernel (``_jit.bind``) to
+# param_io's and state_codec's functions; defined once, for both drivers' templates.
+def PLOAD(p, master, i):  # noqa: N802 - placeholder: param_io's PLOAD
+    raise NotImplementedError
+
+
+def PSTORE(p, master, i, w, r):  # noqa: N802 - placeholder: param_io's PSTORE
+    raise NotImplementedError
+
+
+def GLOAD(g, i):  # noqa: N802 - placeholder: param_io's GLOAD
+    raise NotImplementedError
+
+
+def GATHER(st, i):  # noqa: N802 - placeholder: state_codec's gather
+    raise NotImplementedError
+
+
+def SCATTER(st, i, s, k0, k1, step, pos):  # noqa: N802 - placeholder: state_codec's scatter
+    raise NotImplementedError
+
+
+def BITS(k0, k1, step, pos, stream):  # noqa: N802 - placeholder: rounding.random_bits
+    raise NotImplementedError
