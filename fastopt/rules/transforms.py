@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from functools import cache
 
 from .._jit import bind, device
 from ..philox import standard_normal
@@ -77,6 +78,7 @@ def _direction_then_rule(p, g, s, h):
     return TRUST_RULE(p, g, s, h)
 
 
+@cache
 def direction_then_rule(rule: Callable, direction: Callable) -> Callable:
     """:func:`_direction_then_rule` for a trust-ratio rule (``rule``, ``direction``)."""
     return device(bind(_direction_then_rule, f"{rule.__name__}_in_one_pass",
