@@ -578,13 +578,12 @@ class Optimizer:
                 skip, scale, dscale = self._be.clip_or_skip(
                     gs, self._workspace, self.clip_norm, self.skip_nonfinite, stream, tables)
             else:
-                kernels = None  # 16-bit gradients: a reduction that decodes them
+                kernels, stored = None, gs  # 16-bit gradients: a reduction decoding them
                 if self._gdtype.itemsize == 2:
                     kernels = precision.sumsq_kernels(self._precision.grad)
-                    gs_ = [precision.as_kernel_array(g) for g in gs]
-                skip, scale = self._be.clip_or_skip(gs_ if kernels else gs, self._workspace,
-                                                    self.clip_norm, self.skip_nonfinite,
-                                                    kernels)
+                    stored = [precision.as_kernel_array(g) for g in gs]
+                skip, scale = self._be.clip_or_skip(stored, self._workspace, self.clip_norm,
+                                                    self.skip_nonfinite, kernels)
             if skip:
                 self.skipped_steps += 1
                 return
@@ -898,9 +897,9 @@ class Optimizer:
 
     def _precision_warm_calls(self, threads: bool, parallel_kernels: bool | None
                               ) -> list[tuple[Callable, tuple]]:
-        """:meth:`_warm_calls` of a precision optimizer: each segment's kernel with the
-        scalars each group's steps pass, and the norm reduction over float32 (what
-        16-bit gradients are widened to) where the step takes one."""
+        """:meth:`_warm_calls` of a precision optimizer: each segment's kernel (a
+        trust-ratio rule's first pass too) with the scalars each group's steps pass, and
+        the norm reduction over the gradients' storage where the step takes one."""
         calls: list[tuple[Callable, tuple]] = []
         any_parallel = False
         for k, launchers in enumerate(self._precision_launchers):
@@ -925,7 +924,7 @@ class Optimizer:
                 scratch_g = np.zeros(1, np.uint16)
             else:
                 pair = (cpu.sumsq_kernel(False), cpu.sumsq_kernel(True))
-                scratch_g = np.zeros(1, self.dtype)
+                scratch_g = np.zeros(1, self._gdtype)
             for mode in ((False, True) if any_parallel else (False,)):
                 calls.append((pair[mode], (scratch_g, np.empty(1))))
         return calls

@@ -29,7 +29,7 @@ from ..rules.transforms import direction_then_rule
 #: The names ``state_dtype`` takes (None: the parameters' compute dtype).
 STATE_DTYPES = ("float32", "bfloat16", "int8", "fp8", "8bit")
 #: ``state_dtype="8bit"``: the 8-bit format measured fastest at the same accuracy
-#: (docs/precision.md: fp8 Adam ~6 ms at 1e7 on 2 cores against the dynamic map's ~35 ms,
+#: (docs/precision.md: fp8 Adam ~5.5 ms at 1e7 on 2 cores against the dynamic map's ~40 ms,
 #: the same demo accuracy). "int8" keeps bitsandbytes' dynamic map, for parity.
 DEFAULT_8BIT = "fp8"
 #: 8-bit state formats and their code books (signed state, non-negative state).
@@ -280,7 +280,7 @@ class Storage:
 
     def to_host(self) -> dict[str, np.ndarray]:
         """Copies of the stored buffers (codes, block maxima, master copy) on the host."""
-        return {k: np.array(self.be.to_host(v)) for k, v in self.buffers.items()}
+        return {k: self.be.to_host(v) for k, v in self.buffers.items()}
 
     def from_host(self, arrays: dict[str, np.ndarray]) -> None:
         """Set the stored buffers from host arrays of their dtypes and shapes."""
