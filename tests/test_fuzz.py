@@ -17,7 +17,7 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import event, given
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 from layout import layout_offsets
 from reference import (
@@ -480,3 +480,45 @@ def test_the_reference_helpers_agree_with_each_other():
     np.testing.assert_allclose(rm, mu)
     np.testing.assert_allclose(rv, var * 12 / 11)  # 12 values per channel: n/(n - 1)
     assert bshape(3, 1, 3) == (1, 3, 1)
+
+
+# ----------------------------------------------------------------------- precision
+@pytest.mark.parametrize("param", ["float32", "bfloat16"])
+@pytest.mark.parametrize("state", [None, "bfloat16", "8bit", "int8"])
+@settings(max_examples=5)  # each storage compiles its kernels once: every one, few cases
+@given(data=st.data(), sizes=st.lists(st.integers(1, 1300), min_size=1, max_size=3),
+       master=st.booleans(), min8=st.sampled_from([0, 256, 4096]))
+def test_precision_steps_stay_inside_their_arrays(data, sizes, state, param, master, min8):
+    """Any storage over arrays of any size (partial 8-bit blocks, arrays under and over
+    ``min_8bit_size``): a refused combination changes nothing; an accepted one writes no
+    byte outside its arrays (guard bytes around each, in one buffer), keeps them finite
+    and moves the float32 ones."""
+    draw = data.draw
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    dtype = np.dtype(np.float32 if param == "float32" else ml_dtypes.bfloat16)
+    guard = 64
+    buf = np.full(sum(sizes) + guard * (len(sizes) + 1), 7, dtype)
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    params, outside, at = [], np.ones(buf.size, bool), guard
+    for n in sizes:
+        params.append(buf[at:at + n])
+        params[-1][...] = rng.standard_normal(n).astype(dtype)
+        outside[at:at + n] = False
+        at += n + guard
+    before = buf.copy()
+    try:
+        opt = fastopt.Adam(params, lr=1e-2, state_dtype=state, master_weights=master,
+                           min_8bit_size=min8, clip_norm=1.0)
+    except REFUSED:
+        event("refused")
+        assert buf.tobytes() == before.tobytes()
+        return
+    event(f"accepted {state} {param}")
+    for _ in range(draw(st.integers(1, 3))):
+        scale = draw(st.sampled_from([1e-3, 1.0, 1e3]))
+        opt.step([(rng.standard_normal(p.size) * scale).astype(dtype) for p in params])
+    bits = np.uint8 if dtype.itemsize == 4 else np.uint16
+    assert (buf[outside].view(bits) == before[outside].view(bits)).all()
+    assert all(np.isfinite(p.astype(np.float32)).all() for p in params)
+    if dtype.itemsize == 4:  # 16-bit values may sit still: a step under half an ulp
+        assert (buf[~outside] != before[~outside]).any()
