@@ -263,7 +263,6 @@ def precision_cases(out: dict) -> None:
     rnd = (1, 2, 3, 4)
     tail = (h, 1.0, None, None, None, None, rnd, ct)
     for name, (pfmt, gfmt, sfmt, master, sr, p, g, st, m) in {
-        "bf16state": ("plain", "plain", "bfloat16", False, False, f32, f32, u16, None),
         "bf16all_sr": ("bfloat16", "bfloat16", "bfloat16", False, True, u16, u16, u16, None),
         "f16_master": ("float16", "plain", "plain", True, False, u16, f32, f32, f32),
     }.items():

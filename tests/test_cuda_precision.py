@@ -39,9 +39,9 @@ def _both(name, kwargs, seed=0, steps=3):
 
 
 @pytest.mark.skipif(not SIMULATED, reason="bit equality holds in the simulator only")
-@pytest.mark.parametrize("name, state_dtype", [
-    ("Adam", "bfloat16"), ("Adam", "8bit"), ("Adam", "int8"), ("Momentum", "8bit"),
-    ("AdaGrad", "int8")])  # one state array and two; signed and unsigned code books
+@pytest.mark.parametrize("name, state_dtype", [("Adam", "8bit"), ("AdaGrad", "int8")])
+# both code books of each 8-bit format (AdaGrad's sum is non-negative); bfloat16 state:
+# test_checkpoints_move_between_cpu_and_gpu
 def test_same_bits_as_the_cpu(name, state_dtype):
     cpu, dev, cp, dp = _both(name, {"lr": 0.01, "state_dtype": state_dtype,
                                     "min_8bit_size": 256, "weight_decay": 0.01})
@@ -55,7 +55,7 @@ def test_same_bits_as_the_cpu(name, state_dtype):
     assert dev.state_bytes() == cpu.state_bytes()
 
 
-@pytest.mark.parametrize("state_dtype", ["bfloat16", "int8"])
+@pytest.mark.parametrize("state_dtype", ["int8"])
 def test_with_clipping_noise_and_groups(state_dtype):
     params, grads = _problem(1)
     options = {"lr": 0.01, "state_dtype": state_dtype, "min_8bit_size": 256,

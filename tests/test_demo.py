@@ -39,7 +39,7 @@ def test_demo_state_and_param_dtypes_report_the_optimizers_memory(tmp_path, caps
     """Each --state-dtype trains the rule once; the table's state bytes per parameter are
     the optimizer's own count (Adam: two float32 moments = 8 B; 8-bit state on the 8,192
     first-layer weights, the 1,546 others keep float32 below min_8bit_size; a master copy
-    adds 4 B)."""
+    of 16-bit weights is 4 B)."""
     pytest.importorskip("ml_dtypes")
     assert main(["demo", "--rules", "Adam", "--epochs", "2", "--state-dtype", "none", "fp8",
                  "--out", str(tmp_path / "d.png")]) == 0
@@ -51,12 +51,12 @@ def test_demo_state_and_param_dtypes_report_the_optimizers_memory(tmp_path, caps
     assert float(rows[0][3]) == pytest.approx(8.0, abs=0.01)
     assert float(rows[1][3]) == pytest.approx(eight, abs=0.01)
     assert min(float(r[2]) for r in rows) > 80.0
-    assert main(["demo", "--rules", "Momentum", "--epochs", "2", "--param-dtype", "bfloat16",
+    assert main(["demo", "--rules", "SGD", "--epochs", "2", "--param-dtype", "bfloat16",
                  "--out", str(tmp_path / "d.png")]) == 0
-    row = re.search(r"^Momentum \[bfloat16 params\]\s+2\s+([0-9.]+)%\s+[0-9.]+%\s+([0-9.]+)",
+    row = re.search(r"^SGD \[bfloat16 params\]\s+2\s+([0-9.]+)%\s+[0-9.]+%\s+([0-9.]+)",
                     capsys.readouterr().out, re.M)
     assert row and float(row[1]) > 80.0
-    assert float(row[2]) == pytest.approx(8.0, abs=0.05)  # momentum 4 B + master copy 4 B
+    assert float(row[2]) == pytest.approx(4.0, abs=0.05)  # SGD has no state: the master copy
 
 
 @pytest.mark.parametrize("args, message", [

@@ -133,16 +133,18 @@ def test_precompile_leaves_nothing_for_the_steps_to_compile(monkeypatch):
 
 @pytest.mark.skipif(parallel.max_threads() < 2, reason="needs two threads")
 def test_precompile_covers_the_precision_kernels(monkeypatch):
-    """16-bit parameters with a master copy, 8-bit state, clipping (the reduction that
+    """16-bit parameters with a master copy, bfloat16 state, clipping (the reduction that
     decodes 16-bit gradients)."""
+    from fastopt.drivers import cpu_precision
+
     ml_dtypes = pytest.importorskip("ml_dtypes")
     monkeypatch.setattr(parallel, "PARALLEL_MIN_BYTES", 0)
     params = [np.zeros(5000, ml_dtypes.bfloat16)]
-    opt = fastopt.Adam(params, clip_norm=1.0, master_weights=True, state_dtype="8bit")
+    opt = fastopt.Adam(params, clip_norm=1.0, master_weights=True, state_dtype="bfloat16")
     assert fastopt.precompile(opt, show_progress=False) >= 4
     kernels = {k for launchers in opt._precision_launchers
                for serial, par, *_ in launchers for k in (serial, par)}
-    kernels |= {cpu.sumsq_kernel(m) for m in (False, True)}
+    kernels |= set(cpu_precision.sumsq_kernels("bfloat16"))  # the decoding reduction
     before = {k: len(k.overloads) for k in kernels}
     for mode in ("serial", "parallel"):
         with parallel.forced(mode):

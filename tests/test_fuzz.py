@@ -484,7 +484,7 @@ def test_the_reference_helpers_agree_with_each_other():
 
 # ----------------------------------------------------------------------- precision
 @pytest.mark.parametrize("param", ["float32", "bfloat16"])
-@pytest.mark.parametrize("state", [None, "bfloat16", "8bit", "int8"])
+@pytest.mark.parametrize("state", [None, "8bit"])  # element-wise, and blocks of 256
 @settings(max_examples=5)  # each storage compiles its kernels once: every one, few cases
 @given(data=st.data(), sizes=st.lists(st.integers(1, 1300), min_size=1, max_size=3),
        master=st.booleans(), min8=st.sampled_from([0, 256, 4096]))
@@ -508,7 +508,7 @@ def test_precision_steps_stay_inside_their_arrays(data, sizes, state, param, mas
     before = buf.copy()
     try:
         opt = fastopt.Adam(params, lr=1e-2, state_dtype=state, master_weights=master,
-                           min_8bit_size=min8, clip_norm=1.0)
+                           min_8bit_size=min8)
     except REFUSED:
         event("refused")
         assert buf.tobytes() == before.tobytes()
