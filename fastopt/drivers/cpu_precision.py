@@ -20,9 +20,8 @@ from functools import cache
 import numpy as np
 from numba import prange
 
-from .. import parallel
 from .._jit import compile_tree, device_function, inline, source_tag
-from ..precision import dynamic, formats, quantized, storage
+from ..precision import dynamic, quantized, storage
 from ..precision.storage import BITS, GATHER, GLOAD, PLOAD, PSTORE, SCATTER
 from ..rules.transforms import transformed, trust_direction
 from . import cpu
@@ -262,14 +261,4 @@ def sumsq_kernels(fmt: str) -> tuple[Callable, Callable]:
     return (cpu.sumsq_kernel(False, load, name), cpu.sumsq_kernel(True, load, name))
 
 
-def run(kernel_pair: tuple[Callable, Callable], choice: parallel.Choice | None, args: tuple,
-        nbytes: int) -> None:
-    """Run a precision kernel, serial or parallel as :mod:`fastopt.parallel` chooses."""
-    serial, par = kernel_pair
-    if par is None or choice is None:
-        serial(*args)
-    else:
-        parallel.run(choice, serial, par, args, nbytes)
-
-
-__all__ = ["precision_kernel", "run", "formats"]
+__all__ = ["precision_kernel", "sumsq_kernels", "trust_pass_kernel"]
