@@ -7,6 +7,7 @@ rule's constants.
 
 from __future__ import annotations
 
+import contextvars
 import math
 import operator
 import weakref
@@ -39,6 +40,34 @@ class _Segment:
     param: int  # index of the user's array (list mode); -1 for a FlatParams run
     state: tuple[Any, ...] = ()  # 1-D views of the state buffers, in rule order
     grad: Any = None  # FlatParams mode: the view of flat.grad
+    #: position of the first value in the whole model's layout: what the gradient noise
+    #: and stochastic rounding count by. ``lo`` unless the optimizer holds a shard.
+    pos: int = -1
+
+    def __post_init__(self) -> None:
+        if self.pos < 0:
+            self.pos = self.lo
+
+
+#: A shard cut (``fastopt.distributed``): while set, an optimizer being made keeps only
+#: the pieces ``cut(segments)`` returns. ``segments``: ``(layout offset, size, whole)``
+#: per segment of the one-process optimizer, ``whole`` where the segment must not be split
+#: (a trust-ratio rule's array); returns ``(segment, start, stop)`` per piece, in layout
+#: order. Private: the distributed optimizer sets it around the rule class's constructor.
+SHARD_CUT: contextvars.ContextVar[Callable | None] = contextvars.ContextVar(
+    "fastopt_shard_cut", default=None)
+
+
+def shard_units(pieces: Sequence[tuple[int, int, int]], itemsize: int
+                ) -> tuple[list[tuple[int, int]], int]:
+    """A shard's layout: each piece's ``(offset, size)``, each aligned as the one-process
+    layout aligns arrays, and the layout's size."""
+    step = ALIGNMENT // itemsize
+    units, lo = [], 0
+    for _, a, b in pieces:
+        units.append((lo, b - a))
+        lo += -(-(b - a) // step) * step
+    return units, lo
 
 
 class Optimizer:
@@ -97,6 +126,10 @@ class Optimizer:
         # 8-bit state is blockwise per parameter array: a FlatParams steps each on its own
         self._per_array = state_dtype in precision.EIGHT_BIT
         self._build(params)
+        self._pieces: list[tuple[int, int, int]] | None = None
+        cut = SHARD_CUT.get()
+        if cut is not None:
+            self._keep_shard(cut)
         self._precision = precision.plan(
             self.dtype, state_dtype=state_dtype, master_weights=master_weights,
             stochastic_rounding=stochastic_rounding, grad_dtype=grad_dtype,
@@ -302,6 +335,26 @@ class Optimizer:
             # owner, every gradient is checked)
             self._one_owner = owners[0] if plain else None
 
+    def _keep_shard(self, cut: Callable) -> None:
+        """Keep only this shard's pieces of the segments (:data:`SHARD_CUT`): its state is
+        laid out over the pieces alone, and each piece counts noise and rounding from its
+        place in the whole model's layout."""
+        full = self._segments
+        self._full_units = self._units()
+        self._full_layout_size = self._layout_size
+        pieces = cut([(s.lo, s.p.size, self._trust(self.param_groups[s.group]) is not None)
+                      for s in full])
+        units, size = shard_units(pieces, self.dtype.itemsize)
+        self._full_segments = full  # the views only: state is allocated for the pieces
+        self._segments = [
+            _Segment(full[i].p[a:b], lo, full[i].group, full[i].param,
+                     grad=None if full[i].grad is None else full[i].grad[a:b],
+                     pos=full[i].lo + a)
+            for (i, a, b), (lo, _) in zip(pieces, units, strict=True)]
+        self._layout_size = size
+        self._pieces = [(int(i), int(a), int(b)) for i, a, b in pieces]
+        self._piece_whole = [full[i].p.size for i, _, _ in pieces]
+
     @staticmethod
     def _host_segment(rule: Callable, p: np.ndarray, st: tuple, off: int, i: int) -> tuple:
         """``(serial kernel, parallel kernel or None, Choice, bytes moved, p, state, noise
@@ -330,7 +383,10 @@ class Optimizer:
         return names
 
     def _units(self) -> list[tuple[int, int]]:
-        """Each stepped parameter array's ``(layout offset, size)``, in layout order."""
+        """Each stepped parameter array's ``(layout offset, size)``, in layout order (a
+        shard's: each piece's)."""
+        if self._pieces is not None:
+            return [(s.lo, s.p.size) for s in self._segments]
         if self._flat is not None:
             return [(self._flat.offset(n), self._flat.size_of(n)) for n in self._flat.names
                     if n in self._group_members_of]
@@ -346,9 +402,10 @@ class Optimizer:
             for n in self._state_names(group):
                 initial[n] = self._initial_state_value(n, group)
         units = self._units()
-        self._storage = precision.Storage(self._precision, tuple(names),
-                                          tuple(signs[n] for n in names), units,
-                                          self._layout_size, initial, self._be)
+        self._storage = precision.Storage(
+            self._precision, tuple(names), tuple(signs[n] for n in names), units,
+            self._layout_size, initial, self._be,
+            whole=None if self._pieces is None else self._piece_whole)
         if self._storage.master is not None:  # the master copy starts at the parameters
             for (lo, n), seg in zip(units, self._segments, strict=True):
                 self._storage.master[lo:lo + n] = seg.p.astype(np.float32)
@@ -359,11 +416,11 @@ class Optimizer:
             ids = [i for i, seg in enumerate(self._segments) if seg.group == k]
             segs = [self._segments[i] for i in ids]
             self._group_arrays.append((self._rule(group), ids, len(ids) == len(self._segments),
-                                       [s.p for s in segs], [], [s.lo for s in segs]))
+                                       [s.p for s in segs], [], [s.pos for s in segs]))
             trust = self._trust(group)
             self._precision_launchers.append(self._storage.launchers(
                 self._rule(group), [s.p for s in segs], [unit_at[s.lo] for s in segs],
-                None if trust is None else trust[0]))
+                None if trust is None else trust[0], [s.pos for s in segs]))
         self._host_kernels = None
         self._tables = [None] * len(self.param_groups)
         self._tables_only = False
@@ -406,7 +463,7 @@ class Optimizer:
             segs = [self._segments[i] for i in ids]
             self._group_arrays.append((
                 self._rule(group), ids, len(ids) == len(self._segments),
-                [seg.p for seg in segs], [seg.state for seg in segs], [seg.lo for seg in segs],
+                [seg.p for seg in segs], [seg.state for seg in segs], [seg.pos for seg in segs],
             ))
         # On the host, each segment's compiled kernels, picked once: a step then calls
         # them directly. After a forward and backward pass have swept the caches, every
@@ -558,7 +615,12 @@ class Optimizer:
     def step(self, grads: Any = None) -> None:
         """Take one step in place. ``grads`` mirrors the params (an array, or a list in the
         same order); for a FlatParams, leave it out to use ``flat.grad``."""
-        gs = self._gradients(grads)
+        self._step(self._gradients(grads))
+
+    def _step(self, gs: Sequence[Any], decided: tuple[bool, float] | None = None) -> None:
+        """The step over validated per-segment gradients ``gs``; ``decided``: the
+        ``(skip, clip factor)`` of a norm taken elsewhere (a shard's: over all of them),
+        else the norm is taken here when clipping or ``skip_nonfinite`` asks for it."""
         if self._groups_edited():
             self._check_groups()
         t = self.step_count + 1
@@ -568,7 +630,12 @@ class Optimizer:
         lrs = [lr_at(group["lr"], t - 1) for group in self.param_groups]
         stream = None if self._be is cpu else self._be.current_stream(self._origin)
         scale, dscale = 1.0, None
-        if self.clip_norm is not None or self.skip_nonfinite:
+        if decided is not None:
+            skip, scale = decided
+            if skip:
+                self.skipped_steps += 1
+                return
+        elif self.clip_norm is not None or self.skip_nonfinite:
             tables = None
             if self._tables_only:  # one reduction launch per group, through its table
                 tables = [(table, gs if every else [gs[i] for i in seg_ids])
@@ -728,9 +795,10 @@ class Optimizer:
             )
         converted = None
         if convert:  # another storage: its values, read in float32, rounded into ours
-            converted = precision.converted_state(sd, stored, self._precision,
-                                                  self._state_buffer_names(), self._units(),
-                                                  self._layout_size, self._state_signs())
+            converted = precision.converted_state(
+                sd, stored, self._precision, self._state_buffer_names(), self._units(),
+                self._layout_size, self._state_signs(),
+                None if self._pieces is None else self._piece_whole)
         elif self._storage is not None:
             precision.check_buffers(sd, self._storage.buffers)
         for name, buf in self._state.items():
@@ -814,6 +882,9 @@ class Optimizer:
         return StateViews(self)
 
     def _state_views(self, key: Any) -> dict[str, Any]:
+        if self._pieces is not None:
+            raise TypeError("this optimizer holds a shard of the state: its pieces do not "
+                            "follow the parameter arrays (consolidate the state dicts)")
         if self._flat is not None:
             if key not in self._group_members_of:
                 raise KeyError(f"{key!r} is not an array this optimizer steps; it steps "

@@ -171,6 +171,81 @@ def as_kernel_array(a: np.ndarray) -> np.ndarray:
     return a.view(np.uint16) if a.dtype.itemsize == 2 else a
 
 
+@dataclass(frozen=True)
+class StoredLayout:
+    """Where each unit's state lies in an optimizer's stored buffers, without the
+    buffers: ``specs`` gives each buffer's ``(size, dtype)`` by its state-dict key;
+    ``kinds``, ``offsets``, ``block_offsets``: per unit, as :class:`Storage` has them."""
+
+    units: list[tuple[int, int]]
+    specs: dict[str, tuple[int, np.dtype]]
+    eight: bool
+    kinds: list[str]
+    offsets: list[int]
+    block_offsets: list[int]
+
+    def slices(self, u: int, start: int, n: int) -> dict[str, slice]:
+        """Per buffer key, the stored values of unit ``u``'s values ``start`` to
+        ``start + n`` (8-bit: ``start`` a multiple of the quantization block)."""
+        lo = self.units[u][0]
+        out = {}
+        for key in self.specs:
+            if key == "master" or not self.eight:
+                out[key] = slice(lo + start, lo + start + n)
+                continue
+            a = self.offsets[u] + start
+            q8 = self.kinds[u] == "q8"
+            if key.endswith(".absmax"):
+                if q8:
+                    b = self.block_offsets[u] + start // quantized.QBLOCK
+                    out[key] = slice(b, b + quantized.blocks(n))
+            elif q8 == key.endswith(".codes"):
+                out[key] = slice(a, a + n)
+        return out
+
+
+def stored_layout(prec: Precision | None, names: tuple[str, ...] | list[str],
+                  units: list[tuple[int, int]], layout_size: int, dtype: Any,
+                  whole: list[int] | None = None) -> StoredLayout:
+    """The :class:`StoredLayout` of an optimizer's state: ``prec`` None for a plain one
+    (``dtype``: its parameters'), else as its :class:`Storage` keeps it (``whole``: as
+    there)."""
+    step = ALIGNMENT // 4
+    eight = prec is not None and prec.state in EIGHT_BIT and bool(names)
+    kinds: list[str] = []
+    offsets: list[int] = []
+    block_offsets: list[int] = []
+    packed = {"q8": 0, "flat": 0}
+    blocks = 0
+    # ``whole``: the size of the parameter array each unit is (a shard's units are pieces
+    # of them): an array at least ``min_8bit_size`` long is 8-bit in every piece
+    for (lo, n), size in zip(units, whole or [n for _, n in units], strict=True):
+        kind = "q8" if eight and size >= prec.min_8bit_size else "flat"
+        kinds.append(kind)
+        if not eight:
+            offsets.append(lo)
+            block_offsets.append(0)
+            continue
+        offsets.append(packed[kind])
+        packed[kind] += -(-n // step) * step
+        block_offsets.append(blocks)
+        blocks += quantized.blocks(n) if kind == "q8" else 0
+    specs: dict[str, tuple[int, np.dtype]] = {}
+    if prec is None:
+        specs = {f"state.{name}": (layout_size, np.dtype(dtype)) for name in names}
+    elif not eight:
+        dt = np.dtype(np.uint16) if prec.state == "bfloat16" else np.dtype(prec.compute)
+        specs = {f"state.{name}": (layout_size, dt) for name in names}
+    else:
+        for name in names:
+            specs[f"state.{name}"] = (packed["flat"], np.dtype(np.float32))
+            specs[f"state.{name}.codes"] = (packed["q8"], np.dtype(np.uint8))
+            specs[f"state.{name}.absmax"] = (blocks, np.dtype(np.float32))
+    if prec is not None and prec.master:
+        specs["master"] = (layout_size, np.dtype(np.float32))
+    return StoredLayout(units, specs, eight, kinds, offsets, block_offsets)
+
+
 class Storage:
     """The state of a precision optimizer, per unit (parameter array): plain or bfloat16
     buffers over the optimizer's layout, or for 8-bit state, codes and block maxima of the
@@ -179,7 +254,8 @@ class Storage:
 
     def __init__(self, prec: Precision, names: tuple[str, ...], signs: tuple[str, ...],
                  units: list[tuple[int, int]], layout_size: int,
-                 initial: dict[str, float], be: Any = cpu) -> None:
+                 initial: dict[str, float], be: Any = cpu,
+                 whole: list[int] | None = None) -> None:
         self.prec = prec
         self.be = be  # the driver whose memory holds the buffers (the CPU's or a GPU's)
         self.names = names
@@ -187,34 +263,13 @@ class Storage:
         self.units = units
         self.layout_size = layout_size
         ct = prec.compute
-        self.eight = prec.state in EIGHT_BIT and bool(names)  # a stateless rule has no codes
-        step = ALIGNMENT // 4
-        self.kind: list[str] = []  # per unit: "q8" or "flat"
-        self.offsets: list[int] = []  # per unit: offset in its packed buffer (8-bit)
-        self.block_offsets: list[int] = []
-        packed = {"q8": 0, "flat": 0}
-        blocks = 0
-        for lo, n in units:
-            kind = "q8" if self.eight and n >= prec.min_8bit_size else "flat"
-            self.kind.append(kind)
-            if not self.eight:
-                self.offsets.append(lo)
-                self.block_offsets.append(0)
-                continue
-            self.offsets.append(packed[kind])
-            packed[kind] += -(-n // step) * step
-            self.block_offsets.append(blocks)
-            blocks += quantized.blocks(n) if kind == "q8" else 0
-        self.buffers: dict[str, np.ndarray] = {}
-        if not self.eight:
-            dt = np.uint16 if prec.state == "bfloat16" else ct
-            for name in names:
-                self.buffers[f"state.{name}"] = be.zeros(layout_size, dt)
-        else:
-            for name in names:
-                self.buffers[f"state.{name}"] = be.zeros(packed["flat"], np.float32)
-                self.buffers[f"state.{name}.codes"] = be.zeros(packed["q8"], np.uint8)
-                self.buffers[f"state.{name}.absmax"] = be.zeros(blocks, np.float32)
+        layout = stored_layout(prec, names, units, layout_size, ct, whole)
+        self.eight = layout.eight
+        self.kind: list[str] = layout.kinds  # per unit: "q8" or "flat"
+        self.offsets: list[int] = layout.offsets  # per unit: offset in its packed buffer
+        self.block_offsets: list[int] = layout.block_offsets
+        self.buffers: dict[str, np.ndarray] = {
+            key: be.zeros(size, dt) for key, (size, dt) in layout.specs.items()}
         #: the kernels' compute-dtype marker and the dynamic maps' tables, made once (on
         #: the device for a GPU's kernels)
         self.ct = np.empty(0, ct) if not be.ON_DEVICE else be.zeros(1, ct)
@@ -223,9 +278,7 @@ class Storage:
             self.qt = tuple(be.zeros(a.size, a.dtype) for a in self.qt)
             for dst, src in zip(self.qt, quantized.codec_tables(), strict=True):
                 be.copy_from_host(dst, src)
-        self.master = be.zeros(layout_size, np.float32) if prec.master else None
-        if self.master is not None:
-            self.buffers["master"] = self.master
+        self.master = self.buffers.get("master")
         for name in names:
             if initial.get(name):
                 for u in range(len(units)):
@@ -236,9 +289,12 @@ class Storage:
         signed, nonneg = quantized.BOOKS[EIGHT_BIT[self.prec.state]]
         return nonneg if self.signs[name] == "nonnegative" else signed
 
-    def views(self, u: int) -> tuple[str, tuple, tuple]:
-        """``(kind, state arrays, block maxima)`` of unit ``u`` for its kernel."""
-        lo, n = self.units[u]
+    def views(self, u: int, n: int | None = None) -> tuple[str, tuple, tuple]:
+        """``(kind, state arrays, block maxima)`` of unit ``u`` for its kernel; ``n``: the
+        values its segment steps (a FlatParams segment over several arrays, which 8-bit
+        state never has, runs past its first unit)."""
+        lo, size = self.units[u]
+        n = size if n is None else n
         off = self.offsets[u]
         if self.kind[u] == "q8":
             b0, nb = self.block_offsets[u], quantized.blocks(n)
@@ -289,9 +345,10 @@ class Storage:
 
     # -------------------------------------------------------------- kernels
     def launchers(self, rule, p_arrays: list[np.ndarray], unit_of_segment: list[int],
-                  direction: Any = None) -> list:
+                  direction: Any = None, positions: list[int] | None = None) -> list:
         """Per segment ``(serial, parallel or None, Choice, bytes, p, master, state,
-        absmax, layout offset, first pass)``; a segment is one unit. A trust-ratio rule
+        absmax, position, first pass)``, where ``position`` (``positions``, default the
+        unit's layout offset) is what noise and rounding count from. A trust-ratio rule
         (``direction``: its first pass) steps in two passes: the first sums the norms and
         writes nothing (``first pass``: its serial and parallel kernels, their Choice and a
         float64 workspace), the second is the whole step from the state before it
@@ -300,13 +357,16 @@ class Storage:
         ct = prec.compute
         pfmt = _kernel_format(prec.param, ct)
         gfmt = _kernel_format(prec.grad, ct)
+        if positions is None:
+            positions = [self.units[u][0] for u in unit_of_segment]
         if self.be.ON_DEVICE:
-            return self._device_launchers(rule, p_arrays, unit_of_segment, pfmt, gfmt)
+            return self._device_launchers(rule, p_arrays, unit_of_segment, pfmt, gfmt,
+                                          positions)
         step_rule = rule if direction is None else direction_then_rule(rule, direction)
         out = []
-        for p, u in zip(p_arrays, unit_of_segment, strict=True):
-            lo, n = self.units[u]
-            kind, st, am = self.views(u)
+        for p, u, pos in zip(p_arrays, unit_of_segment, positions, strict=True):
+            lo, n = self.units[u][0], p.size
+            kind, st, am = self.views(u, n)
             books = tuple(self.book(m) for m in self.names) if kind == "q8" else None
             sfmt = "bfloat16" if prec.state == "bfloat16" else ("q8" if kind == "q8" else "plain")
 
@@ -325,26 +385,26 @@ class Storage:
                 first = (first_pass(False), first_pass(True) if use_par else None,
                          parallel.Choice(), np.empty(2 * cpu.blocks(n), np.float64))
             out.append((kernel(False), kernel(True) if use_par else None, parallel.Choice(),
-                        nbytes, as_kernel_array(p), master, st, am, lo, first))
+                        nbytes, as_kernel_array(p), master, st, am, pos, first))
         return out
 
     def _device_launchers(self, rule, p_arrays: list, unit_of_segment: list[int], pfmt: str,
-                          gfmt: str) -> list:
+                          gfmt: str, positions: list[int]) -> list:
         """Per segment ``(kernel, 8-bit, p, master, state, absmax, layout offset)`` for
         the CUDA driver (:mod:`fastopt.drivers.cuda_precision`)."""
         from ..drivers import cuda_precision
 
         prec = self.prec
         out = []
-        for p, u in zip(p_arrays, unit_of_segment, strict=True):
-            lo, n = self.units[u]
-            kind, st, am = self.views(u)
+        for p, u, pos in zip(p_arrays, unit_of_segment, positions, strict=True):
+            lo, n = self.units[u][0], p.size
+            kind, st, am = self.views(u, n)
             books = tuple(self.book(m) for m in self.names) if kind == "q8" else None
             sfmt = "bfloat16" if prec.state == "bfloat16" else "plain"
             kern = cuda_precision.precision_kernel(rule, pfmt, gfmt, sfmt, len(st),
                                                    prec.master, prec.stochastic, books)
             master = self.master[lo:lo + n] if self.master is not None else None
-            out.append((kern, books is not None, self.be.flat_view(p), master, st, am, lo))
+            out.append((kern, books is not None, self.be.flat_view(p), master, st, am, pos))
         return out
 
     def warm_calls(self, launchers: list, scalars: list[tuple], threads: bool
@@ -472,7 +532,7 @@ def stored_keys(stored: Precision | None, names: list[str], ours: Storage | None
 
 def converted_state(sd: Any, stored: Precision | None, ours: Precision, names: list[str],
                     units: list[tuple[int, int]], layout_size: int,
-                    signs: tuple[str, ...]) -> dict[str, Any]:
+                    signs: tuple[str, ...], whole: list[int] | None = None) -> dict[str, Any]:
     """A checkpoint's state, written in another storage, as float arrays per unit (and its
     master copy, where it kept one): what :func:`store_converted` rounds into ours."""
     if stored is None:  # a plain float32/float64 checkpoint
@@ -489,7 +549,7 @@ def converted_state(sd: Any, stored: Precision | None, ours: Precision, names: l
     if stored.param != ours.param:
         raise ValueError(f"state dict was written for {stored.param} parameters; these are "
                          f"{ours.param}")
-    source = Storage(stored, tuple(names), signs, units, layout_size, {})
+    source = Storage(stored, tuple(names), signs, units, layout_size, {}, whole=whole)
     check_buffers(sd, source.buffers)
     for key, buf in source.buffers.items():
         np.copyto(buf, sd[key])

@@ -1,0 +1,96 @@
+"""The sharded step's own kernels: the ordered mean of the ranks' gradients, and the
+global norm from every rank's block partials.
+
+Both fix the order of their floating-point operations, so their bits do not depend on the
+number of threads, on the MPI library, or on how the values were split among ranks.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+import numpy as np
+from numba import prange
+
+from .. import parallel
+from .._jit import bind, cpu_jit, device_function
+from ..rules.transforms import flags_of, reported
+
+#: Values summed per task of the mean: a block of each rank's slice stays in L1 cache.
+MEAN_BLOCK = 2048
+
+
+def _mean_loop(recv, out, divisor):
+    """``out[i] = (((recv[0, i] + recv[1, i]) + recv[2, i]) + ...) / divisor``: the
+    ranks' values summed in rank order, then divided once."""
+    ranks, n = recv.shape
+    for b in prange((n + MEAN_BLOCK - 1) // MEAN_BLOCK):
+        lo = b * MEAN_BLOCK
+        hi = min(lo + MEAN_BLOCK, n)
+        for i in range(lo, hi):
+            out[i] = recv[0, i]
+        for r in range(1, ranks):
+            for i in range(lo, hi):
+                out[i] += recv[r, i]
+        for i in range(lo, hi):
+            out[i] = out[i] / divisor
+
+
+@cache
+def mean_kernels() -> tuple:
+    """The (serial, parallel) compiled :func:`_mean_loop`."""
+    return tuple(cpu_jit(bind(_mean_loop, f"rank_mean_{'parallel' if p else 'serial'}"),
+                         parallel=p) for p in (False, True))
+
+
+_mean_choice = parallel.Choice()
+
+
+def ordered_mean(recv: np.ndarray, out: np.ndarray, divisor: float) -> None:
+    """``out`` = the rows of ``recv`` (one per rank) summed in rank order, divided by
+    ``divisor`` (in their dtype). ``recv``: C-contiguous ``(ranks, n)``."""
+    serial, par = mean_kernels()
+    args = (recv, out, out.dtype.type(divisor))
+    parallel.run(_mean_choice, serial, par, args, recv.nbytes + out.nbytes)
+
+
+def _combine(partials, blocks):
+    """The one-process sum of squares from its block partials in layout order:
+    ``blocks[i]`` partials per segment, summed as ``drivers.cpu._sumsq_loop`` sums a
+    segment's, the segments' totals added as ``drivers.cpu.clip_or_skip`` adds them."""
+    total = 0.0
+    b = 0
+    for i in range(blocks.size):
+        seg = 0.0
+        flags = 0
+        for _ in range(blocks[i]):
+            f = FLAGS_OF(partials[b])
+            flags |= f
+            if f == 0:
+                seg += partials[b]
+            b += 1
+        seg = REPORTED(seg, flags)
+        total = REPORTED(total + seg, FLAGS_OF(total) | FLAGS_OF(seg))
+    return total
+
+
+def FLAGS_OF(x):  # noqa: N802 - placeholder, bound to rules.transforms.flags_of
+    raise NotImplementedError
+
+
+def REPORTED(total, flags):  # noqa: N802 - placeholder, bound to rules.transforms.reported
+    raise NotImplementedError
+
+
+@cache
+def combine_kernel():
+    """The compiled :func:`_combine`."""
+    return cpu_jit(bind(_combine, "combine_partials", FLAGS_OF=device_function(flags_of),
+                        REPORTED=device_function(reported)))
+
+
+def combine(partials: np.ndarray, blocks: np.ndarray) -> float:
+    """The reported sum of squares (``rules.transforms.reported``) of the whole model's
+    gradient, from its float64 block partials in layout order and the number of blocks
+    of each segment."""
+    return combine_kernel()(partials, blocks)

@@ -1,0 +1,427 @@
+"""The sharded optimizer: ZeRO stages 1 and 2 over an mpi4py communicator.
+
+Each rank holds all the parameters and computes its own gradients. A step:
+
+1. checks this rank's call, and agrees with every rank that all calls are good (one
+   small ``Allreduce``): a call refused on any rank is refused on all, before anything
+   is sent or written;
+2. exchanges the gradients with ``Alltoallv`` (in buckets), so each rank receives every
+   rank's gradient of its own shard, and sums them in rank order, 0, 1, 2, ..., then
+   divides by the number of ranks (:func:`.kernels.ordered_mean`): the bits of the
+   average never depend on an MPI reduction's order;
+3. stage 1 only: shares the averaged gradient with ``Allgatherv``, so every rank's
+   gradient buffers hold all of it (stage 2 keeps only the shard's average);
+4. with clipping or ``skip_nonfinite``: gathers every shard's float64 block partials of
+   the gradient norm and combines them in layout order, the one-process reduction's
+   order (:func:`.kernels.combine`), so all ranks take the same decision with the same
+   bits as one process;
+5. steps its shard with the rule's fused kernel, state and all, counting noise and
+   stochastic rounding from each value's place in the whole model;
+6. shares the updated parameters with ``Allgatherv``.
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from .._checks import MAX_STEP
+from ..drivers import cpu
+from ..optim import precision, saved
+from ..optim.base import SHARD_CUT, Optimizer
+from ..rules.transforms import nonfinite, norm_scale
+from . import layout
+from .checkpoint import consolidate, shard_info, shard_of
+from .kernels import combine, ordered_mean
+
+#: Values per bucket of the gradient exchange (per destination rank): the receive
+#: buffers hold two buckets from every rank, not a whole gradient.
+DEFAULT_BUCKET = 1 << 22
+
+
+def _mpi() -> Any:
+    try:
+        from mpi4py import MPI
+    except ImportError as exc:  # pragma: no cover - the extra is installed in CI
+        raise ImportError(
+            "fastopt.distributed needs mpi4py and an MPI library: pip install "
+            "'fastopt[mpi]' (mpi4py with MPICH from PyPI), or mpi4py built against your "
+            "cluster's MPI") from exc
+    return MPI
+
+
+class ShardedOptimizer:
+    """A fastopt optimizer whose state is split among the ranks of an MPI communicator
+    (ZeRO stage 1 or 2; Rajbhandari et al. 2020, "ZeRO: Memory Optimizations Toward
+    Training Trillion Parameter Models"; torch's ``ZeroRedundancyOptimizer``).
+
+    >>> opt = ShardedOptimizer(fastopt.Adam, flat, lr=1e-3)   # was: fastopt.Adam(flat, ...)
+
+    Every rank makes it with the same parameters' shapes and options, and calls
+    :meth:`step` with its own gradients; after the step every rank holds the same
+    parameters: those one process gets by stepping on the ranks' gradients summed in rank
+    order and divided by their number, to the bit (noise, clipping, weight decay, groups,
+    schedules, bfloat16 and 8-bit state included).
+
+    Parameters
+    ----------
+    optimizer_class : type
+        A fastopt optimizer class (``fastopt.Adam``, ...).
+    params :
+        What ``optimizer_class`` takes: a :class:`fastopt.FlatParams` (fastest: its
+        buffers are sent as they are), arrays, or group dicts.
+    comm : mpi4py.MPI.Comm, optional
+        The ranks that share the state (default ``MPI.COMM_WORLD``).
+    stage : {1, 2}
+        2 (default): each rank keeps only its shard of the averaged gradient. 1: the
+        averaged gradient is also shared, so every rank's gradient buffers hold it after
+        the step (for logging or a rule of your own), at the cost of one more
+        ``Allgatherv``.
+    average : bool
+        Divide the summed gradients by the number of ranks (default), or step on the sum.
+    bucket_size : int
+        Values per destination rank in each round of the gradient exchange.
+    **options :
+        ``optimizer_class``'s hyperparameters and options (``lr``, ``clip_norm``,
+        ``grad_noise``, ``state_dtype``, ...).
+    """
+
+    def __init__(self, optimizer_class: type[Optimizer], params: Any, *, comm: Any = None,
+                 stage: int = 2, average: bool = True, bucket_size: int = DEFAULT_BUCKET,
+                 **options: Any) -> None:
+        MPI = _mpi()  # noqa: N806 - the module's name
+        self._MPI = MPI
+        self.comm = MPI.COMM_WORLD if comm is None else comm
+        if not isinstance(self.comm, MPI.Comm):
+            raise TypeError(f"comm must be an mpi4py communicator (MPI.COMM_WORLD, ...), got "
+                            f"{type(comm).__name__}")
+        self.rank, self.world = self.comm.Get_rank(), self.comm.Get_size()
+        error = None
+        try:
+            self._check_options(optimizer_class, stage, average, bucket_size)
+            self.optimizer = self._make(optimizer_class, params, options)
+        except Exception as exc:  # noqa: BLE001 - agreed on below, then raised
+            error = exc
+        self._agree(error)
+        self.stage, self.average = stage, average
+        self._fingerprint_agreed()
+        self._setup(int(bucket_size))
+
+    # ----------------------------------------------------------------- construction
+    @staticmethod
+    def _check_options(cls: Any, stage: Any, average: Any, bucket_size: Any) -> None:
+        if not (isinstance(cls, type) and issubclass(cls, Optimizer)):
+            raise TypeError(f"optimizer_class must be a fastopt optimizer class such as "
+                            f"fastopt.Adam, got {cls!r}")
+        if stage not in (1, 2) or isinstance(stage, bool):
+            raise ValueError(f"stage must be 1 or 2, got {stage!r}")
+        if not isinstance(average, bool):
+            raise ValueError(f"average must be True or False, got {average!r}")
+        if isinstance(bucket_size, bool) or not isinstance(bucket_size, (int, np.integer)) \
+                or bucket_size < 1:
+            raise ValueError(f"bucket_size must be an int >= 1, got {bucket_size!r}")
+
+    def _make(self, cls: type[Optimizer], params: Any, options: dict) -> Optimizer:
+        parts: list = []
+
+        def cut(segments: list[tuple[int, int, bool]]) -> list[layout.Piece]:
+            parts.extend(layout.partition(segments, self.world))
+            self._segments = segments
+            return parts[self.rank]
+
+        token = SHARD_CUT.set(cut)
+        try:
+            opt = cls(params, **options)
+        finally:
+            SHARD_CUT.reset(token)
+        if opt._be is not cpu:
+            raise TypeError("ShardedOptimizer steps host (NumPy) parameters; GPU arrays are "
+                            "not sharded yet")
+        prec = opt._precision
+        if prec.param in precision.HALF or prec.grad != prec.param:
+            raise TypeError("ShardedOptimizer steps float32 or float64 parameters and "
+                            "gradients (bfloat16 and 8-bit state are fine); 16-bit "
+                            "parameters are not sharded yet")
+        self._parts = parts
+        return opt
+
+    def _fingerprint_agreed(self) -> None:
+        """Every rank built the same model and options, or ValueError on every rank."""
+        opt = self.optimizer
+        try:  # a callable schedule of the user's cannot be compared: its type can
+            groups = saved.groups_text(opt.param_groups)
+        except (TypeError, ValueError):
+            groups = [sorted((k, type(v).__name__) for k, v in g.items() if k != "params")
+                      for g in opt.param_groups]
+        mine = json.dumps([type(opt).__name__, str(opt.dtype), self._segments,
+                           opt._param_sizes().tolist(), self.stage, self.average, groups,
+                           saved.options_text(opt.clip_norm, opt.grad_noise,
+                                              opt.skip_nonfinite),
+                           opt._precision.options()], default=str)
+        prints = self.comm.allgather(mine)
+        if len(set(prints)) != 1:
+            odd = [q for q, p in enumerate(prints) if p != prints[0]]
+            raise ValueError(
+                f"ShardedOptimizer: ranks {odd} made it with other parameter shapes, groups, "
+                "rule or options than rank 0; every rank must make the same optimizer")
+
+    def _setup(self, bucket_size: int) -> None:
+        opt = self.optimizer
+        flat = opt._flat
+        direct = flat is not None and set(opt._group_members_of) == set(flat.names)
+        self._layout = layout.comm_layout(self._segments, self._parts, direct)
+        full = opt._full_segments
+        self._full = full
+        dtype = opt.dtype
+        self._mpi_type = self._MPI.DOUBLE if dtype == np.float64 else self._MPI.FLOAT
+        lay = self._layout
+        if direct:
+            self._gsend = None  # flat.grad (or the buffer step() is given)
+            self._pbuf = flat.data
+        else:
+            self._gsend = np.zeros(lay.size, dtype)
+            self._pbuf = np.zeros(lay.size, dtype)
+        first, stop = lay.ranges[self.rank]
+        self._avg = np.zeros(stop - first, dtype)
+        self._bucket = max(1, min(bucket_size, max(lay.counts)))
+        self._recv = np.empty((2, self.world * self._bucket), dtype)
+        self._piece_grads = [
+            self._avg[lay.piece_offset(self.rank, pc):][:pc[2] - pc[1]]
+            for pc in self._parts[self.rank]]
+        # the gradient norm's block partials: this rank's, and every rank's in layout order
+        nblocks = [sum(cpu.blocks(b - a) for _, a, b in part) for part in self._parts]
+        self._block_counts = nblocks
+        self._block_displs = list(np.cumsum([0] + nblocks[:-1]).tolist())
+        self._partials = np.empty(sum(nblocks), np.float64)
+        self._segment_blocks = np.array([cpu.blocks(n) for _, n, _ in self._segments],
+                                        np.int64)
+
+    # ----------------------------------------------------------------- agreement
+    def _agree(self, error: BaseException | None) -> None:
+        """Raise on every rank if ``error`` is set on any (each rank's own error where it
+        has one; the first failing rank's, named, elsewhere)."""
+        MPI = self._MPI  # noqa: N806
+        flag = np.array([0 if error is None else 1], np.int32)
+        self.comm.Allreduce(MPI.IN_PLACE, flag, op=MPI.MAX)
+        if not flag[0]:
+            return
+        said = self.comm.allgather(
+            None if error is None else (type(error).__name__, str(error)))
+        if error is not None:
+            raise error
+        q, (name, text) = next((q, s) for q, s in enumerate(said) if s is not None)
+        kind = getattr(builtins, name, None)
+        if not (isinstance(kind, type) and issubclass(kind, Exception)):
+            kind = RuntimeError
+        raise kind(f"rank {q} refused this call, so every rank did ({name}): {text}")
+
+    # ----------------------------------------------------------------- the step
+    @property
+    def param_groups(self) -> list[dict[str, Any]]:
+        """The wrapped optimizer's groups (edit them alike on every rank)."""
+        return self.optimizer.param_groups
+
+    @property
+    def step_count(self) -> int:
+        return self.optimizer.step_count
+
+    @property
+    def skipped_steps(self) -> int:
+        return self.optimizer.skipped_steps
+
+    def state_bytes(self) -> int:
+        """Bytes of optimizer state this rank holds (its shard's)."""
+        return self.optimizer.state_bytes()
+
+    def buffer_bytes(self) -> int:
+        """Bytes of this rank's communication buffers (the averaged gradient of its shard,
+        the exchange's receive buckets, and, unless the parameters are a FlatParams that
+        this optimizer steps all of, a packed copy of the gradients and parameters)."""
+        extra = 0 if self._gsend is None else self._gsend.nbytes + self._pbuf.nbytes
+        return int(self._avg.nbytes + self._recv.nbytes + extra)
+
+    def _checked(self, grads: Any) -> Any:
+        """This rank's call checked as the one-process step checks it (nothing written):
+        the gradients' buffer to send (1-D, in the communication layout) or the list of
+        gradients to pack."""
+        opt = self.optimizer
+        opt._gradients(grads)
+        if opt._groups_edited():
+            opt._check_groups()
+        if opt.step_count + 1 > MAX_STEP:
+            raise ValueError("this optimizer has taken 2**63 - 1 steps, the most its kernels "
+                             "count (int64); make a new one")
+        if opt._flat is not None:
+            return opt._flat.grad if grads is None else opt._be.flat_view(grads)
+        return [grads] if isinstance(grads, np.ndarray) else list(grads)
+
+    def step(self, grads: Any = None) -> None:
+        """One data-parallel step: ``grads`` are this rank's gradients, as the wrapped
+        optimizer's ``step`` takes them (for a FlatParams, leave them out to use
+        ``flat.grad``). Every rank must call it."""
+        error, source = None, None
+        try:
+            source = self._checked(grads)
+        except Exception as exc:  # noqa: BLE001 - agreed on, then raised everywhere
+            error = exc
+        self._agree(error)
+        send = self._pack_gradients(source)
+        self._exchange(send)
+        if self.stage == 1:
+            self._share_gradient(send, source)
+        opt = self.optimizer
+        decided = None
+        if opt.clip_norm is not None or opt.skip_nonfinite:
+            total = self._norm_total()
+            skip = opt.skip_nonfinite and nonfinite(total)
+            decided = (skip, norm_scale(total, opt.clip_norm)
+                       if opt.clip_norm is not None and not skip else 1.0)
+        before = opt.step_count
+        opt._step(self._piece_grads, decided)
+        if opt.step_count != before:
+            self._share_parameters()
+
+    def _pack_gradients(self, source: Any) -> np.ndarray:
+        if self._gsend is None:
+            return source
+        lay = self._layout
+        if isinstance(source, np.ndarray):  # a FlatParams' gradient buffer
+            for (lo, n, _), off in zip(self._segments, lay.offsets, strict=True):
+                self._gsend[off:off + n] = source[lo:lo + n]
+        else:
+            for s, off in zip(self._full, lay.offsets, strict=True):
+                self._gsend[off:off + s.p.size] = source[s.param].reshape(-1)
+        return self._gsend
+
+    def _exchange(self, send: np.ndarray) -> None:
+        """``self._avg`` = this rank's range of every rank's ``send``, summed in rank order
+        (and divided by their number): bucket by bucket, the next bucket's exchange in
+        flight while the last one is summed."""
+        lay, world, me, B = self._layout, self.world, self.rank, self._bucket  # noqa: N806
+        counts, displs = lay.counts, lay.displs
+        mine = counts[me]
+        rounds = max(-(-c // B) for c in counts)
+        t = self._mpi_type
+        divisor = float(world) if self.average else 1.0
+        pending = None  # (request, receive buffer, first value)
+        for k in range(rounds):
+            sc = [max(0, min(B, c - k * B)) for c in counts]
+            sd = [d + k * B if n else 0 for d, n in zip(displs, sc, strict=True)]
+            n = max(0, min(B, mine - k * B))
+            recv = self._recv[k % 2][:world * n]
+            req = self.comm.Ialltoallv([send, (sc, sd), t],
+                                       [recv, ([n] * world, [q * n for q in range(world)]), t])
+            if pending is not None:
+                self._sum(*pending, divisor)
+            pending = (req, recv, k * B)
+        if pending is not None:
+            self._sum(*pending, divisor)
+
+    def _sum(self, req: Any, recv: np.ndarray, first: int, divisor: float) -> None:
+        req.Wait()
+        n = recv.size // self.world
+        if n:
+            ordered_mean(recv.reshape(self.world, n), self._avg[first:first + n], divisor)
+
+    def _share_gradient(self, send: np.ndarray, source: Any) -> None:
+        """Stage 1: every rank's gradient buffers get the whole averaged gradient."""
+        lay = self._layout
+        first, stop = lay.ranges[self.rank]
+        send[first:stop] = self._avg
+        self.comm.Allgatherv(self._MPI.IN_PLACE, [send, (lay.counts, lay.displs),
+                                                   self._mpi_type])
+        if send is self._gsend:
+            self._unpack(send, source)
+
+    def _norm_total(self) -> float:
+        """The reported sum of squares of the whole averaged gradient, as one process
+        reduces it (``drivers.cpu.clip_or_skip``)."""
+        me = self.rank
+        mine = self._partials[self._block_displs[me]:][:self._block_counts[me]]
+        b = 0
+        for g in self._piece_grads:
+            k = cpu.blocks(g.size)
+            cpu.sum_of_squares(g, mine[b:b + k])
+            b += k
+        self.comm.Allgatherv(self._MPI.IN_PLACE, [self._partials, (
+            self._block_counts, self._block_displs), self._MPI.DOUBLE])
+        return combine(self._partials, self._segment_blocks)
+
+    def _share_parameters(self) -> None:
+        lay = self._layout
+        if self._gsend is not None:
+            first = lay.ranges[self.rank][0]
+            for pc, s in zip(self._parts[self.rank], self.optimizer._segments, strict=True):
+                off = lay.piece_offset(self.rank, pc) + first
+                self._pbuf[off:off + s.p.size] = s.p
+        self.comm.Allgatherv(self._MPI.IN_PLACE, [self._pbuf, (lay.counts, lay.displs),
+                                                   self._mpi_type])
+        if self._gsend is not None:
+            self._unpack(self._pbuf, None, others_only=True)
+
+    def _unpack(self, buf: np.ndarray, grads: Any, others_only: bool = False) -> None:
+        """Copy the packed ``buf`` back: into the parameters (``grads`` None; with
+        ``others_only``, the values other ranks stepped) or into ``grads``."""
+        lay = self._layout
+        for q, part in enumerate(self._parts):
+            if others_only and q == self.rank:
+                continue
+            for pc in part:
+                i, a, b = pc
+                off = lay.offsets[i] + a
+                s = self._full[i]
+                if grads is None:
+                    dst = s.p
+                elif isinstance(grads, np.ndarray):  # a FlatParams' gradient buffer
+                    dst = grads[self._segments[i][0]:][:s.p.size]
+                else:
+                    dst = grads[s.param].reshape(-1)
+                dst[a:b] = buf[off:off + b - a]
+
+    # ----------------------------------------------------------------- checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        """This rank's shard: the wrapped optimizer's state dict over its pieces, and
+        ``shard`` (a JSON string): the rank, the number of ranks and the layout, which
+        :func:`fastopt.distributed.consolidate` needs to join the shards."""
+        sd = self.optimizer.state_dict()
+        sd["shard"] = shard_info(self.optimizer, self.rank, self.world, self._segments,
+                                 self._parts)
+        return sd
+
+    def consolidated_state_dict(self, to: int | None = 0) -> dict[str, Any] | None:
+        """The one-process state dict, joined from every rank's shard (collective):
+        returned on rank ``to`` (None elsewhere), or on every rank with ``to=None``."""
+        sd = self.state_dict()
+        if to is None:
+            return consolidate(self.comm.allgather(sd))
+        shards = self.comm.gather(sd, root=to)
+        return consolidate(shards) if self.rank == to else None
+
+    def load_state_dict(self, sd: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> None:
+        """Restore a checkpoint (collective): a one-process state dict (what
+        :meth:`consolidated_state_dict` or a one-process optimizer writes), the list of
+        every rank's shard dicts from any number of ranks (resharded here), or this rank's
+        own shard from the same number of ranks. Checked on every rank before any is
+        changed: a checkpoint refused on one rank is refused on all."""
+        opt = self.optimizer
+        error, backup = None, None
+        try:
+            shard = shard_of(sd, opt, self.rank, self.world, self._segments, self._parts)
+            backup = opt.state_dict()
+            opt.load_state_dict(shard)
+        except Exception as exc:  # noqa: BLE001 - agreed on below
+            error = exc
+        try:
+            self._agree(error)
+        except Exception:
+            if error is None:  # another rank refused: undo this rank's load
+                opt.load_state_dict(backup)
+            raise
+
+    def __repr__(self) -> str:
+        return (f"ShardedOptimizer({self.optimizer!r}, rank {self.rank} of {self.world}, "
+                f"stage {self.stage})")
