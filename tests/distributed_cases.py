@@ -1,0 +1,106 @@
+"""The models, options and gradients of the distributed tests, shared by the MPI worker
+(tests/mpi_worker.py, run under mpiexec) and the one-process reference
+(tests/test_distributed.py). Everything is a function of (case, step, rank): each rank's
+gradients come from its own seeded generator, and the reference averages them in NumPy."""
+
+from __future__ import annotations
+
+import numpy as np
+
+import fastopt
+from fastopt import schedules
+
+STEPS = 4
+#: case -> (optimizer class name, stage)
+CASES = {
+    "flat_groups": ("Adam", 2),
+    "list_skip": ("Momentum", 1),
+    "eight_bit": ("Adam", 2),
+    "bf16_rounding": ("AMSGrad", 2),
+    "lamb": ("LAMB", 2),
+}
+SHAPES = {
+    "flat_groups": {"w1": (60, 400), "b1": (400,), "w2": (400, 10), "b2": (10,), "t": (3,)},
+    "list_skip": [(5000,), (3,), (1,), (70, 90), (2,)],
+    "eight_bit": {"big": (20000,), "mid": (5000,), "small": (1000,)},
+    "bf16_rounding": [(9000,), (5,)],
+    "lamb": [(3000,), (50,), (7,)],
+}
+
+
+def is_flat(case: str) -> bool:
+    return isinstance(SHAPES[case], dict)
+
+
+def make_params(case: str):
+    """The case's parameters, with the same starting values on every rank."""
+    rng = np.random.default_rng(11)
+    shapes = SHAPES[case]
+    if is_flat(case):
+        flat = fastopt.FlatParams(shapes)
+        for name, shape in shapes.items():
+            flat[name][...] = rng.standard_normal(shape).astype(np.float32)
+        return flat
+    return [rng.standard_normal(s).astype(np.float32) for s in shapes]
+
+
+def options(case: str, params) -> tuple[object, dict]:
+    """``(params argument, keyword options)`` of the case's optimizer."""
+    noise = fastopt.GradientNoise(0.3, 0.55, 5)
+    if case == "flat_groups":
+        groups = [{"params": params.subset("w1", "b1"),
+                   "lr": schedules.Step(0.02, 2, 0.5)},
+                  {"params": params.subset("w2", "b2", "t"), "lr": 0.005,
+                   "weight_decay": 0.1}]
+        return groups, dict(lr=0.01, clip_norm=0.5, grad_noise=noise, weight_decay=0.01,
+                            decoupled_weight_decay=True)
+    if case == "list_skip":
+        groups = [{"params": params[:2], "momentum": 0.8}, {"params": params[2:]}]
+        return groups, dict(lr=0.05, momentum=0.9, skip_nonfinite=True, clip_norm=2.0,
+                            weight_decay=0.01)
+    if case == "eight_bit":
+        return params, dict(lr=0.01, state_dtype="8bit", clip_norm=1.0, grad_noise=noise)
+    if case == "bf16_rounding":
+        return params, dict(lr=0.01, state_dtype="bfloat16",
+                            rounding_seed=9)
+    if case == "lamb":
+        return params, dict(lr=0.01, clip_norm=1.0, weight_decay=0.01)
+    raise KeyError(case)
+
+
+def rank_grads(case: str, step: int, rank: int) -> list[np.ndarray]:
+    """Rank ``rank``'s gradients at step ``step`` (one per array, in the case's order)."""
+    rng = np.random.default_rng([step, rank, len(case)])
+    shapes = list(SHAPES[case].values()) if is_flat(case) else SHAPES[case]
+    out = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+    if case == "list_skip" and step == 1 and rank == 0:
+        out[3][5, 7] = np.nan  # every rank must skip this step
+    return out
+
+
+def averaged(case: str, step: int, ranks: int) -> list[np.ndarray]:
+    """The ranks' gradients summed in rank order, divided by their number (float32)."""
+    per = [rank_grads(case, step, r) for r in range(ranks)]
+    out = []
+    for j in range(len(per[0])):
+        s = per[0][j].copy()
+        for r in range(1, ranks):
+            s = s + per[r][j]
+        out.append(s / np.float32(ranks))
+    return out
+
+
+def set_grads(case: str, params, grads: list[np.ndarray]):
+    """What ``step`` takes: fills a FlatParams' gradients (returns None), or the list."""
+    if is_flat(case):
+        for name, g in zip(SHAPES[case], grads, strict=True):
+            params.grads[name][...] = g
+        return None
+    return grads
+
+
+def values(case: str, params) -> np.ndarray:
+    """All parameter values, concatenated."""
+    if is_flat(case):
+        return params.data.copy()
+    return np.concatenate([p.reshape(-1) for p in params])
