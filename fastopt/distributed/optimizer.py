@@ -85,8 +85,8 @@ class ShardedOptimizer:
         Divide the summed gradients by the number of ranks (default), or step on the sum.
     bucket_size : int
         Values per destination rank in each round of the gradient exchange.
-    **options :
-        ``optimizer_class``'s hyperparameters and options (``lr``, ``clip_norm``,
+    options :
+        Keyword arguments: ``optimizer_class``'s hyperparameters and options (``lr``, ``clip_norm``,
         ``grad_noise``, ``state_dtype``, ...).
     """
 
