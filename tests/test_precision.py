@@ -572,3 +572,25 @@ def test_functional_precision_errors_write_nothing(args, kwargs, match):
         F.adam(p, g, m, v, step=1, **kwargs)
     for a, b in zip((p, m, v), before, strict=True):
         np.testing.assert_array_equal(a.view(np.uint8), b.view(np.uint8))
+
+
+def test_flatparams_run_of_arrays_gets_state_views_of_its_length():
+    """A FlatParams group of neighbouring arrays steps as one run: its kernel's state views
+    span the run (they once spanned its first array only, and the kernel wrote past
+    them), and the run's state matches the arrays stepped one by one."""
+    shapes = {"a": (100,), "b": (50,), "c": (7,)}
+    flat = fastopt.FlatParams(shapes)
+    rng = np.random.default_rng(3)
+    flat.data[:] = rng.standard_normal(flat.data.size).astype(np.float32)
+    flat.grad[:] = rng.standard_normal(flat.data.size).astype(np.float32)
+    apart = [flat[n].copy() for n in shapes]
+    opt = fastopt.Adam(flat, lr=0.1, state_dtype="bfloat16")
+    for launchers in opt._precision_launchers:
+        for *_, p, _master, st, _am, _pos, _first in launchers:
+            assert all(s.size == p.size for s in st)
+    ref = fastopt.Adam(apart, lr=0.1, state_dtype="bfloat16")
+    for _ in range(3):
+        opt.step()
+        ref.step([flat.grads[n].copy() for n in shapes])
+    for name, p in zip(shapes, apart, strict=True):
+        np.testing.assert_array_equal(flat[name], p)
