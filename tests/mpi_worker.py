@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import sys
 
+import distributed_cases as dc
 import numpy as np
 from mpi4py import MPI
 
-import distributed_cases as dc
 import fastopt
 from fastopt.distributed import ShardedOptimizer
 
@@ -110,9 +110,9 @@ out["mismatch.messages"] = np.array(comm.gather(raised_everywhere(
 # Per-rank state: 1/N of one process's, plus the layout's alignment (and the rounding of
 # the split to 4096-value grains: 0.16% of a quarter of 1e7 values)
 n = 10_000_003
-opt = ShardedOptimizer(fastopt.Adam, [np.zeros(n, np.float32)], lr=0.1)
-out["memory.state"] = np.array(comm.gather(opt.state_bytes(), root=0) or [])
-del opt
+big = ShardedOptimizer(fastopt.Adam, [np.zeros(n, np.float32)], lr=0.1)
+out["memory.state"] = np.array(comm.gather(big.state_bytes(), root=0) or [])
+del big
 if rank == 0:
     out["memory.one_process"] = np.array(fastopt.Adam(np.zeros(n, np.float32)).state_bytes())
 

@@ -10,14 +10,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import distributed_cases as dc  # tests/ is on the path (pytest puts it there)
 import numpy as np
 import pytest
 
 import fastopt
 from fastopt.distributed import GRAIN, partition
 from fastopt.distributed.layout import comm_layout
-
-import distributed_cases as dc  # noqa: E402 - tests/ is on the path (conftest)
 
 HERE = Path(__file__).parent
 
@@ -57,7 +56,7 @@ def test_comm_layout_ranges_tile_the_buffers():
     for direct in (True, False):
         lay = comm_layout(segments, parts, direct)
         assert lay.ranges[0][0] == 0 and lay.ranges[-1][1] == lay.size
-        assert all(a[1] == b[0] for a, b in zip(lay.ranges, lay.ranges[1:]))
+        assert all(a[1] == b[0] for a, b in zip(lay.ranges, lay.ranges[1:], strict=False))
         assert lay.size == (2 * GRAIN + 21 if direct else 2 * GRAIN + 8)
 
 
@@ -73,14 +72,15 @@ def _mpi_available() -> bool:
 needs_mpi = pytest.mark.skipif(not _mpi_available(), reason="mpi4py/mpiexec not installed")
 
 
-def mpiexec(ranks: int, *args: str, timeout: float = 240) -> subprocess.CompletedProcess:
+def mpiexec(ranks: int, *args: str, timeout: float = 240,
+            launcher: tuple[str, ...] = ("-m", "mpi4py")) -> subprocess.CompletedProcess:
     """``mpiexec -n ranks python -m mpi4py ARGS``, oversubscribed, one Numba thread per
     rank (an uncaught error on a rank aborts the whole job: ``-m mpi4py``)."""
     env = {**os.environ, "NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1",
            "PYTHONPATH": os.pathsep.join([str(HERE), *filter(None, [
                os.environ.get("PYTHONPATH")])])}
-    return subprocess.run(["mpiexec", "-n", str(ranks), sys.executable, "-m", "mpi4py",
-                           *args], capture_output=True, text=True, timeout=timeout, env=env,
+    return subprocess.run(["mpiexec", "-n", str(ranks), sys.executable, *launcher, *args],
+                          capture_output=True, text=True, timeout=timeout, env=env,
                           cwd=HERE.parent)
 
 
@@ -183,7 +183,10 @@ def test_state_per_rank_is_a_shard(run):
 
 
 @needs_mpi
-def test_a_failing_rank_ends_the_job(tmp_path):
+@pytest.mark.parametrize("launcher", [("-m", "mpi4py"), ()], ids=["mpi4py", "plain"])
+def test_a_failing_rank_ends_the_job(tmp_path, launcher):
+    """Under ``python -m mpi4py``, and under plain ``python`` too: the ShardedOptimizer
+    made the uncaught exception abort the job (else rank 0 would wait forever)."""
     script = tmp_path / "fail.py"
     script.write_text(
         "import numpy as np, fastopt\nfrom mpi4py import MPI\n"
@@ -191,6 +194,6 @@ def test_a_failing_rank_ends_the_job(tmp_path):
         "opt = ShardedOptimizer(fastopt.SGD, [np.zeros(10, np.float32)], lr=0.1)\n"
         "if MPI.COMM_WORLD.rank == 1:\n    raise RuntimeError('rank 1 fails outside a step')\n"
         "opt.step([np.ones(10, np.float32)])\n")
-    done = mpiexec(2, str(script), timeout=120)
+    done = mpiexec(2, str(script), timeout=120, launcher=launcher)
     assert done.returncode != 0
     assert "rank 1 fails outside a step" in done.stderr

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import builtins
 import json
+import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -52,6 +53,21 @@ def _mpi() -> Any:
             "'fastopt[mpi]' (mpi4py with MPICH from PyPI), or mpi4py built against your "
             "cluster's MPI") from exc
     return MPI
+
+
+def _abort_on_uncaught_error(MPI: Any) -> None:  # noqa: N803 - the module's name
+    """Make an uncaught exception on this rank abort the MPI job after it is printed."""
+    hook = sys.excepthook
+    if getattr(hook, "_fastopt_aborts", False):
+        return
+
+    def aborting_hook(kind, value, tb):
+        hook(kind, value, tb)
+        sys.stderr.flush()
+        MPI.COMM_WORLD.Abort(1)
+
+    aborting_hook._fastopt_aborts = True  # type: ignore[attr-defined]
+    sys.excepthook = aborting_hook
 
 
 class ShardedOptimizer:
@@ -85,6 +101,11 @@ class ShardedOptimizer:
         Divide the summed gradients by the number of ranks (default), or step on the sum.
     bucket_size : int
         Values per destination rank in each round of the gradient exchange.
+    abort_on_error : bool
+        True (default): an exception that ends this rank's script calls
+        ``MPI_Abort``, after Python prints it, so the other ranks do not wait for it
+        forever in their next collective (what ``python -m mpi4py script.py`` does; set by
+        the first ShardedOptimizer of the process, for uncaught exceptions only).
     options :
         Keyword arguments: ``optimizer_class``'s hyperparameters and options (``lr``, ``clip_norm``,
         ``grad_noise``, ``state_dtype``, ...).
@@ -92,9 +113,11 @@ class ShardedOptimizer:
 
     def __init__(self, optimizer_class: type[Optimizer], params: Any, *, comm: Any = None,
                  stage: int = 2, average: bool = True, bucket_size: int = DEFAULT_BUCKET,
-                 **options: Any) -> None:
+                 abort_on_error: bool = True, **options: Any) -> None:
         MPI = _mpi()  # noqa: N806 - the module's name
         self._MPI = MPI
+        if abort_on_error:
+            _abort_on_uncaught_error(MPI)
         self.comm = MPI.COMM_WORLD if comm is None else comm
         if not isinstance(self.comm, MPI.Comm):
             raise TypeError(f"comm must be an mpi4py communicator (MPI.COMM_WORLD, ...), got "
