@@ -18,6 +18,8 @@ CASES = {
     "eight_bit": ("Adam", 2),
     "bf16_rounding": ("AMSGrad", 2),
     "lamb": ("LAMB", 2),
+    "bf16_master": ("Adam", 2),
+    "fp16_rounding": ("Momentum", 1),
 }
 SHAPES = {
     "flat_groups": {"w1": (60, 400), "b1": (400,), "w2": (400, 10), "b2": (10,), "t": (3,)},
@@ -25,7 +27,20 @@ SHAPES = {
     "eight_bit": {"big": (20000,), "mid": (5000,), "small": (1000,)},
     "bf16_rounding": [(9000,), (5,)],
     "lamb": [(3000,), (50,), (7,)],
+    "bf16_master": [(9000,), (33,)],
+    "fp16_rounding": [(6000,), (5,)],
 }
+
+
+def dtypes(case: str) -> tuple[np.dtype, np.dtype]:
+    """The case's (parameter, gradient) dtypes."""
+    if case == "bf16_master":
+        import ml_dtypes
+
+        return np.dtype(ml_dtypes.bfloat16), np.dtype(ml_dtypes.bfloat16)
+    if case == "fp16_rounding":
+        return np.dtype(np.float16), np.dtype(np.float32)
+    return np.dtype(np.float32), np.dtype(np.float32)
 
 
 def is_flat(case: str) -> bool:
@@ -41,7 +56,8 @@ def make_params(case: str):
         for name, shape in shapes.items():
             flat[name][...] = rng.standard_normal(shape).astype(np.float32)
         return flat
-    return [rng.standard_normal(s).astype(np.float32) for s in shapes]
+    return [rng.standard_normal(s).astype(np.float32).astype(dtypes(case)[0])
+            for s in shapes]
 
 
 def options(case: str, params) -> tuple[object, dict]:
@@ -65,6 +81,11 @@ def options(case: str, params) -> tuple[object, dict]:
                             rounding_seed=9)
     if case == "lamb":
         return params, dict(lr=0.01, clip_norm=1.0, weight_decay=0.01)
+    if case == "bf16_master":
+        return params, dict(lr=0.01, master_weights=True, clip_norm=1.0, grad_noise=noise)
+    if case == "fp16_rounding":
+        return params, dict(lr=0.01, stochastic_rounding=True, grad_dtype="float32",
+                            rounding_seed=3, clip_norm=5.0)
     raise KeyError(case)
 
 
@@ -75,18 +96,19 @@ def rank_grads(case: str, step: int, rank: int) -> list[np.ndarray]:
     out = [rng.standard_normal(s).astype(np.float32) for s in shapes]
     if case == "list_skip" and step == 1 and rank == 0:
         out[3][5, 7] = np.nan  # every rank must skip this step
-    return out
+    return [g.astype(dtypes(case)[1]) for g in out]
 
 
 def averaged(case: str, step: int, ranks: int) -> list[np.ndarray]:
-    """The ranks' gradients summed in rank order, divided by their number (float32)."""
+    """The ranks' gradients summed in rank order, divided by their number: in float32
+    (16-bit gradients: decoded, summed and divided in float32, then rounded to nearest)."""
     per = [rank_grads(case, step, r) for r in range(ranks)]
     out = []
     for j in range(len(per[0])):
-        s = per[0][j].copy()
+        s = per[0][j].astype(np.float32)
         for r in range(1, ranks):
-            s = s + per[r][j]
-        out.append(s / np.float32(ranks))
+            s = s + per[r][j].astype(np.float32)
+        out.append((s / np.float32(ranks)).astype(per[0][j].dtype))
     return out
 
 
@@ -100,7 +122,8 @@ def set_grads(case: str, params, grads: list[np.ndarray]):
 
 
 def values(case: str, params) -> np.ndarray:
-    """All parameter values, concatenated."""
+    """All parameter values, concatenated (16-bit ones as their uint16 bits)."""
     if is_flat(case):
         return params.data.copy()
-    return np.concatenate([p.reshape(-1) for p in params])
+    out = np.concatenate([p.reshape(-1) for p in params])
+    return out.view(np.uint16) if out.dtype.itemsize == 2 else out

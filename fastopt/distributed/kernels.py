@@ -14,6 +14,7 @@ from numba import prange
 
 from .. import parallel
 from .._jit import bind, cpu_jit, device_function
+from ..precision import storage
 from ..rules.transforms import flags_of, reported
 
 #: Values summed per task of the mean: a block of each rank's slice stays in L1 cache.
@@ -36,10 +37,44 @@ def _mean_loop(recv, out, divisor):
             out[i] = out[i] / divisor
 
 
+def _coded_mean_loop(recv, out, divisor):
+    """:func:`_mean_loop` for 16-bit values (their uint16 bits): decoded, summed in
+    float32 in rank order, divided, and rounded to nearest once."""
+    ranks, n = recv.shape
+    for b in prange((n + MEAN_BLOCK - 1) // MEAN_BLOCK):
+        lo = b * MEAN_BLOCK
+        hi = min(lo + MEAN_BLOCK, n)
+        acc = np.empty(hi - lo, np.float32)
+        row = recv[0]
+        for i in range(lo, hi):
+            acc[i - lo] = LOAD(row, i)
+        for r in range(1, ranks):
+            row = recv[r]
+            for i in range(lo, hi):
+                acc[i - lo] += LOAD(row, i)
+        for i in range(lo, hi):
+            STORE(out, i, acc[i - lo] / divisor, 0)
+
+
+def LOAD(a, i):  # noqa: N802 - placeholder, bound to precision.storage.LOADS[format]
+    raise NotImplementedError
+
+
+def STORE(a, i, x, r):  # noqa: N802 - placeholder, bound to precision.storage.STORES
+    raise NotImplementedError
+
+
 @cache
-def mean_kernels() -> tuple:
-    """The (serial, parallel) compiled :func:`_mean_loop`."""
-    return tuple(cpu_jit(bind(_mean_loop, f"rank_mean_{'parallel' if p else 'serial'}"),
+def mean_kernels(fmt: str = "plain") -> tuple:
+    """The (serial, parallel) compiled mean for values stored as ``fmt``: ``"plain"``
+    (float32, float64: :func:`_mean_loop`), ``"bfloat16"`` or ``"float16"``
+    (:func:`_coded_mean_loop`)."""
+    if fmt == "plain":
+        return tuple(cpu_jit(bind(_mean_loop, f"rank_mean_{'parallel' if p else 'serial'}"),
+                             parallel=p) for p in (False, True))
+    return tuple(cpu_jit(bind(_coded_mean_loop,
+                              f"rank_mean_{fmt}_{'parallel' if p else 'serial'}",
+                              LOAD=storage.LOADS[fmt], STORE=storage.STORES[(fmt, False)]),
                          parallel=p) for p in (False, True))
 
 
@@ -48,9 +83,15 @@ _mean_choice = parallel.Choice()
 
 def ordered_mean(recv: np.ndarray, out: np.ndarray, divisor: float) -> None:
     """``out`` = the rows of ``recv`` (one per rank) summed in rank order, divided by
-    ``divisor`` (in their dtype). ``recv``: C-contiguous ``(ranks, n)``."""
-    serial, par = mean_kernels()
-    args = (recv, out, out.dtype.type(divisor))
+    ``divisor`` (in their dtype; 16-bit values in float32, then rounded to nearest).
+    ``recv``: C-contiguous ``(ranks, n)``, of ``out``'s dtype."""
+    fmt = "plain" if out.dtype.itemsize > 2 else (
+        "float16" if out.dtype == np.float16 else "bfloat16")
+    serial, par = mean_kernels(fmt)
+    if fmt == "plain":
+        args = (recv, out, out.dtype.type(divisor))
+    else:
+        args = (recv.view(np.uint16), out.view(np.uint16), np.float32(divisor))
     parallel.run(_mean_choice, serial, par, args, recv.nbytes + out.nbytes)
 
 

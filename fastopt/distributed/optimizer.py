@@ -164,11 +164,6 @@ class ShardedOptimizer:
         if opt._be is not cpu:
             raise TypeError("ShardedOptimizer steps host (NumPy) parameters; GPU arrays are "
                             "not sharded yet")
-        prec = opt._precision
-        if prec.param in precision.HALF or prec.grad != prec.param:
-            raise TypeError("ShardedOptimizer steps float32 or float64 parameters and "
-                            "gradients (bfloat16 and 8-bit state are fine); 16-bit "
-                            "parameters are not sharded yet")
         self._parts = parts
         return opt
 
@@ -199,19 +194,21 @@ class ShardedOptimizer:
         self._layout = layout.comm_layout(self._segments, self._parts, direct)
         full = opt._full_segments
         self._full = full
-        dtype = opt.dtype
-        self._mpi_type = self._MPI.DOUBLE if dtype == np.float64 else self._MPI.FLOAT
+        gdtype = opt._gdtype  # the gradients' dtype: the parameters' unless grad_dtype
         lay = self._layout
         if direct:
             self._gsend = None  # flat.grad (or the buffer step() is given)
             self._pbuf = flat.data
         else:
-            self._gsend = np.zeros(lay.size, dtype)
-            self._pbuf = np.zeros(lay.size, dtype)
+            self._gsend = np.zeros(lay.size, gdtype)
+            self._pbuf = np.zeros(lay.size, opt.dtype)
         first, stop = lay.ranges[self.rank]
-        self._avg = np.zeros(stop - first, dtype)
+        self._avg = np.zeros(stop - first, gdtype)
         self._bucket = max(1, min(bucket_size, max(lay.counts)))
-        self._recv = np.empty((2, self.world * self._bucket), dtype)
+        self._recv = np.empty((2, self.world * self._bucket), gdtype)
+        # 16-bit gradients: their norm is reduced by a kernel that decodes them
+        self._sumsq = (precision.sumsq_kernels(opt._precision.grad)
+                       if np.dtype(gdtype).itemsize == 2 else None)
         self._piece_grads = [
             self._avg[lay.piece_offset(self.rank, pc):][:pc[2] - pc[1]]
             for pc in self._parts[self.rank]]
@@ -320,6 +317,12 @@ class ShardedOptimizer:
                 self._gsend[off:off + s.p.size] = source[s.param].reshape(-1)
         return self._gsend
 
+    def _message(self, a: np.ndarray, counts: list[int], displs: list[int]) -> list:
+        """An mpi4py buffer spec of ``a``'s ranges (16-bit values as their uint16 bits)."""
+        MPI = self._MPI  # noqa: N806
+        kind = {2: MPI.UINT16_T, 4: MPI.FLOAT, 8: MPI.DOUBLE}[a.dtype.itemsize]
+        return [a.view(np.uint16) if a.dtype.itemsize == 2 else a, (counts, displs), kind]
+
     def _exchange(self, send: np.ndarray) -> None:
         """``self._avg`` = this rank's range of every rank's ``send``, summed in rank order
         (and divided by their number): bucket by bucket, the next bucket's exchange in
@@ -328,7 +331,6 @@ class ShardedOptimizer:
         counts, displs = lay.counts, lay.displs
         mine = counts[me]
         rounds = max(-(-c // B) for c in counts)
-        t = self._mpi_type
         divisor = float(world) if self.average else 1.0
         pending = None  # (request, receive buffer, first value)
         for k in range(rounds):
@@ -336,8 +338,8 @@ class ShardedOptimizer:
             sd = [d + k * B if n else 0 for d, n in zip(displs, sc, strict=True)]
             n = max(0, min(B, mine - k * B))
             recv = self._recv[k % 2][:world * n]
-            req = self.comm.Ialltoallv([send, (sc, sd), t],
-                                       [recv, ([n] * world, [q * n for q in range(world)]), t])
+            req = self.comm.Ialltoallv(self._message(send, sc, sd), self._message(
+                recv, [n] * world, [q * n for q in range(world)]))
             if pending is not None:
                 self._sum(*pending, divisor)
             pending = (req, recv, k * B)
@@ -355,8 +357,7 @@ class ShardedOptimizer:
         lay = self._layout
         first, stop = lay.ranges[self.rank]
         send[first:stop] = self._avg
-        self.comm.Allgatherv(self._MPI.IN_PLACE, [send, (lay.counts, lay.displs),
-                                                   self._mpi_type])
+        self.comm.Allgatherv(self._MPI.IN_PLACE, self._message(send, lay.counts, lay.displs))
         if send is self._gsend:
             self._unpack(send, source)
 
@@ -368,7 +369,10 @@ class ShardedOptimizer:
         b = 0
         for g in self._piece_grads:
             k = cpu.blocks(g.size)
-            cpu.sum_of_squares(g, mine[b:b + k])
+            if self._sumsq is None:
+                cpu.sum_of_squares(g, mine[b:b + k])
+            else:
+                cpu.sum_of_squares(g.view(np.uint16), mine[b:b + k], self._sumsq)
             b += k
         self.comm.Allgatherv(self._MPI.IN_PLACE, [self._partials, (
             self._block_counts, self._block_displs), self._MPI.DOUBLE])
@@ -381,8 +385,8 @@ class ShardedOptimizer:
             for pc, s in zip(self._parts[self.rank], self.optimizer._segments, strict=True):
                 off = lay.piece_offset(self.rank, pc) + first
                 self._pbuf[off:off + s.p.size] = s.p
-        self.comm.Allgatherv(self._MPI.IN_PLACE, [self._pbuf, (lay.counts, lay.displs),
-                                                   self._mpi_type])
+        self.comm.Allgatherv(self._MPI.IN_PLACE,
+                             self._message(self._pbuf, lay.counts, lay.displs))
         if self._gsend is not None:
             self._unpack(self._pbuf, None, others_only=True)
 
