@@ -58,8 +58,8 @@ def _mpi() -> Any:
 def _abort_on_uncaught_error(MPI: Any) -> None:  # noqa: N803 - the module's name
     """Make an uncaught exception on this rank abort the MPI job after it is printed."""
     hook = sys.excepthook
-    if getattr(hook, "_fastopt_aborts", False):
-        return
+    if getattr(hook, "_fastopt_aborts", False) or hasattr(sys, "ps1") or sys.flags.interactive:
+        return  # set already; or an interactive session, which an error must not end
 
     def aborting_hook(kind, value, tb):
         hook(kind, value, tb)
@@ -105,7 +105,8 @@ class ShardedOptimizer:
         True (default): an exception that ends this rank's script calls
         ``MPI_Abort``, after Python prints it, so the other ranks do not wait for it
         forever in their next collective (what ``python -m mpi4py script.py`` does; set by
-        the first ShardedOptimizer of the process, for uncaught exceptions only).
+        the first ShardedOptimizer of the process, for uncaught exceptions only; not in an
+        interactive session).
     options :
         Keyword arguments: ``optimizer_class``'s hyperparameters and options (``lr``, ``clip_norm``,
         ``grad_noise``, ``state_dtype``, ...).
