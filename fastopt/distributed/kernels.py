@@ -21,39 +21,48 @@ from ..rules.transforms import flags_of, reported
 MEAN_BLOCK = 2048
 
 
-def _mean_loop(recv, out, divisor):
-    """``out[i] = (((recv[0, i] + recv[1, i]) + recv[2, i]) + ...) / divisor``: the
-    ranks' values summed in rank order, then divided once."""
-    ranks, n = recv.shape
+def _mean_loop(recv, own, me, out, divisor):
+    """``out[i] = ((x0[i] + x1[i]) + x2[i] + ...) / divisor``: the ranks' values summed in
+    rank order, then divided once; ``x_r`` is row r of ``recv``, but this rank's (``me``)
+    is ``own``, read where it lies (never copied into ``recv``). Each task sums a block of
+    the rows through 1-D slices, which vectorise (2-D indexing in the loops did not: 5x
+    slower)."""
+    ranks = recv.shape[0]
+    n = out.size
     for b in prange((n + MEAN_BLOCK - 1) // MEAN_BLOCK):
         lo = b * MEAN_BLOCK
         hi = min(lo + MEAN_BLOCK, n)
-        for i in range(lo, hi):
-            out[i] = recv[0, i]
+        o = out[lo:hi]
+        x = own[lo:hi] if me == 0 else recv[0, lo:hi]
+        for i in range(o.size):
+            o[i] = x[i]
         for r in range(1, ranks):
-            for i in range(lo, hi):
-                out[i] += recv[r, i]
-        for i in range(lo, hi):
-            out[i] = out[i] / divisor
+            x = own[lo:hi] if r == me else recv[r, lo:hi]
+            for i in range(o.size):
+                o[i] += x[i]
+        for i in range(o.size):
+            o[i] = o[i] / divisor
 
 
-def _coded_mean_loop(recv, out, divisor):
+def _coded_mean_loop(recv, own, me, out, divisor):
     """:func:`_mean_loop` for 16-bit values (their uint16 bits): decoded, summed in
     float32 in rank order, divided, and rounded to nearest once."""
-    ranks, n = recv.shape
+    ranks = recv.shape[0]
+    n = out.size
     for b in prange((n + MEAN_BLOCK - 1) // MEAN_BLOCK):
         lo = b * MEAN_BLOCK
         hi = min(lo + MEAN_BLOCK, n)
         acc = np.empty(hi - lo, np.float32)
-        row = recv[0]
-        for i in range(lo, hi):
-            acc[i - lo] = LOAD(row, i)
+        x = own[lo:hi] if me == 0 else recv[0, lo:hi]
+        for i in range(acc.size):
+            acc[i] = LOAD(x, i)
         for r in range(1, ranks):
-            row = recv[r]
-            for i in range(lo, hi):
-                acc[i - lo] += LOAD(row, i)
-        for i in range(lo, hi):
-            STORE(out, i, acc[i - lo] / divisor, 0)
+            x = own[lo:hi] if r == me else recv[r, lo:hi]
+            for i in range(acc.size):
+                acc[i] += LOAD(x, i)
+        o = out[lo:hi]
+        for i in range(acc.size):
+            STORE(o, i, acc[i] / divisor, 0)
 
 
 def LOAD(a, i):  # noqa: N802 - placeholder, bound to precision.storage.LOADS[format]
@@ -81,17 +90,19 @@ def mean_kernels(fmt: str = "plain") -> tuple:
 _mean_choice = parallel.Choice()
 
 
-def ordered_mean(recv: np.ndarray, out: np.ndarray, divisor: float) -> None:
-    """``out`` = the rows of ``recv`` (one per rank) summed in rank order, divided by
-    ``divisor`` (in their dtype; 16-bit values in float32, then rounded to nearest).
-    ``recv``: C-contiguous ``(ranks, n)``, of ``out``'s dtype."""
+def ordered_mean(recv: np.ndarray, own: np.ndarray, me: int, out: np.ndarray,
+                 divisor: float) -> None:
+    """``out`` = the rows of ``recv`` (one per rank; row ``me`` is ``own`` instead) summed
+    in rank order, divided by ``divisor`` (in their dtype; 16-bit values in float32, then
+    rounded to nearest). ``recv``: C-contiguous ``(ranks, n)``, of ``out``'s dtype."""
     fmt = "plain" if out.dtype.itemsize > 2 else (
         "float16" if out.dtype == np.float16 else "bfloat16")
     serial, par = mean_kernels(fmt)
     if fmt == "plain":
-        args = (recv, out, out.dtype.type(divisor))
+        args = (recv, own, me, out, out.dtype.type(divisor))
     else:
-        args = (recv.view(np.uint16), out.view(np.uint16), np.float32(divisor))
+        args = (recv.view(np.uint16), own.view(np.uint16), me, out.view(np.uint16),
+                np.float32(divisor))
     parallel.run(_mean_choice, serial, par, args, recv.nbytes + out.nbytes)
 
 
