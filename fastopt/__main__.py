@@ -18,7 +18,8 @@ def main(argv: list[str] | None = None) -> int:
     bench = sub.add_parser("bench", help="time every rule against a same-traffic roofline "
                                          "kernel, NumPy and (if installed) torch")
     bench.add_argument("--sizes", type=float, nargs="+", default=None,
-                       help="element counts (default 1e6; with --device cuda, 1e8)")
+                       help="element counts (default 1e6; with --device cuda, 1e8; with "
+                            "--distributed, 1e7 5e7)")
     bench.add_argument("--rules", nargs="+", default=None, help="subset of rules")
     bench.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     bench.add_argument("--quick", action="store_true", help="fewer repetitions")
@@ -38,6 +39,12 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
                        help="cuda: the rules on the GPU against its copy bandwidth and "
                             "torch's CUDA optimizers and BatchNorm (default sizes 1e8)")
+    bench.add_argument("--distributed", action="store_true",
+                       help="only the sharded Adam step (fastopt.distributed) against the MPI "
+                            "collectives that move its bytes and the step over 1/N of the "
+                            "values; run under MPI: mpiexec -n 2 python -m fastopt bench "
+                            "--distributed (default sizes 1e7 5e7; one fastopt thread per "
+                            "rank unless NUMBA_NUM_THREADS is set)")
     demo = sub.add_parser("demo", help="train a BatchNorm MLP on the shipped digits with "
                                        "every rule; print a table and write a figure")
     demo.add_argument("--rules", nargs="+", default=None,
@@ -60,6 +67,11 @@ def main(argv: list[str] | None = None) -> int:
                       choices=["float32", "bfloat16", "float16"],
                       help="store the parameters in 16 bits (stepped with a float32 master "
                            "copy; the network computes in float32)")
+    demo.add_argument("--distributed", action="store_true",
+                      help="data-parallel under MPI (mpiexec -n N python -m fastopt demo "
+                           "--distributed): each rank takes 1/N of every minibatch, a "
+                           "fastopt.distributed.ShardedOptimizer steps; rank 0 also trains "
+                           "each rule in one process for comparison (needs mpi4py)")
     comp = sub.add_parser("compile", help="load or compile ahead of a run the kernels it will "
                                           "use (kept in Numba's disk cache)")
     comp.add_argument("--rules", nargs="+", default=None,
@@ -103,9 +115,17 @@ def main(argv: list[str] | None = None) -> int:
             args.out = demo_run.output_path(args.out)
         except ValueError as exc:
             parser.error(str(exc))
+        comm = None
+        if args.distributed:  # checks (parser errors), one thread per rank
+            from .demo import distributed as demo_distributed
+
+            comm = demo_distributed.setup(args, parser.error)
         return demo_run.main(rules, 3 if args.quick else args.epochs, args.batch_size,
                              args.seed, args.noise, args.curriculum, args.out,
-                             storages=storages)
+                             storages=storages, comm=comm)
+
+    if args.distributed:
+        return _bench_distributed(parser, args)
 
     from .bench import run
 
@@ -113,12 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [r for r in rules if r not in run.RULES]
     if unknown:
         parser.error(f"unknown rule(s) {unknown}; choose from {list(run.RULES)}")
-    sizes = [1e8 if args.device == "cuda" else 1e6] if args.sizes is None else args.sizes
-    bad = [s for s in sizes if not (1 <= s <= MAX_BENCH_SIZE and s == int(s))]
-    if bad:
-        parser.error(f"--sizes must be whole numbers of elements from 1 to "
-                     f"{MAX_BENCH_SIZE:.0e}, got {bad}")
-    sizes = [int(s) for s in sizes]
+    sizes = _sizes(parser, [1e8 if args.device == "cuda" else 1e6] if args.sizes is None
+                   else args.sizes)
     if args.device == "cuda":
         from .bench import gpu
 
@@ -128,6 +144,36 @@ def main(argv: list[str] | None = None) -> int:
                     not args.no_torch, not args.no_threshold, not args.no_resnet,
                     not args.no_startup, not args.no_batchnorm, not args.no_loops,
                     not args.no_precision)
+
+
+def _sizes(parser: argparse.ArgumentParser, sizes: list[float]) -> list[int]:
+    bad = [s for s in sizes if not (1 <= s <= MAX_BENCH_SIZE and s == int(s))]
+    if bad:
+        parser.error(f"--sizes must be whole numbers of elements from 1 to "
+                     f"{MAX_BENCH_SIZE:.0e}, got {bad}")
+    return [int(s) for s in sizes]
+
+
+def _bench_distributed(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """``python -m fastopt bench --distributed``, on every rank of the MPI job: only the
+    sharded step's section (the others are one-process benchmarks)."""
+    if args.device != "cpu":
+        parser.error("--distributed times host (NumPy) parameters: leave out --device")
+    if args.dtype != "float32" or args.rules:
+        parser.error("--distributed times float32 Adam: leave out --dtype and --rules")
+    from .bench import distributed
+
+    sizes = _sizes(parser, list(distributed.DEFAULT_SIZES) if args.sizes is None
+                   else args.sizes)
+    try:
+        from mpi4py import MPI
+    except ImportError:
+        print('python -m fastopt bench --distributed needs mpi4py and an MPI library: pip '
+              'install "fastopt[mpi]" (or mpi4py built against your MPI), then run it under '
+              'mpiexec, e.g. mpiexec -n 2 python -m fastopt bench --distributed',
+              file=sys.stderr)
+        return 1
+    return distributed.main(sizes, args.quick, args.json, MPI.COMM_WORLD)
 
 
 def _compile(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:

@@ -1,7 +1,11 @@
 """The demo end to end, in its quick mode: the table and the figure are produced."""
 
 import importlib.util
+import os
 import re
+import shutil
+import subprocess
+import sys
 
 import pytest
 
@@ -140,3 +144,55 @@ def test_the_figure_says_why_curves_coincide():
     assert run.coincidence_note(["SGD", "Adam"]) == ""
     # the note's arithmetic is the demo's: SGD's lr is Momentum's over (1 - 0.9)
     assert run.LR["SGD"] == pytest.approx(run.LR["Momentum"] / (1 - 0.9))
+
+
+def _mpi_available() -> bool:
+    return (importlib.util.find_spec("mpi4py") is not None
+            and shutil.which("mpiexec") is not None)
+
+
+needs_mpi = pytest.mark.skipif(not _mpi_available(), reason="mpi4py/mpiexec not installed")
+
+
+def _mpiexec_demo(ranks: int, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["mpiexec", "-n", str(ranks), sys.executable, "-m", "fastopt",
+                           "demo", "--distributed", *args], capture_output=True, text=True,
+                          timeout=240, env={**os.environ, "NUMBA_NUM_THREADS": "1"})
+
+
+@needs_mpi
+def test_distributed_demo_reaches_the_one_process_accuracy(tmp_path, capsys):
+    """Two ranks, each half of every minibatch (BatchNorm's statistics over the whole one),
+    a ShardedOptimizer: the same accuracy as one process, to well within a point; rank 0
+    alone prints, and its 1-proc column is the one-process demo's number."""
+    args = ["--rules", "Adam", "--epochs", "3"]
+    assert main(["demo", *args, "--out", str(tmp_path / "one.png")]) == 0
+    one = re.search(r"^Adam\s+3\s+([0-9.]+)%\s+([0-9.]+)%", capsys.readouterr().out, re.M)
+    done = _mpiexec_demo(2, *args, "--out", str(tmp_path / "two.png"))
+    assert done.returncode == 0, done.stderr[-4000:]
+    text = done.stdout
+    assert text.count("digits:") == 1  # rank 0 alone prints
+    assert len(re.findall(r"^rule\s+epochs", text, re.M)) == 1
+    assert "distributed: 2 MPI rank(s), each 32 examples" in text
+    two = re.search(r"^Adam\s+3\s+([0-9.]+)%\s+([0-9.]+)%\s+([0-9.]+)%", text, re.M)
+    assert one and two, text
+    assert abs(float(two[2]) - float(one[2])) <= 1.0, (one[0], two[0])
+    assert abs(float(two[3]) - float(one[2])) <= 1.0  # the 1-proc column: one process
+    assert float(two[2]) > 80.0
+
+
+@needs_mpi
+def test_distributed_demo_refuses_a_batch_the_ranks_cannot_share_equally():
+    done = _mpiexec_demo(2, "--rules", "SGD", "--epochs", "1", "--batch-size", "63")
+    assert done.returncode != 0
+    assert done.stderr.count("--batch-size 63 does not divide among 2 ranks") == 1  # rank 0
+    assert not re.search(r"^rule\s+epochs", done.stdout, re.M)  # nothing was trained
+
+
+def test_distributed_demo_without_mpi4py_says_what_to_install(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "mpi4py", None)  # import mpi4py: ImportError
+    with pytest.raises(SystemExit) as exc:
+        main(["demo", "--distributed", "--rules", "SGD", "--epochs", "1"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "--distributed needs mpi4py" in err and 'pip install "fastopt[mpi]"' in err

@@ -6,19 +6,25 @@ initialisation and minibatches, a sensible learning rate, weight decay on the we
 only (a parameter group), and early stopping on the validation loss (restoring the best
 parameters). The figure shows validation loss per epoch and each rule's path on the
 Rosenbrock function.
+
+With ``--distributed``, under ``mpiexec -n N``, the same training runs data-parallel: each
+rank takes 1/N of every minibatch and a :class:`fastopt.distributed.ShardedOptimizer` steps
+(:mod:`.distributed`); rank 0 also trains each rule in one process for comparison.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import textwrap
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from .. import optim
+from .. import optim, parallel
 from .._progress import progress
 from ..curriculum import Curriculum
 from ..data import minibatches
@@ -26,6 +32,7 @@ from ..datasets import load_digits
 from ..early_stopping import EarlyStopping
 from ..noise import GradientNoise
 from ..rules.registry import registry
+from .distributed import SyncMLP, blas_note, my_slice, rank0_done, wait_for_rank0
 from .mlp import MLP
 from .trajectories import LR_2D, START, rosenbrock, trajectory
 
@@ -67,6 +74,8 @@ class Result:
     test_acc: float = 0.0
     seconds: float = 0.0
     steps: int = 0
+    #: With --distributed: the test accuracy of the same rule trained by one process.
+    one_process_test_acc: float | None = None
     val_loss: list[float] = field(default_factory=list)
     final_val_loss: float = float("nan")  # of the model returned: the best epoch's
 
@@ -93,8 +102,12 @@ class Model:
     optimizer steps: :meth:`sync` rounds them into the network's float32 weights."""
 
     def __init__(self, rule: str, n_in: int, seed: int, noise: float | None,
-                 storage: Storage = Storage()) -> None:
-        self.net = net = MLP(n_in, 128, 10, seed=seed)
+                 storage: Storage = Storage(), comm: Any = None) -> None:
+        if comm is None:
+            self.net = net = MLP(n_in, 128, 10, seed=seed)
+        else:  # data-parallel: BatchNorm's statistics over every rank's slice
+            self.net = net = SyncMLP(n_in, 128, 10, seed, comm)
+        self.comm = comm
         flat = net.flat
         options = {"lr": LR[rule], "weight_decay": 1e-4, "state_dtype": storage.state_dtype,
                    "grad_noise": GradientNoise(noise, seed=seed) if noise else None}
@@ -109,7 +122,12 @@ class Model:
                       {"params": [self.half[k] for k in NOT_DECAYED], "weight_decay": 0.0}]
             options.update(master_weights=True, grad_dtype="float32")
             self.grads = [flat.grads[k] for k in DECAYED + NOT_DECAYED]
-        self.opt = getattr(optim, rule)(groups, **options)
+        if comm is None:
+            self.opt = getattr(optim, rule)(groups, **options)
+        else:
+            from ..distributed import ShardedOptimizer
+
+            self.opt = ShardedOptimizer(getattr(optim, rule), groups, comm=comm, **options)
         self.sync()
         n = sum(a.size for a in (flat[k] for k in DECAYED + NOT_DECAYED))
         self.n_params = n
@@ -119,9 +137,26 @@ class Model:
         for k, a in self.half.items():
             self.net.flat[k][...] = a
 
+    def train_step(self, x: np.ndarray, y: np.ndarray, idx: np.ndarray) -> None:
+        """One step on the minibatch ``x[idx], y[idx]`` (distributed: this rank's slice
+        of it, the other ranks' in the same call)."""
+        if self.comm is None:
+            self.net.loss_and_grad(x[idx], y[idx])
+        else:
+            mine = my_slice(idx, self.comm)
+            self.net.loss_and_grad(x[mine], y[mine], len(idx))
+        self.step()
+
     def step(self) -> None:
         self.opt.step(self.grads if self.half else None)
         self.sync()
+
+    def state_bytes_per_param(self) -> float:
+        """The optimizer's memory per parameter (distributed: the largest rank's shard)."""
+        n = self.opt.state_bytes()
+        if self.comm is not None:
+            n = max(self.comm.allgather(n))
+        return n / self.n_params
 
 
 def _half_dtype(name: str) -> np.dtype:
@@ -143,21 +178,23 @@ def build(rule: str, n_in: int, seed: int, noise: float | None,
 
 
 def train(rule: str, data, epochs: int, batch_size: int, seed: int, noise: float | None,
-          curriculum: bool, patience: int, show: bool, storage: Storage = Storage()
-          ) -> Result:
+          curriculum: bool, patience: int, show: bool, storage: Storage = Storage(),
+          comm: Any = None) -> Result:
+    """Train ``rule``; with ``comm`` (every rank calls it), data-parallel over its ranks,
+    on the same minibatches in the same order."""
     (xtr, ytr), (xva, yva), (xte, yte) = data
     # One untimed step on a throwaway copy compiles (or loads) this rule's kernels, so the
     # wall time below is training, not compilation.
     # Kernels are specialised by size (serial below a threshold), so warm every size used.
-    scratch = Model(rule, xtr.shape[1], seed, noise, storage)
+    scratch = Model(rule, xtr.shape[1], seed, noise, storage, comm)
     # A last minibatch of one example would leave BatchNorm no batch variance: dropped.
     drop_last = len(xtr) % batch_size == 1
-    for rows in {min(batch_size, len(xtr)), len(xtr) % batch_size or batch_size} - {1}:
-        scratch.net.loss_and_grad(xtr[:rows], ytr[:rows])
-        scratch.step()
+    for rows in sorted({min(batch_size, len(xtr)), len(xtr) % batch_size or batch_size}
+                       - {1}):
+        scratch.train_step(xtr, ytr, np.arange(rows))
     scratch.net.evaluate(xva, yva)
     scratch.net.evaluate(xte, yte)
-    model = Model(rule, xtr.shape[1], seed, noise, storage)
+    model = Model(rule, xtr.shape[1], seed, noise, storage, comm)
     net = model.net
     flat = net.flat
     stopper = EarlyStopping(patience=patience, restore_best=True)
@@ -166,10 +203,10 @@ def train(rule: str, data, epochs: int, batch_size: int, seed: int, noise: float
     if curriculum:  # easy (little ink) digits first
         pacing = Curriculum(xtr.sum(axis=1), pacing="exponential", start=0.3, inc=1.5,
                             step_length=max(1, len(xtr) // batch_size), seed=seed)
-    res = Result(rule, storage.label(rule),
-                 model.opt.state_bytes() / model.n_params)
+    res = Result(rule, storage.label(rule), model.state_bytes_per_param())
     t0 = time.perf_counter()
-    for epoch in progress(range(epochs), f"{storage.label(rule):<9}", enabled=show):
+    label = storage.label(rule) + ("" if comm is None else f" ({comm.Get_size()} ranks)")
+    for epoch in progress(range(epochs), f"{label:<9}", enabled=show):
         if pacing is None:
             batches = minibatches(len(xtr), batch_size, seed=seed * 1000 + epoch,
                                   drop_last=drop_last)
@@ -177,10 +214,11 @@ def train(rule: str, data, epochs: int, batch_size: int, seed: int, noise: float
             batches = (pacing.batch(batch_size)
                        for _ in range(max(1, len(xtr) // batch_size)))
         for idx in batches:
-            net.loss_and_grad(xtr[idx], ytr[idx])
-            model.step()
+            model.train_step(xtr, ytr, idx)
             res.steps += 1
         val_loss, val_acc = net.evaluate(xva, yva)
+        if comm is not None:  # the ranks hold the same model: rank 0's word decides
+            val_loss, val_acc = comm.bcast((val_loss, val_acc))
         res.val_loss.append(val_loss)
         res.best_val_acc = max(res.best_val_acc, val_acc)
         res.epochs = epoch + 1
@@ -198,14 +236,21 @@ def train(rule: str, data, epochs: int, batch_size: int, seed: int, noise: float
 
 def format_table(results: list[Result]) -> str:
     """The results, one row each; ``state B/param``: the optimizer's memory (its state,
-    8-bit block maxima and master copy) per parameter."""
+    8-bit block maxima and master copy) per parameter (distributed: on the rank that holds
+    the most); ``1-proc test``, when there are such numbers: the test accuracy of the same
+    rule trained by one process."""
     width = max([10] + [len(r.label or r.rule) + 2 for r in results])
+    compare = any(r.one_process_test_acc is not None for r in results)
     head = (f"{'rule':<{width}}{'epochs':>7}{'best val acc':>14}{'test acc':>10}"
-            f"{'state B/param':>15}{'wall s':>8}{'steps/s':>9}")
+            + (f"{'1-proc test':>13}" if compare else "")
+            + f"{'state B/param':>15}{'wall s':>8}{'steps/s':>9}")
     lines = [head, "-" * len(head)]
     for r in results:
+        one = "" if not compare else (
+            f"{'-':>13}" if r.one_process_test_acc is None
+            else f"{100 * r.one_process_test_acc:>12.1f}%")
         lines.append(f"{r.label or r.rule:<{width}}{r.epochs:>7}{100 * r.best_val_acc:>13.1f}%"
-                     f"{100 * r.test_acc:>9.1f}%{r.state_bytes_per_param:>15.2f}"
+                     f"{100 * r.test_acc:>9.1f}%{one}{r.state_bytes_per_param:>15.2f}"
                      f"{r.seconds:>8.2f}{r.steps_per_second:>9.0f}")
     return "\n".join(lines)
 
@@ -264,6 +309,10 @@ def plot(results: list[Result], rules: list[str], out: Path) -> bool:
     return True
 
 
+def _quiet(*args: Any, **kwargs: Any) -> None:
+    """``print`` on the ranks other than 0: nothing."""
+
+
 def output_path(out: Path | str) -> Path:
     """Where the figure goes, checked before any training: an existing directory gets
     ``fastopt_demo.png`` inside it; a name without a suffix gets ``.png`` (matplotlib
@@ -295,19 +344,61 @@ def output_path(out: Path | str) -> Path:
 
 def main(rules: list[str], epochs: int, batch_size: int, seed: int, noise: float | None,
          curriculum: bool, out: Path, patience: int = 5,
-         storages: list[Storage] | None = None) -> int:
+         storages: list[Storage] | None = None, comm: Any = None) -> int:
     """Train each rule under each storage (default: float32 throughout), print the table,
-    write the figure."""
+    write the figure. With ``comm`` (every rank calls it): data-parallel over its ranks,
+    and only rank 0 prints and writes; an error on any rank ends the whole job."""
+    if comm is None:
+        return _main(rules, epochs, batch_size, seed, noise, curriculum, out, patience,
+                     storages, None)
+    try:
+        return _main(rules, epochs, batch_size, seed, noise, curriculum, out, patience,
+                     storages, comm)
+    except BaseException:  # the other ranks would wait for this one forever
+        import traceback
+
+        traceback.print_exc()
+        sys.stderr.flush()
+        comm.Abort(1)
+        raise
+
+
+def _main(rules: list[str], epochs: int, batch_size: int, seed: int, noise: float | None,
+          curriculum: bool, out: Path, patience: int, storages: list[Storage] | None,
+          comm: Any) -> int:
     storages = storages or [Storage()]
     out = output_path(out)
     data = split(seed)
-    print(f"digits: {len(data[0][0])} train, {len(data[1][0])} validation, "
-          f"{len(data[2][0])} test images; up to {epochs} epochs, batch {batch_size}, "
-          f"early stopping patience {patience}"
-          + (f", gradient noise eta={noise}" if noise else "")
-          + (", curriculum (least ink first)" if curriculum else ""))
-    results = [train(r, data, epochs, batch_size, seed, noise, curriculum, patience, True, st)
-               for r in rules for st in storages]
+    rank0 = comm is None or comm.Get_rank() == 0
+    say = print if rank0 else _quiet
+    say(f"digits: {len(data[0][0])} train, {len(data[1][0])} validation, "
+        f"{len(data[2][0])} test images; up to {epochs} epochs, batch {batch_size}, "
+        f"early stopping patience {patience}"
+        + (f", gradient noise eta={noise}" if noise else "")
+        + (", curriculum (least ink first)" if curriculum else ""))
+    if comm is not None:
+        world = comm.Get_size()
+        say(f"distributed: {world} MPI rank(s), each {batch_size // world} examples of every "
+            "minibatch, BatchNorm statistics over the whole minibatch, a ShardedOptimizer "
+            f"(the state split among the ranks), {parallel.get_num_threads()} fastopt "
+            f"thread(s) per rank, {blas_note()}; 1-proc test: the same rule trained by one "
+            "process (rank 0)")
+    results = []
+    for r in rules:
+        for st in storages:
+            res = train(r, data, epochs, batch_size, seed, noise, curriculum, patience, rank0,
+                        st, comm)
+            if comm is not None:  # the one-process yardstick, on rank 0 alone
+                if rank0:
+                    res.one_process_test_acc = train(
+                        r, data, epochs, batch_size, seed, noise, curriculum, patience, True,
+                        st).test_acc
+                    rank0_done(comm)
+                else:
+                    wait_for_rank0(comm)
+            results.append(res)
+    if not rank0:
+        return 0
     print()
     print(format_table(results))
     if plot(results, rules, out):
