@@ -11,6 +11,8 @@ import fastopt
 from fastopt import schedules
 
 STEPS = 4
+#: Values received per round of the exchange, where a case sets it: many short rounds
+BUCKETS = {"flat_groups": 3001, "list_skip": 2999}
 #: case -> (optimizer class name, stage)
 CASES = {
     "flat_groups": ("Adam", 2),
@@ -20,15 +22,22 @@ CASES = {
     "lamb": ("LAMB", 2),
     "bf16_master": ("Adam", 2),
     "fp16_rounding": ("Momentum", 1),
+    "same_everywhere": ("Adam", 1),
 }
 SHAPES = {
-    "flat_groups": {"w1": (60, 400), "b1": (400,), "w2": (400, 10), "b2": (10,), "t": (3,)},
-    "list_skip": [(5000,), (3,), (1,), (70, 90), (2,)],
+    # "frozen" is in no group: the exchange packs the stepped arrays (not sent in place)
+    "flat_groups": {"w1": (60, 400), "b1": (400,), "frozen": (20,), "w2": (400, 10),
+                    "b2": (10,), "t": (3,)},
+    "list_skip": [(5000,), (3,), (1,), (70, 90), (0,), (2,)],
     "eight_bit": {"big": (20000,), "mid": (5000,), "small": (1000,)},
     "bf16_rounding": [(9000,), (5,)],
     "lamb": [(3000,), (50,), (7,)],
     "bf16_master": [(9000,), (33,)],
     "fp16_rounding": [(6000,), (5,)],
+    # every rank's gradient the same multiples of 1/64: their sum is exact and so is the
+    # sum divided by N, so every N steps on the same average, and must end with the same
+    # bits (the split among ranks changes nothing)
+    "same_everywhere": {"w": (5000, 3), "b": (3,), "v": (4099,)},
 }
 
 
@@ -40,6 +49,8 @@ def dtypes(case: str) -> tuple[np.dtype, np.dtype]:
         return np.dtype(ml_dtypes.bfloat16), np.dtype(ml_dtypes.bfloat16)
     if case == "fp16_rounding":
         return np.dtype(np.float16), np.dtype(np.float32)
+    if case == "lamb":
+        return np.dtype(np.float64), np.dtype(np.float64)
     return np.dtype(np.float32), np.dtype(np.float32)
 
 
@@ -81,6 +92,8 @@ def options(case: str, params) -> tuple[object, dict]:
                             rounding_seed=9)
     if case == "lamb":
         return params, dict(lr=0.01, clip_norm=1.0, weight_decay=0.01)
+    if case == "same_everywhere":
+        return params, dict(lr=0.01, clip_norm=3.0, grad_noise=noise, weight_decay=0.01)
     if case == "bf16_master":
         return params, dict(lr=0.01, master_weights=True, clip_norm=1.0, grad_noise=noise)
     if case == "fp16_rounding":
@@ -91,24 +104,30 @@ def options(case: str, params) -> tuple[object, dict]:
 
 def rank_grads(case: str, step: int, rank: int) -> list[np.ndarray]:
     """Rank ``rank``'s gradients at step ``step`` (one per array, in the case's order)."""
+    if case == "same_everywhere":
+        rank = 0
     rng = np.random.default_rng([step, rank, len(case)])
     shapes = list(SHAPES[case].values()) if is_flat(case) else SHAPES[case]
     out = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+    if case == "same_everywhere":
+        out = [np.round(g * 64) / np.float32(64) for g in out]
     if case == "list_skip" and step == 1 and rank == 0:
         out[3][5, 7] = np.nan  # every rank must skip this step
     return [g.astype(dtypes(case)[1]) for g in out]
 
 
 def averaged(case: str, step: int, ranks: int) -> list[np.ndarray]:
-    """The ranks' gradients summed in rank order, divided by their number: in float32
+    """The ranks' gradients summed in rank order, divided by their number, in their dtype
     (16-bit gradients: decoded, summed and divided in float32, then rounded to nearest)."""
     per = [rank_grads(case, step, r) for r in range(ranks)]
     out = []
     for j in range(len(per[0])):
-        s = per[0][j].astype(np.float32)
+        dtype = per[0][j].dtype
+        acc = np.float32 if dtype.itemsize == 2 else dtype.type  # 16-bit: in float32
+        s = per[0][j].astype(acc)
         for r in range(1, ranks):
-            s = s + per[r][j].astype(np.float32)
-        out.append((s / np.float32(ranks)).astype(per[0][j].dtype))
+            s = s + per[r][j].astype(acc)
+        out.append((s / acc(ranks)).astype(dtype))
     return out
 
 

@@ -23,6 +23,8 @@ def make(case: str, on=comm, **extra):
     params = dc.make_params(case)
     cls_name, stage = dc.CASES[case]
     arg, kw = dc.options(case, params)
+    if case in dc.BUCKETS:
+        extra.setdefault("bucket_size", dc.BUCKETS[case])
     opt = ShardedOptimizer(getattr(fastopt, cls_name), arg, comm=on, stage=stage, **kw,
                            **extra)
     return params, opt
@@ -50,7 +52,8 @@ for case in dc.CASES:
     out[f"{case}.params"] = dc.values(case, params)
     out[f"{case}.skipped"] = np.array(opt.skipped_steps)
     if dc.CASES[case][1] == 1:  # stage 1: the gradients now hold the average
-        out[f"{case}.last_grads"] = np.concatenate([g.reshape(-1) for g in grads])
+        held = [params.grads[k] for k in dc.SHAPES[case]] if dc.is_flat(case) else grads
+        out[f"{case}.last_grads"] = np.concatenate([g.reshape(-1) for g in held])
     full = opt.consolidated_state_dict(to=0)
     if rank == 0:
         for k, v in full.items():
@@ -65,6 +68,19 @@ params, opt = make(case)
 for t in range(2):
     step(case, params, opt, t, rank)
 shards = comm.allgather(opt.state_dict())
+# each rank its own shard, on as many ranks: two more steps
+params3, opt3 = make(case)
+params3.data[:] = params.data
+opt3.load_state_dict(shards[rank])
+for t in range(2, 4):
+    step(case, params3, opt3, t, rank)
+out["own_shard.params"] = dc.values(case, params3)
+# a checkpoint with another state storage: refused on every rank (convert it in one process)
+one = dc.make_params(case)
+arg, kw = dc.options(case, one)
+other = fastopt.Adam(arg, **kw, state_dtype="bfloat16").state_dict()
+out["convert.messages"] = np.array(comm.gather(raised_everywhere(
+    lambda: opt3.load_state_dict(other)), root=0) or [])
 m = max(1, world - 1) if world > 1 else 1
 sub = comm.Split(0 if rank < m else MPI.UNDEFINED, rank)
 if sub != MPI.COMM_NULL:
@@ -94,6 +110,12 @@ def bad_step():
 
 
 out["bad.messages"] = np.array(comm.gather(raised_everywhere(bad_step), root=0) or [])
+if world > 1:  # ranks that edit a group differently: refused on every rank
+    lr = opt.param_groups[0]["lr"]
+    opt.param_groups[0]["lr"] = lr if rank else lr * 2
+    out["differ.messages"] = np.array(comm.gather(raised_everywhere(
+        lambda: opt.step(dc.rank_grads(case, 1, rank))), root=0) or [])
+    opt.param_groups[0]["lr"] = lr
 after = opt.state_dict()
 unchanged = np.array_equal(before, dc.values(case, params)) and all(
     np.array_equal(state_before[k], after[k]) for k in after if isinstance(after[k], np.ndarray))

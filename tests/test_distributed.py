@@ -124,12 +124,23 @@ def test_sharded_steps_are_one_process_steps_to_the_bit(run, case):
             assert saved[k].item() == v, k
 
 
+def test_same_everywhere_averages_exactly():
+    """The case behind the across-N claim: its average is the same bits for every N, so
+    each N's run is held to one and the same one-process run."""
+    for t in range(dc.STEPS):
+        one = dc.averaged("same_everywhere", t, 1)
+        for n in (2, 3, 4):
+            for a, b in zip(one, dc.averaged("same_everywhere", t, n), strict=True):
+                np.testing.assert_array_equal(a, b)
+
+
 @needs_mpi
-def test_skip_is_collective_and_stage_1_shares_the_average(run):
+@pytest.mark.parametrize("case", [c for c, (_, stage) in dc.CASES.items() if stage == 1])
+def test_skip_is_collective_and_stage_1_shares_the_average(run, case):
     ranks, got = run
     assert int(got["list_skip.skipped"]) == 1  # the NaN was on rank 0 only
-    last = dc.averaged("list_skip", dc.STEPS - 1, ranks)
-    np.testing.assert_array_equal(got["list_skip.last_grads"],
+    last = dc.averaged(case, dc.STEPS - 1, ranks)
+    np.testing.assert_array_equal(got[f"{case}.last_grads"],
                                   np.concatenate([g.reshape(-1) for g in last]))
 
 
@@ -139,6 +150,10 @@ def test_reshard_checkpoint_resumes_to_the_bit(run):
     m = int(got["reshard.ranks"])
     params, _ = reference("flat_groups", range(4), lambda t: ranks if t < 2 else m)
     np.testing.assert_array_equal(got["reshard.params"], params.data)
+    params, _ = reference("flat_groups", range(4), lambda t: ranks)  # each its own shard
+    np.testing.assert_array_equal(got["own_shard.params"], params.data)
+    assert all(m.startswith("ValueError") and "convert it in one process" in m
+               for m in got["convert.messages"])
 
 
 @needs_mpi
@@ -172,6 +187,8 @@ def test_a_refused_call_is_refused_on_every_rank_and_changes_nothing(run):
     if ranks > 1:
         assert all(m.startswith("ValueError") and "other parameter shapes" in m
                    for m in got["mismatch.messages"])
+        assert all(m.startswith("ValueError") and "no longer agree" in m
+                   for m in got["differ.messages"])
 
 
 @needs_mpi

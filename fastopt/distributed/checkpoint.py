@@ -20,7 +20,8 @@ import numpy as np
 from ..optim import precision
 from ..optim.base import Optimizer, shard_units
 
-_INFO_KEYS = {"rank", "world", "segments", "parts", "units", "layout_size", "names", "dtype"}
+_INFO_KEYS = {"rank", "world", "segments", "parts", "units", "layout_size", "names", "dtype",
+              "itemsize"}
 
 
 def shard_info(opt: Optimizer, rank: int, world: int, segments: list, parts: list) -> str:
@@ -29,7 +30,8 @@ def shard_info(opt: Optimizer, rank: int, world: int, segments: list, parts: lis
         "rank": rank, "world": world, "segments": [list(s) for s in segments],
         "parts": [[list(p) for p in part] for part in parts],
         "units": [list(u) for u in opt._full_units], "layout_size": opt._full_layout_size,
-        "names": opt._state_buffer_names(), "dtype": str(opt.dtype)})
+        "names": opt._state_buffer_names(), "dtype": str(opt.dtype),
+        "itemsize": opt.dtype.itemsize})
 
 
 def _info(sd: Any) -> dict[str, Any]:
@@ -62,9 +64,16 @@ def _unit_of_segment(units: list, segments: list) -> list[int]:
 def _piece_layout(stored: precision.Precision | None, info: dict, rank: int):
     """The stored layout of rank ``rank``'s shard."""
     part = info["parts"][rank]
-    units, size = shard_units(part, np.dtype(info["dtype"]).itemsize)
+    units, size = shard_units(part, info["itemsize"])  # (a bfloat16 dtype's name needs
+    # ml_dtypes imported to be read back; its size does not)
     whole = [info["segments"][i][1] for i, _, _ in part]
     return precision.stored_layout(stored, info["names"], units, size, info["dtype"], whole)
+
+
+def _described(prec: precision.Precision | None) -> str:
+    if prec is None:
+        return "plain float arrays"
+    return ", ".join(f"{k}={v!r}" for k, v in prec.options().items())
 
 
 def _array(sd: Mapping[str, Any], key: str, size: int, where: str) -> np.ndarray:
@@ -147,6 +156,13 @@ def shard_of(sd: Any, opt: Optimizer, rank: int, world: int, segments: list,
         raise ValueError(f"load_state_dict takes a state dict or a list of every rank's, "
                          f"got {type(sd).__name__}")
     stored = _stored(sd)
+    ours = opt._precision if opt._storage is not None else None
+    if stored != ours:
+        raise ValueError(
+            f"the checkpoint stores the state as {_described(stored)}, this optimizer as "
+            f"{_described(ours)}: convert it in one process first (load it into the wrapped "
+            "optimizer class made with this optimizer's options, over the same parameters, "
+            "and save that one's state_dict), then load the result")
     names = opt._state_buffer_names()
     full = precision.stored_layout(stored, names, opt._full_units, opt._full_layout_size,
                                    opt.dtype)

@@ -9,15 +9,15 @@ Each rank holds all the parameters and computes its own gradients. A step:
    rank's gradient of its own shard, and sums them in rank order, 0, 1, 2, ..., then
    divides by the number of ranks (:func:`.kernels.ordered_mean`): the bits of the
    average never depend on an MPI reduction's order;
-3. stage 1 only: shares the averaged gradient with ``Allgatherv``, so every rank's
-   gradient buffers hold all of it (stage 2 keeps only the shard's average);
+3. stage 1 only: shares the averaged gradient (point to point), so every rank's gradient
+   buffers hold all of it (stage 2 keeps only the shard's average);
 4. with clipping or ``skip_nonfinite``: gathers every shard's float64 block partials of
    the gradient norm and combines them in layout order, the one-process reduction's
    order (:func:`.kernels.combine`), so all ranks take the same decision with the same
    bits as one process;
 5. steps its shard with the rule's fused kernel, state and all, counting noise and
    stochastic rounding from each value's place in the whole model;
-6. shares the updated parameters with ``Allgatherv``.
+6. shares the updated parameters, point to point (each rank's range to every other).
 """
 
 from __future__ import annotations
@@ -25,12 +25,12 @@ from __future__ import annotations
 import builtins
 import json
 import sys
+import zlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from .._checks import MAX_STEP
 from ..drivers import cpu
 from ..optim import precision, saved
 from ..optim.base import SHARD_CUT, Optimizer
@@ -99,8 +99,7 @@ class ShardedOptimizer:
     stage : {1, 2}
         2 (default): each rank keeps only its shard of the averaged gradient. 1: the
         averaged gradient is also shared, so every rank's gradient buffers hold it after
-        the step (for logging or a rule of your own), at the cost of one more
-        ``Allgatherv``.
+        the step (for logging or a rule of your own), at the cost of one more all-gather.
     average : bool
         Divide the summed gradients by the number of ranks (default), or step on the sum.
     bucket_size : int
@@ -125,9 +124,9 @@ class ShardedOptimizer:
         if abort_on_error:
             _abort_on_uncaught_error(MPI)
         self.comm = MPI.COMM_WORLD if comm is None else comm
-        if not isinstance(self.comm, MPI.Comm):
-            raise TypeError(f"comm must be an mpi4py communicator (MPI.COMM_WORLD, ...), got "
-                            f"{type(comm).__name__}")
+        if not isinstance(self.comm, MPI.Intracomm):
+            raise TypeError(f"comm must be an mpi4py intracommunicator (MPI.COMM_WORLD, or one "
+                            f"split from it), got {type(comm).__name__}")
         self.rank, self.world = self.comm.Get_rank(), self.comm.Get_size()
         # fastopt's own messages travel on a copy of the communicator: they never match a
         # receive of the caller's, whatever its tag
@@ -138,10 +137,14 @@ class ShardedOptimizer:
             self.optimizer = self._make(optimizer_class, params, options)
         except Exception as exc:  # noqa: BLE001 - agreed on below, then raised
             error = exc
-        self._agree(error)
-        self.stage, self.average = stage, average
-        self._fingerprint_agreed()
-        self._setup(int(bucket_size))
+        try:
+            self._agree(error)
+            self.stage, self.average = stage, average
+            self._fingerprint_agreed(int(bucket_size))
+            self._setup(int(bucket_size))
+        except Exception:
+            self._comm.Free()
+            raise
 
     # ----------------------------------------------------------------- construction
     @staticmethod
@@ -176,7 +179,7 @@ class ShardedOptimizer:
         self._parts = parts
         return opt
 
-    def _fingerprint_agreed(self) -> None:
+    def _fingerprint_agreed(self, bucket_size: int) -> None:
         """Every rank built the same model and options, or ValueError on every rank."""
         opt = self.optimizer
         try:  # a callable schedule of the user's cannot be compared: its type can
@@ -186,6 +189,7 @@ class ShardedOptimizer:
                       for g in opt.param_groups]
         mine = json.dumps([type(opt).__name__, str(opt.dtype), self._segments,
                            opt._param_sizes().tolist(), self.stage, self.average, groups,
+                           bucket_size,
                            saved.options_text(opt.clip_norm, opt.grad_noise,
                                               opt.skip_nonfinite),
                            opt._precision.options()], default=str)
@@ -201,6 +205,11 @@ class ShardedOptimizer:
         flat = opt._flat
         direct = flat is not None and set(opt._group_members_of) == set(flat.names)
         self._layout = layout.comm_layout(self._segments, self._parts, direct)
+        if self._layout.size > 2**31 - 1 and self._MPI.Get_version() < (4, 0):
+            raise ValueError(
+                f"{self._layout.size} values need MPI-4's large counts; this MPI library is "
+                f"MPI-{self._MPI.Get_version()[0]}: use an MPI-4 library (MPICH >= 4, Open MPI "
+                ">= 5), or fewer values per optimizer")
         full = opt._full_segments
         self._full = full
         gdtype = opt._gdtype  # the gradients' dtype: the parameters' unless grad_dtype
@@ -232,23 +241,46 @@ class ShardedOptimizer:
                                         np.int64)
 
     # ----------------------------------------------------------------- agreement
-    def _agree(self, error: BaseException | None) -> None:
-        """Raise on every rank if ``error`` is set on any (each rank's own error where it
-        has one; the first failing rank's, named, elsewhere)."""
+    def _agree(self, error: BaseException | None, digest: int = 0) -> None:
+        """Raise on every rank if ``error`` is set on any (each rank its own error where
+        it has one; elsewhere the first failing rank's, named, as the same built-in
+        exception type, else RuntimeError), or if the ranks' ``digest`` differ (one
+        ``Allreduce`` of three numbers when all is well)."""
         MPI = self._MPI  # noqa: N806
-        flag = np.array([0 if error is None else 1], np.int32)
+        flag = np.array([0 if error is None else 1, digest, -digest], np.int64)
         self._comm.Allreduce(MPI.IN_PLACE, flag, op=MPI.MAX)
         if not flag[0]:
-            return
+            if flag[1] == -flag[2]:
+                return
+            raise ValueError(
+                "the ranks' optimizers no longer agree (step count, clipping, noise, "
+                "skip_nonfinite, learning rates or group hyperparameters differ): every rank "
+                "must make the same calls with the same values")
         said = self._comm.allgather(
             None if error is None else (type(error).__name__, str(error)))
         if error is not None:
             raise error
         q, (name, text) = next((q, s) for q, s in enumerate(said) if s is not None)
+        message = f"rank {q} refused this call, so every rank did ({name}): {text}"
         kind = getattr(builtins, name, None)
-        if not (isinstance(kind, type) and issubclass(kind, Exception)):
-            kind = RuntimeError
-        raise kind(f"rank {q} refused this call, so every rank did ({name}): {text}")
+        try:
+            exc = kind(message) if isinstance(kind, type) and issubclass(kind, Exception) \
+                else RuntimeError(message)
+        except Exception:  # noqa: BLE001 - a built-in that takes other arguments
+            exc = RuntimeError(message)
+        raise exc
+
+    def _digest(self, lrs: list[float] | None = None) -> int:
+        """A checksum of what every rank's optimizer must agree on before a step: its step
+        count, options, learning rates ``lrs`` and group hyperparameters (a schedule by
+        its values: a callable's repr names its address)."""
+        opt = self.optimizer
+        noise = opt.grad_noise
+        key = (opt.step_count, opt.skipped_steps, opt.clip_norm, opt.skip_nonfinite,
+               None if noise is None else (noise.eta, noise.gamma, int(noise.seed)), lrs,
+               [[(k, v) for k, v in sorted(g.items()) if not callable(v)]
+                for g in opt.param_groups], opt._group_state)
+        return zlib.crc32(repr(key).encode())
 
     # ----------------------------------------------------------------- the step
     @property
@@ -275,31 +307,35 @@ class ShardedOptimizer:
         extra = 0 if self._gsend is None else self._gsend.nbytes + self._pbuf.nbytes
         return int(self._avg.nbytes + self._recv.nbytes + extra)
 
-    def _checked(self, grads: Any) -> Any:
+    def _checked(self, grads: Any) -> tuple[Any, tuple[int, list[float]]]:
         """This rank's call checked as the one-process step checks it (nothing written):
-        the gradients' buffer to send (1-D, in the communication layout) or the list of
-        gradients to pack."""
+        ``(gradients, prepared)``, the gradients' buffer to send (1-D, in the communication
+        layout) or the list of gradients to pack, and the wrapped optimizer's
+        ``_prepare()`` (the groups checked, the step's learning rates)."""
         opt = self.optimizer
         opt._gradients(grads)
-        if opt._groups_edited():
-            opt._check_groups()
-        if opt.step_count + 1 > MAX_STEP:
-            raise ValueError("this optimizer has taken 2**63 - 1 steps, the most its kernels "
-                             "count (int64); make a new one")
+        prepared = opt._prepare()
         if opt._flat is not None:
-            return opt._flat.grad if grads is None else opt._be.flat_view(grads)
-        return [grads] if isinstance(grads, np.ndarray) else list(grads)
+            source = opt._flat.grad if grads is None else opt._be.flat_view(grads)
+        else:
+            source = [grads] if isinstance(grads, np.ndarray) else list(grads)
+        if self.stage == 1 and not all(
+                a.flags.writeable for a in ([source] if isinstance(source, np.ndarray)
+                                            else source)):
+            raise ValueError("stage=1 writes the averaged gradient into the gradient buffers, "
+                             "and these are read-only: pass writable arrays, or use stage=2")
+        return source, prepared
 
     def step(self, grads: Any = None) -> None:
         """One data-parallel step: ``grads`` are this rank's gradients, as the wrapped
         optimizer's ``step`` takes them (for a FlatParams, leave them out to use
         ``flat.grad``). Every rank must call it."""
-        error, source = None, None
+        error, source, prepared = None, None, None
         try:
-            source = self._checked(grads)
+            source, prepared = self._checked(grads)
         except Exception as exc:  # noqa: BLE001 - agreed on, then raised everywhere
             error = exc
-        self._agree(error)
+        self._agree(error, 0 if error is not None else self._digest(prepared[1]))
         send = self._pack_gradients(source)
         self._exchange(send)
         if self.stage == 1:
@@ -312,7 +348,7 @@ class ShardedOptimizer:
             decided = (skip, norm_scale(total, opt.clip_norm)
                        if opt.clip_norm is not None and not skip else 1.0)
         before = opt.step_count
-        opt._step(self._piece_grads, decided)
+        opt._step(self._piece_grads, prepared, decided)
         if opt.step_count != before:
             self._share_parameters()
 
@@ -466,8 +502,9 @@ class ShardedOptimizer:
         """Restore a checkpoint (collective): a one-process state dict (what
         :meth:`consolidated_state_dict` or a one-process optimizer writes), the list of
         every rank's shard dicts from any number of ranks (resharded here), or this rank's
-        own shard from the same number of ranks. Checked on every rank before any is
-        changed: a checkpoint refused on one rank is refused on all."""
+        own shard from the same number of ranks. A checkpoint refused on one rank, or
+        loading other steps or options than another rank's, is refused on all: a rank
+        that had loaded it goes back to its state before the call."""
         opt = self.optimizer
         error, backup = None, None
         try:
@@ -476,12 +513,24 @@ class ShardedOptimizer:
             opt.load_state_dict(shard)
         except Exception as exc:  # noqa: BLE001 - agreed on below
             error = exc
-        try:
-            self._agree(error)
+        try:  # the ranks loaded the same step, options and groups, or none keeps its load
+            self._agree(error, 0 if error is not None else self._digest())
         except Exception:
             if error is None:  # another rank refused: undo this rank's load
                 opt.load_state_dict(backup)
             raise
+
+    def close(self) -> None:
+        """Free the communicator the optimizer made for its messages (collective; also on
+        leaving a ``with`` block). The optimizer cannot step after it."""
+        if self._comm is not None and self._comm != self._MPI.COMM_NULL:
+            self._comm.Free()
+
+    def __enter__(self) -> ShardedOptimizer:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
 
     def __repr__(self) -> str:
         return (f"ShardedOptimizer({self.optimizer!r}, rank {self.rank} of {self.world}, "

@@ -35,7 +35,7 @@ class _Segment:
     """A contiguous run of parameters stepped by one kernel call."""
 
     p: Any  # 1-D view of the parameter memory (an ndarray, or a Numba device array)
-    lo: int  # position in the optimizer's layout: state buffers and noise counter
+    lo: int  # position in the optimizer's layout: where its state lies
     group: int
     param: int  # index of the user's array (list mode); -1 for a FlatParams run
     state: tuple[Any, ...] = ()  # 1-D views of the state buffers, in rule order
@@ -354,6 +354,14 @@ class Optimizer:
         self._layout_size = size
         self._pieces = [(int(i), int(a), int(b)) for i, a, b in pieces]
         self._piece_whole = [full[i].p.size for i, _, _ in pieces]
+        # where each piece holds array values (not the padding between a run's arrays)
+        self._piece_fill = []
+        for j, (i, a, b) in enumerate(self._pieces):
+            first, stop = full[i].lo + a, full[i].lo + b
+            for lo, n in self._full_units:
+                lo_, hi_ = max(lo, first), min(lo + n, stop)
+                if hi_ > lo_:
+                    self._piece_fill.append((j, lo_ - first, hi_ - lo_))
 
     @staticmethod
     def _host_segment(rule: Callable, p: np.ndarray, st: tuple, off: int, i: int) -> tuple:
@@ -405,7 +413,8 @@ class Optimizer:
         self._storage = precision.Storage(
             self._precision, tuple(names), tuple(signs[n] for n in names), units,
             self._layout_size, initial, self._be,
-            whole=None if self._pieces is None else self._piece_whole)
+            whole=None if self._pieces is None else self._piece_whole,
+            fill=None if self._pieces is None else self._piece_fill)
         if self._storage.master is not None:  # the master copy starts at the parameters
             for (lo, n), seg in zip(units, self._segments, strict=True):
                 self._storage.master[lo:lo + n] = seg.p.astype(np.float32)
@@ -615,19 +624,29 @@ class Optimizer:
     def step(self, grads: Any = None) -> None:
         """Take one step in place. ``grads`` mirrors the params (an array, or a list in the
         same order); for a FlatParams, leave it out to use ``flat.grad``."""
+        if self._pieces is not None:
+            raise TypeError("this optimizer holds one rank's shard: step the "
+                            "fastopt.distributed.ShardedOptimizer that made it")
         self._step(self._gradients(grads))
 
-    def _step(self, gs: Sequence[Any], decided: tuple[bool, float] | None = None) -> None:
-        """The step over validated per-segment gradients ``gs``; ``decided``: the
-        ``(skip, clip factor)`` of a norm taken elsewhere (a shard's: over all of them),
-        else the norm is taken here when clipping or ``skip_nonfinite`` asks for it."""
+    def _prepare(self) -> tuple[int, list[float]]:
+        """What a step checks before it writes anything, beyond its gradients: the groups
+        (re-checked where edited), the step number ``t`` and each group's learning rate."""
         if self._groups_edited():
             self._check_groups()
         t = self.step_count + 1
         if t > MAX_STEP:
             raise ValueError("this optimizer has taken 2**63 - 1 steps, the most its kernels "
                              "count (int64); make a new one")
-        lrs = [lr_at(group["lr"], t - 1) for group in self.param_groups]
+        return t, [lr_at(group["lr"], t - 1) for group in self.param_groups]
+
+    def _step(self, gs: Sequence[Any], prepared: tuple[int, list[float]] | None = None,
+              decided: tuple[bool, float] | None = None) -> None:
+        """The step over validated per-segment gradients ``gs``; ``prepared``:
+        :meth:`_prepare`'s result where the caller took it already; ``decided``: the
+        ``(skip, clip factor)`` of a norm taken elsewhere (a shard's: over all of them),
+        else the norm is taken here when clipping or ``skip_nonfinite`` asks for it."""
+        t, lrs = self._prepare() if prepared is None else prepared
         stream = None if self._be is cpu else self._be.current_stream(self._origin)
         scale, dscale = 1.0, None
         if decided is not None:

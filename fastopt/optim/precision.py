@@ -255,7 +255,11 @@ class Storage:
     def __init__(self, prec: Precision, names: tuple[str, ...], signs: tuple[str, ...],
                  units: list[tuple[int, int]], layout_size: int,
                  initial: dict[str, float], be: Any = cpu,
-                 whole: list[int] | None = None) -> None:
+                 whole: list[int] | None = None,
+                 fill: list[tuple[int, int, int]] | None = None) -> None:
+        """``fill``: the ``(unit, start, size)`` ranges that start at ``initial`` (default:
+        every unit whole; a shard's pieces of a FlatParams run also hold the padding between
+        arrays, which one process's units, the arrays, leave at 0)."""
         self.prec = prec
         self.be = be  # the driver whose memory holds the buffers (the CPU's or a GPU's)
         self.names = names
@@ -281,8 +285,9 @@ class Storage:
         self.master = self.buffers.get("master")
         for name in names:
             if initial.get(name):
-                for u in range(len(units)):
-                    self.write_unit(name, u, np.full(units[u][1], initial[name], np.float32))
+                for u, start, n in fill if fill is not None else [
+                        (u, 0, n) for u, (_, n) in enumerate(units)]:
+                    self.write_unit(name, u, np.full(n, initial[name], np.float32), start)
 
     # -------------------------------------------------------------- per-unit views
     def book(self, name: str) -> str:
@@ -315,12 +320,14 @@ class Storage:
         a = host(self.buffers[f"state.{name}"][off:off + n])
         return bf16_decode(a) if self.prec.state == "bfloat16" else a.copy()
 
-    def write_unit(self, name: str, u: int, x: np.ndarray) -> None:
-        """Set unit ``u``'s state ``name`` from float values (rounded to nearest)."""
-        lo, n = self.units[u]
-        off = self.offsets[u]
+    def write_unit(self, name: str, u: int, x: np.ndarray, start: int = 0) -> None:
+        """Set unit ``u``'s state ``name`` from float values (rounded to nearest): all of
+        it, or (not 8-bit) its values from ``start`` on, as many as ``x`` has."""
+        n = x.size
+        off = self.offsets[u] + start
         put = self.be.copy_from_host
         if self.kind[u] == "q8":
+            assert start == 0 and n == self.units[u][1], "8-bit units are written whole"
             b0 = self.block_offsets[u]
             codes, absmax = quantized.quantize(x, self.book(name))
             put(self.buffers[f"state.{name}.codes"][off:off + n], codes)
