@@ -39,6 +39,10 @@ SHAPES = {
     # bits (the split among ranks changes nothing)
     "same_everywhere": {"w": (5000, 3), "b": (3,), "v": (4099,)},
 }
+# Every rule of the registry, with clipping, noise and weight decay: "rule_<name>"
+for _name in fastopt.optim.RULE_NAMES:
+    CASES[f"rule_{_name}"] = (_name, 2)
+    SHAPES[f"rule_{_name}"] = [(5000,), (7,)]
 
 
 def dtypes(case: str) -> tuple[np.dtype, np.dtype]:
@@ -94,6 +98,8 @@ def options(case: str, params) -> tuple[object, dict]:
         return params, dict(lr=0.01, clip_norm=1.0, weight_decay=0.01)
     if case == "same_everywhere":
         return params, dict(lr=0.01, clip_norm=3.0, grad_noise=noise, weight_decay=0.01)
+    if case.startswith("rule_"):
+        return params, dict(lr=0.01, clip_norm=50.0, grad_noise=noise, weight_decay=0.01)
     if case == "bf16_master":
         return params, dict(lr=0.01, master_weights=True, clip_norm=1.0, grad_noise=noise)
     if case == "fp16_rounding":
