@@ -61,6 +61,16 @@ def _unit_of_segment(units: list, segments: list) -> list[int]:
     return [at[lo] for lo, _, _ in segments]
 
 
+def _piece_slices(part: list, unit_of: list[int], full: precision.StoredLayout,
+                  mine: precision.StoredLayout):
+    """For each piece of ``part`` and each stored buffer: ``(key, slice of the one-process
+    buffer, slice of the shard's)`` (``full``, ``mine``: the two stored layouts)."""
+    for j, (i, a, b) in enumerate(part):
+        piece = mine.slices(j, 0, b - a)
+        for key, whole in full.slices(unit_of[i], a, b - a).items():
+            yield key, whole, piece[key]
+
+
 def _piece_layout(stored: precision.Precision | None, info: dict, rank: int):
     """The stored layout of rank ``rank``'s shard."""
     part = info["parts"][rank]
@@ -127,11 +137,8 @@ def consolidate(shards: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         mine = _piece_layout(stored, info, q)
         arrays = {key: _array(sd, key, size, f"rank {q}'s state dict")
                   for key, (size, _) in mine.specs.items()}
-        for j, (i, a, b) in enumerate(info["parts"][q]):
-            dst = full.slices(unit_of[i], a, b - a)
-            src = mine.slices(j, 0, b - a)
-            for key, where in dst.items():
-                buffers[key][where] = arrays[key][src[key]]
+        for key, whole, piece in _piece_slices(info["parts"][q], unit_of, full, mine):
+            buffers[key][whole] = arrays[key][piece]
     out.update(buffers)
     return out
 
@@ -173,9 +180,6 @@ def shard_of(sd: Any, opt: Optimizer, rank: int, world: int, segments: list,
     for key, (size, _) in full.specs.items():
         a = _array(sd, key, size, "state dict")
         out[key] = np.zeros(mine.specs[key][0], a.dtype)
-    for j, (i, a, b) in enumerate(parts[rank]):
-        src = full.slices(unit_of[i], a, b - a)
-        dst = mine.slices(j, 0, b - a)
-        for key, where in src.items():
-            out[key][dst[key]] = sd[key][where]
+    for key, whole, piece in _piece_slices(parts[rank], unit_of, full, mine):
+        out[key][piece] = sd[key][whole]
     return out

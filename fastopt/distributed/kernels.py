@@ -13,9 +13,9 @@ import numpy as np
 from numba import prange
 
 from .. import parallel
-from .._jit import bind, cpu_jit, device_function
+from .._jit import bind, cpu_jit
+from ..drivers import cpu
 from ..precision import storage
-from ..rules.transforms import flags_of, reported
 
 #: Values summed per task of the mean: a block of each rank's slice stays in L1 cache.
 MEAN_BLOCK = 2048
@@ -108,37 +108,31 @@ def ordered_mean(recv: np.ndarray, own: np.ndarray, me: int, out: np.ndarray,
 
 def _combine(partials, blocks):
     """The one-process sum of squares from its block partials in layout order:
-    ``blocks[i]`` partials per segment, summed as ``drivers.cpu._sumsq_loop`` sums a
-    segment's, the segments' totals added as ``drivers.cpu.clip_or_skip`` adds them."""
+    ``blocks[i]`` partials per segment, combined as ``drivers.cpu.sum_of_squares``
+    combines a segment's, the segments' totals added as ``drivers.cpu.clip_or_skip`` adds
+    them (the same compiled functions)."""
     total = 0.0
     b = 0
     for i in range(blocks.size):
-        seg = 0.0
-        flags = 0
-        for _ in range(blocks[i]):
-            f = FLAGS_OF(partials[b])
-            flags |= f
-            if f == 0:
-                seg += partials[b]
-            b += 1
-        seg = REPORTED(seg, flags)
-        total = REPORTED(total + seg, FLAGS_OF(total) | FLAGS_OF(seg))
+        total = ADD_TOTALS(total, COMBINE_BLOCKS(partials, b, b + blocks[i]))
+        b += blocks[i]
     return total
 
 
-def FLAGS_OF(x):  # noqa: N802 - placeholder, bound to rules.transforms.flags_of
+def COMBINE_BLOCKS(partials, lo, hi):  # noqa: N802 - placeholder: drivers.cpu's
     raise NotImplementedError
 
 
-def REPORTED(total, flags):  # noqa: N802 - placeholder, bound to rules.transforms.reported
+def ADD_TOTALS(a, b):  # noqa: N802 - placeholder: rules.transforms.add_totals, compiled
     raise NotImplementedError
 
 
 @cache
 def combine_kernel():
     """The compiled :func:`_combine`."""
-    return cpu_jit(bind(_combine, "combine_partials", FLAGS_OF=device_function(flags_of),
-                        REPORTED=device_function(reported)))
+    combine_blocks, add_totals = cpu.combine_functions()
+    return cpu_jit(bind(_combine, "combine_partials", COMBINE_BLOCKS=combine_blocks,
+                        ADD_TOTALS=add_totals))
 
 
 def combine(partials: np.ndarray, blocks: np.ndarray) -> float:

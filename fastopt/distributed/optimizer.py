@@ -223,9 +223,9 @@ class ShardedOptimizer:
         first, stop = lay.ranges[self.rank]
         self._avg = np.zeros(stop - first, gdtype)
         self._bucket = max(1, min(bucket_size // self.world, max(lay.counts)))
-        rounds = max(-(-c // self._bucket) for c in lay.counts)
+        self._rounds = max(-(-c // self._bucket) for c in lay.counts)
         # one receive buffer per round in flight: two while a bucket is summed
-        self._recv = np.empty((min(2, rounds), self.world * self._bucket), gdtype)
+        self._recv = np.empty((min(2, self._rounds), self.world * self._bucket), gdtype)
         # 16-bit gradients: their norm is reduced by a kernel that decodes them
         self._sumsq = (precision.sumsq_kernels(opt._precision.grad)
                        if np.dtype(gdtype).itemsize == 2 else None)
@@ -380,10 +380,9 @@ class ShardedOptimizer:
         lay, world, me, B = self._layout, self.world, self.rank, self._bucket  # noqa: N806
         counts, displs = lay.counts, lay.displs
         mine = counts[me]
-        rounds = max(-(-c // B) for c in counts)
         divisor = float(world) if self.average else 1.0
         pending = None  # (request, receive buffer, this rank's values, first value)
-        for k in range(rounds):
+        for k in range(self._rounds):
             # this rank's own values are not sent to itself: the mean reads them in place
             sc = [0 if q == me else max(0, min(B, c - k * B)) for q, c in enumerate(counts)]
             sd = [d + k * B if n else 0 for d, n in zip(displs, sc, strict=True)]

@@ -183,14 +183,36 @@ def _sumsq_loop(x, partials):
                 elif math.isinf(xk):
                     flags |= INF_SEEN
         partials[b] = REPORTED(s, flags)
+    return COMBINE_BLOCKS(partials, 0, nblocks)
+
+
+def _combine_blocks(partials, lo, hi):
+    """The reported sum of squares of block partials ``lo`` to ``hi`` (each reported, see
+    ``rules.transforms.reported``), added serially in block order: the same bits at any
+    thread count, and wherever the partials were computed (``fastopt.distributed``
+    combines every rank's with it)."""
     total = 0.0
     flags = 0
-    for b in range(nblocks):
+    for b in range(lo, hi):
         f = FLAGS_OF(partials[b])
         flags |= f
         if f == 0:
             total += partials[b]
     return REPORTED(total, flags)
+
+
+def COMBINE_BLOCKS(partials, lo, hi):  # noqa: N802 - placeholder, bound to _combine_blocks
+    raise NotImplementedError
+
+
+@cache
+def combine_functions() -> tuple[Callable, Callable]:
+    """Compiled ``(combine_blocks(partials, lo, hi), add_totals(a, b))``: how a reduction's
+    block partials make one array's total, and how arrays' totals add up
+    (:func:`clip_or_skip`)."""
+    flags_of_, reported_ = device_function(flags_of), device_function(reported)
+    return (device_function(bind(_combine_blocks, FLAGS_OF=flags_of_, REPORTED=reported_)),
+            device_function(bind(add_totals, flags_of=flags_of_, reported=reported_)))
 
 
 @cache
@@ -227,8 +249,8 @@ def sumsq_kernel(parallel: bool, load: Callable | None = None, name: str = "sums
     gradients: decoded to float32; ``name`` then says which, with the source tag of what
     it binds)."""
     return _compiled(_sumsq_loop, name, parallel, REPORTED=device_function(reported),
-                     FLAGS_OF=device_function(flags_of), LOAD=device_function(load or _load),
-                     SUMSQ_RANGE=sumsq_range(load))
+                     LOAD=device_function(load or _load), SUMSQ_RANGE=sumsq_range(load),
+                     COMBINE_BLOCKS=combine_functions()[0])
 
 
 @cache
