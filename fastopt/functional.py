@@ -25,6 +25,9 @@ The arrays a step writes (parameters and state) must not share memory with any o
 array of the call; a gradient may be its own parameter, and gradients may be shared.
 ``check=False`` skips the argument checks (for callers that validated once).
 
+:func:`init_state` makes a rule's state arrays, in any storage the classes offer (float32,
+bfloat16, 8-bit :class:`QuantizedState`).
+
 GPU arrays (Numba device arrays, CuPy arrays, detached torch CUDA tensors: anything with
 ``__cuda_array_interface__``) are stepped in place by the CUDA driver, with the same
 equations. Kernels go to ``stream`` (a Numba stream), by default the current stream of the
@@ -43,14 +46,17 @@ from typing import Any
 import numpy as np
 
 from . import functional_precision
-from ._checks import FLOAT_DTYPES, MAX_STEP, check_nonneg, check_step
+from ._checks import FLOAT_DTYPES, MAX_STEP, check_nonneg, check_step, half_dtypes
 from .drivers import backend_of, check_step_arrays, cpu, is_device_array
 from .drivers.overlap import check_entries_apart
+from .functional_precision import QuantizedState
 from .noise import GradientNoise
+from .precision import quantized
 from .rules.registry import Rule, annotation, hyperparameter_doc, registry, signature_order
 from .rules.transforms import add_totals, clip_scale, norm_of
 
-__all__ = ["clip_scale", "global_norm", *(r.function for r in registry().values())]  # noqa: PLE0604
+__all__ = ["QuantizedState", "clip_scale", "global_norm", "init_state",
+           *(r.function for r in registry().values())]  # noqa: PLE0604
 
 
 Arrays = np.ndarray | Sequence[np.ndarray]
@@ -140,6 +146,7 @@ def _run(
     master: Arrays | None = None,
     stochastic_rounding: bool = False,
     rounding_seed: int = 0,
+    signs: tuple[str, ...] = (),
 ) -> None:
     ps, gs, sts, offsets = _as_lists(p, g, state, noise_offset)
     if not ps:
@@ -147,7 +154,7 @@ def _run(
     if functional_precision.wanted(ps, gs, sts, master):
         _run_precision(rule, ps, gs, sts, offsets, master, consts, step, lr, weight_decay,
                        decoupled_weight_decay, maximize, grad_scale, noise, check, trust,
-                       stochastic_rounding, rounding_seed)
+                       stochastic_rounding, rounding_seed, signs)
         return
     if stochastic_rounding:
         raise ValueError("stochastic_rounding rounds 16-bit parameters (np.float16, "
@@ -207,8 +214,9 @@ def _run_precision(rule: Callable, ps: list, gs: list, sts: list, offsets: list,
                    master: Arrays | None, consts: tuple[float, ...], step: int, lr: float,
                    weight_decay: float, decoupled_weight_decay: bool, maximize: bool,
                    grad_scale: Any, noise: GradientNoise | None, check: bool,
-                   trust: Trust | None, stochastic_rounding: bool, rounding_seed: int) -> None:
-    """16-bit parameters or gradients, bfloat16 state or a master copy
+                   trust: Trust | None, stochastic_rounding: bool, rounding_seed: int,
+                   signs: tuple[str, ...]) -> None:
+    """16-bit parameters or gradients, bfloat16 or 8-bit state or a master copy
     (:mod:`fastopt.functional_precision`): host arrays only."""
     many = len(ps) > 1
     if master is None:
@@ -225,7 +233,8 @@ def _run_precision(rule: Callable, ps: list, gs: list, sts: list, offsets: list,
         if any(is_device_array(a) for a in [*ps, *gs, *masters] if a is not None):
             raise ValueError("16-bit parameters, bfloat16 state and master copies run on the "
                              "CPU in this version; on a GPU, keep float32 arrays")
-        functional_precision.check(ps, gs, sts, masters, stochastic_rounding, rounding_seed)
+        functional_precision.check(ps, gs, sts, masters, stochastic_rounding, rounding_seed,
+                                   signs)
         for j, off in enumerate(offsets):
             if (isinstance(off, bool) or not isinstance(off, (int, np.integer))
                     or not 0 <= off <= MAX_STEP - ps[j].size):
@@ -356,7 +365,8 @@ rounding_seed : int, default 0
 
 16-bit parameters and gradients and bfloat16 state arrays (``ml_dtypes.bfloat16``) are
 chosen by their dtypes (CPU): arithmetic is float32, results are rounded to the storage
-dtype, bfloat16 state stochastically (docs/precision.md)."""
+dtype, bfloat16 state stochastically (docs/precision.md). 8-bit state: a
+:class:`QuantizedState` in place of each state array (:func:`init_state` makes them)."""
 
 
 def _step(rule: Rule, p: Arrays, g: Arrays, states: tuple, hp: dict[str, Any],
@@ -391,7 +401,8 @@ def _step(rule: Rule, p: Arrays, g: Arrays, states: tuple, hp: dict[str, Any],
     else:
         consts = rule.constants(step, lr, hp)
     _run(rule.element_for(hp), p, g, arrays, consts, step, lr, wd, decoupled, hp["maximize"],
-         grad_scale, noise, noise_offset, check, stream, trust, **precision)
+         grad_scale, noise, noise_offset, check, stream, trust, **precision,
+         signs=tuple(s.sign for s in kept))
     return next(iter(group.values())) if group else None
 
 
@@ -464,6 +475,82 @@ def _function_doc(rule: Rule, always: list, optional: list) -> str:
 
 _functions = {rule.function: rule_function(rule) for rule in registry().values()}
 globals().update(_functions)
+
+
+def init_state(rule: str | Callable, p: Arrays, *, state_dtype: str | None = None,
+               min_8bit_size: int = 4096, **hyperparameters: Any) -> dict[str, Any]:
+    """The state of ``rule``'s functional call for parameters ``p``, at its values before
+    the first step: ``{name: array}`` (a list per name for a list of parameters), to pass
+    as keywords::
+
+        state = F.init_state("adam", p, state_dtype="8bit")
+        for t in range(1, steps + 1):
+            F.adam(p, grad(p), step=t, lr=1e-3, **state)
+
+    ``rule``: the function (``F.adam``), its name or the class name (``"Adam"``).
+    ``hyperparameters``: those that decide which state is kept (``centered=True``) or
+    where it starts (Rprop's step sizes start at ``lr``); the rule's defaults otherwise.
+    ``state_dtype``: as the optimizer classes take it. None: the parameters' dtype
+    (float32 for 16-bit parameters); ``"bfloat16"``: ``ml_dtypes.bfloat16`` arrays;
+    ``"8bit"`` (8-bit floats), ``"fp8"`` or ``"int8"`` (bitsandbytes' dynamic map):
+    a :class:`QuantizedState` per array of at least ``min_8bit_size`` values, in the book
+    its state takes (signed or non-negative), float32 arrays for smaller ones. Host
+    (NumPy) parameters only; on a GPU allocate float32 state with the arrays' library.
+    """
+    r = _rule_of(rule)
+    unknown = set(hyperparameters) - set(r.defaults)
+    if unknown:
+        raise TypeError(f"init_state({r.function!r}): unknown hyperparameters "
+                        f"{sorted(unknown)}; it takes {sorted(r.defaults)}")
+    if isinstance(min_8bit_size, bool) or not isinstance(min_8bit_size, (int, np.integer)) \
+            or min_8bit_size < 0:
+        raise ValueError(f"min_8bit_size must be an int >= 0, got {min_8bit_size!r}")
+    names = (None, "float32", "bfloat16", *quantized.EIGHT_BIT)
+    if state_dtype not in names:
+        raise ValueError(f"state_dtype must be one of {names}, got {state_dtype!r}")
+    hp = {**r.defaults, **hyperparameters}
+    kept = r.state_of(hp)
+    many = isinstance(p, (list, tuple))
+    ps = list(p) if many else [p]
+    for j, a in enumerate(ps):
+        at = f"[{j}]" if many else ""
+        if type(a) is not np.ndarray or a.dtype not in (*FLOAT_DTYPES, *half_dtypes()):
+            raise TypeError(f"init_state: p{at} must be a float numpy.ndarray (host arrays; "
+                            f"on a GPU allocate state with the arrays' library), got "
+                            f"{getattr(a, 'dtype', type(a).__name__)}")
+        if a.dtype == np.float64 and state_dtype not in (None, "float64"):
+            raise ValueError(f"state_dtype={state_dtype!r} needs float32 or 16-bit "
+                             f"parameters; p{at} is float64 and keeps float64 state")
+    if state_dtype in quantized.EIGHT_BIT:
+        for s in kept:
+            if s.sign == "exact":
+                raise ValueError(f"{r.name}'s {s.name} cannot be held in 8 bits (it keeps "
+                                 "an average of the parameters); use state_dtype='bfloat16'")
+    lr = hp["lr"] if isinstance(hp["lr"], numbers.Real) else 0.0
+
+    def one(a: np.ndarray, s: Any) -> Any:
+        value = r.initial_value(s, hp, lr)
+        if state_dtype in quantized.EIGHT_BIT and a.size >= min_8bit_size:
+            book = quantized.book_for(state_dtype, s.sign)
+            return functional_precision.QuantizedState.full(a.shape, value, book)
+        if state_dtype == "bfloat16":
+            return np.full(a.shape, value, np.float32).astype(half_dtypes()[-1])
+        dt = a.dtype if a.dtype in FLOAT_DTYPES and state_dtype is None else np.float32
+        return np.full(a.shape, value, dt)
+
+    if state_dtype == "bfloat16" and half_dtypes()[-1].name != "bfloat16":
+        raise ValueError("state_dtype='bfloat16' needs ml_dtypes: pip install 'fastopt[bf16]'")
+    return {s.name: [one(a, s) for a in ps] if many else one(ps[0], s) for s in kept}
+
+
+def _rule_of(rule: str | Callable) -> Rule:
+    """The registered rule of a functional call, its name or its class's name."""
+    name = getattr(rule, "__name__", rule)
+    for r in registry().values():
+        if name in (r.name, r.function):
+            return r
+    raise ValueError(f"no rule {rule!r}; the rules are "
+                     f"{sorted(r.function for r in registry().values())}")
 
 
 def global_norm(grads: Sequence[Any], workspace: Any = None) -> float:

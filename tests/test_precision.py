@@ -594,3 +594,139 @@ def test_flatparams_run_of_arrays_gets_state_views_of_its_length():
         ref.step([flat.grads[n].copy() for n in shapes])
     for name, p in zip(shapes, apart, strict=True):
         np.testing.assert_array_equal(flat[name], p)
+
+
+# ------------------------------------------------------------------ 8-bit state, functional
+@pytest.mark.parametrize("name, options, state_dtype, param", [
+    ("Adam", {"lr": 1e-2}, "8bit", "float32"),
+    ("RMSprop", {"lr": 1e-3, "centered": True}, "int8", "float32"),
+    ("LAMB", {"lr": 1e-2}, "8bit", "float32"),
+    ("Adam", {"lr": 1e-2}, "fp8", "bfloat16"),
+])
+def test_functional_8bit_state_matches_the_classes_to_the_bit(name, options, state_dtype,
+                                                               param):
+    """init_state's QuantizedState arrays (and float32 arrays below min_8bit_size) stepped
+    through the functional call: the same parameters, codes and block maxima as the class
+    with the same state_dtype, over a list of a 2-D array with a partial last block and a
+    small one. bfloat16 parameters: with a float32 master copy, as master_weights=True."""
+    from fastopt import functional as F
+
+    fn = getattr(F, name.lower())
+    rng = np.random.default_rng(21)
+    shapes = [(97, 61), (300,)]
+    dt = BF16 if param == "bfloat16" else np.float32
+    p0 = [rng.standard_normal(s).astype(dt) for s in shapes]
+    grads = [[(rng.standard_normal(s) * 0.1).astype(np.float32) for s in shapes]
+             for _ in range(4)]
+    got = [a.copy() for a in p0]
+    state = F.init_state(fn, got, state_dtype=state_dtype, **options)
+    kinds = {k: [type(a).__name__ for a in v] for k, v in state.items()}
+    assert all(v == ["QuantizedState", "ndarray"] for v in kinds.values()), kinds
+    extra = {}
+    if param == "bfloat16":
+        extra = {"master": [a.astype(np.float32) for a in got], "grad_dtype": np.float32}
+    want = [a.copy() for a in p0]
+    opt = getattr(fastopt, name)(want, state_dtype=state_dtype, **options,
+                                 **({"master_weights": True, "grad_dtype": np.float32}
+                                    if param == "bfloat16" else {}))
+    extra.pop("grad_dtype", None)
+    for t, gs in enumerate(grads, 1):
+        fn(got, gs, step=t, **options, **state, **extra)
+        opt.step(gs)
+    for a, b, a0 in zip(got, want, p0, strict=True):
+        assert not np.array_equal(a, a0)  # it moved
+        np.testing.assert_array_equal(a.view(np.uint16 if param == "bfloat16" else np.uint32),
+                                      b.view(np.uint16 if param == "bfloat16" else np.uint32))
+    sd = opt.state_dict()
+    n = p0[0].size
+    for k, arrays in state.items():
+        q = arrays[0]
+        np.testing.assert_array_equal(q.codes.reshape(-1), sd[f"state.{k}.codes"][:n])
+        np.testing.assert_array_equal(q.absmax, sd[f"state.{k}.absmax"][:q.absmax.size])
+        np.testing.assert_array_equal(q.values().reshape(-1), opt.state[0][k].reshape(-1))
+
+
+@pytest.mark.parametrize("book", ["e4m3", "e5m2", "dynamic_signed", "dynamic_unsigned"])
+def test_quantized_state_is_the_blockwise_definition(book):
+    """QuantizedState.from_values and values() against the NumPy definitions (block
+    maxima, nearest code), on a 2-D array whose size leaves a partial last block; then one
+    functional Momentum step on it against decode → step in float32 → encode."""
+    from fastopt import functional as F
+
+    rng = np.random.default_rng(5)
+    x = (rng.standard_normal((33, 40)) * 10.0 ** rng.uniform(-5, 1, (33, 40))).astype(
+        np.float32)
+    if book == "dynamic_unsigned":
+        x = np.abs(x)
+    q = F.QuantizedState.from_values(x, book)
+    codes, amax = _ref_quantize(x.reshape(-1), book)
+    np.testing.assert_array_equal(q.absmax, amax)
+    np.testing.assert_array_equal(q.codes.reshape(-1), codes)
+    # a·code/largest and a/largest·code: an ulp apart at most
+    np.testing.assert_allclose(q.values().reshape(-1), _ref_dequantize(codes, amax, book),
+                               rtol=2.4e-7, atol=0)
+    assert q.shape == x.shape and q.nbytes == x.size + 4 * amax.size
+    if book == "dynamic_unsigned":
+        return  # momentum's velocity takes both signs (refused below)
+    p = rng.standard_normal(x.shape).astype(np.float32)
+    g = rng.standard_normal(x.shape).astype(np.float32)
+    want_v = np.float32(0.9) * _ref_dequantize(codes, amax, book).reshape(x.shape) \
+        + np.float32(0.1) * g
+    want_p = p - want_v
+    F.momentum(p, g, q, step=1, lr=0.1, momentum=0.9)
+    want_codes, want_amax = _ref_quantize(want_v.astype(np.float32).reshape(-1), book)
+    np.testing.assert_allclose(q.absmax, want_amax, rtol=2e-7)
+    got = q.codes.reshape(-1).astype(int)
+    assert np.abs(got - want_codes).max() <= 1 and (got == want_codes).mean() > 0.999
+    np.testing.assert_allclose(p, want_p, rtol=2e-6, atol=1e-7)
+
+
+def _bad_8bit(case: str):
+    """(call, arrays that must not change, error match) for one bad functional 8-bit call."""
+    from fastopt import functional as F
+
+    n = 1000
+    p = np.ones(n, np.float32)
+    g = np.full(n, 0.5, np.float32)
+    st = F.init_state("adam", p, state_dtype="8bit", min_8bit_size=0)
+    m, v = st["m"], st["v"]
+    kw = {"step": 1, "lr": 0.1}
+    if case == "mixed":
+        return lambda: F.adam(p, g, m, np.zeros(n, np.float32), **kw), (p, m.codes), \
+            "some are QuantizedState"
+    if case == "unsigned_book":
+        bad = F.QuantizedState.full(n, 0.0, "dynamic_unsigned")
+        return lambda: F.adam(p, g, bad, v, **kw), (p, bad.codes, v.codes), "both signs"
+    if case == "absmax_size":
+        bad = F.QuantizedState(m.codes, np.zeros(2, np.float32), "e4m3")
+        return lambda: F.adam(p, g, bad, v, **kw), (p, m.codes, v.codes), "block maxima"
+    if case == "codes_dtype":
+        bad = F.QuantizedState(np.zeros(n, np.int8), m.absmax, "e4m3")
+        return lambda: F.adam(p, g, bad, v, **kw), (p, v.codes, m.absmax), "uint8"
+    if case == "float64":
+        p64 = np.ones(n)
+        return lambda: F.adam(p64, g.astype(np.float64), m, v, **kw), (p64, m.codes), \
+            "float64"
+    if case == "overlap":
+        shared = F.QuantizedState(m.codes, v.absmax, "e4m3")
+        return lambda: F.adam(p, g, shared, v, **kw), (p, m.codes, v.codes, v.absmax), \
+            "shares memory"
+    if case == "read_only":
+        m.codes.flags.writeable = False
+        return lambda: F.adam(p, g, m, v, **kw), (p, v.codes), "writable"
+    if case == "asgd":
+        return lambda: F.init_state("asgd", p, state_dtype="8bit"), (p,), "8 bits"
+    if case == "unknown_hp":
+        return lambda: F.init_state("adam", p, centred=True), (p,), "unknown hyperparameters"
+    raise AssertionError(case)
+
+
+@pytest.mark.parametrize("case", ["mixed", "unsigned_book", "absmax_size", "codes_dtype",
+                                  "float64", "overlap", "read_only", "asgd", "unknown_hp"])
+def test_functional_8bit_errors_write_nothing(case):
+    call, arrays, match = _bad_8bit(case)
+    before = [a.copy() for a in arrays]
+    with pytest.raises((TypeError, ValueError), match=match):
+        call()
+    for a, b in zip(arrays, before, strict=True):
+        np.testing.assert_array_equal(a, b)

@@ -28,12 +28,7 @@ from ..rules.transforms import direction_then_rule
 
 #: The names ``state_dtype`` takes (None: the parameters' compute dtype).
 STATE_DTYPES = ("float32", "bfloat16", "int8", "fp8", "8bit")
-#: ``state_dtype="8bit"``: the 8-bit format measured fastest at the same accuracy
-#: (docs/precision.md: fp8 Adam ~5.5 ms at 1e7 on 2 cores against the dynamic map's ~40 ms,
-#: the same demo accuracy). "int8" keeps bitsandbytes' dynamic map, for parity.
-DEFAULT_8BIT = "fp8"
-#: 8-bit state formats and their code books (signed state, non-negative state).
-EIGHT_BIT = {"int8": "dynamic", "fp8": "fp8", "8bit": DEFAULT_8BIT}
+DEFAULT_8BIT, EIGHT_BIT = quantized.DEFAULT_8BIT, quantized.EIGHT_BIT
 HALF = ("float16", "bfloat16")
 
 
@@ -291,8 +286,7 @@ class Storage:
 
     # -------------------------------------------------------------- per-unit views
     def book(self, name: str) -> str:
-        signed, nonneg = quantized.BOOKS[EIGHT_BIT[self.prec.state]]
-        return nonneg if self.signs[name] == "nonnegative" else signed
+        return quantized.book_for(self.prec.state, self.signs[name])
 
     def views(self, u: int, n: int | None = None) -> tuple[str, tuple, tuple]:
         """``(kind, state arrays, block maxima)`` of unit ``u`` for its kernel; ``n``: the
