@@ -55,6 +55,9 @@ def facts(ptx: str) -> dict:
         "f64_ops": len(re.findall(r"^\s*(?:add|sub|mul|fma|div|sqrt|rcp|neg|abs|min|max)"
                                   r"[\w.]*\.f64\b", body, re.MULTILINE)),
         "calls": len(re.findall(r"\bcall(\.uni)?\b", body)),
+        # 16-byte accesses: four float32 or two float64 elements per instruction
+        "vector_loads": len(re.findall(r"\bld\.global\.(?:v4\.f32|v2\.f64)\b", body)),
+        "vector_stores": len(re.findall(r"\bst\.global\.(?:v4\.f32|v2\.f64)\b", body)),
         "bytes": len(ptx),
     }
 
@@ -295,6 +298,7 @@ def main() -> None:
             }.items():
                 compile_one(f"step_{rname}_{opts}_{dt.__name__}", fn,
                             (a, a, st, h, 1.0, dscale, wd, 1.0, nz), out)
+                out[f"step_{rname}_{opts}_{dt.__name__}"]["state_arrays"] = nstate
                 if spec:
                     compile_one(f"tablestep_{rname}_{opts}_{dt.__name__}", table_fn,
                                 (table, 5, cols, a, h, 1.0, dscale, wd, 1.0, nz), out)

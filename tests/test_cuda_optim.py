@@ -530,3 +530,45 @@ def test_global_norm_checks_a_device_workspace():
         F.global_norm([g], g)
     assert F.global_norm([g], to_device(np.zeros(4))) == pytest.approx(
         np.linalg.norm(np.arange(100.0)), rel=1e-13)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_aligned_arrays_step_four_at_a_time_and_the_rest_one_at_a_time(dtype):
+    """The step kernel reads and writes aligned arrays four elements per 16-byte access
+    (drivers/cuda_vectors.py) and steps the last n % 4 one by one; an array that starts
+    4 bytes past an aligned address takes the one-element loop. Both give the CPU's
+    values, with noise and weight decay (the element index is the noise counter), and the
+    alignment test picks the path the arrays allow."""
+    from numba import cuda
+
+    from fastopt.drivers.cuda_vectors import misaligned
+
+    @cuda.jit
+    def probe(p, g, st, out):
+        out[0] = misaligned(p, g, st)
+
+    rng = np.random.default_rng(4)
+    noise = fastopt.GradientNoise(eta=0.01, seed=3)
+    for n in (4 * 33 + 3, 64, 5):
+        for shift in (0, 1):
+            p0 = rng.standard_normal(n + 1).astype(dtype)
+            g = rng.standard_normal(n + 1).astype(dtype)
+            dev = [to_device(a) for a in (p0, g, np.zeros(n + 1, dtype), np.zeros(n + 1, dtype))]
+            dp, dg, dm, dv = (a[shift:shift + n] for a in dev)
+            out = cuda.to_device(np.full(1, -1, np.int64))
+            probe[1, 1](dp, dg, (dm, dv), out)
+            assert (host(out)[0] == 0) == (shift == 0)
+            cp, cm, cv = p0[shift:shift + n].copy(), np.zeros(n, dtype), np.zeros(n, dtype)
+            for t in (1, 2):
+                kw = {"step": t, "lr": 0.01, "weight_decay": 0.1, "noise": noise}
+                F.adam(cp, g[shift:shift + n], cm, cv, **kw)
+                F.adam(dp, dg, dm, dv, **kw)
+            got = host(dev[0])[shift:shift + n]
+            assert not np.array_equal(got, p0[shift:shift + n])
+            np.testing.assert_allclose(got, cp, rtol=RTOL, atol=ATOL)
+            np.testing.assert_allclose(host(dev[3])[shift:shift + n], cv, rtol=RTOL, atol=ATOL)
+            # the elements around the view are untouched
+            if shift:
+                assert host(dev[0])[0] == p0[0]
+            else:
+                assert host(dev[0])[n] == p0[n]
