@@ -302,6 +302,7 @@ def main() -> None:
                 if spec:
                     compile_one(f"tablestep_{rname}_{opts}_{dt.__name__}", table_fn,
                                 (table, 5, cols, a, h, 1.0, dscale, wd, 1.0, nz), out)
+                    out[f"tablestep_{rname}_{opts}_{dt.__name__}"]["state_arrays"] = nstate
         for dname, (direction, nstate, consts) in TRUST.items():
             st = tuple(np.zeros(8, dtype) for _ in range(nstate))
             h = tuple(float(c) for c in consts)

@@ -572,3 +572,27 @@ def test_aligned_arrays_step_four_at_a_time_and_the_rest_one_at_a_time(dtype):
                 assert host(dev[0])[0] == p0[0]
             else:
                 assert host(dev[0])[n] == p0[n]
+
+
+def test_a_list_with_a_misaligned_array_steps_it_one_element_at_a_time():
+    """The one-launch step over many arrays tests each array's alignment: aligned arrays
+    four elements per access, a view 4 bytes off one at a time; every array gets the
+    CPU's values, including the n % 4 tails at the end of each array."""
+    rng = np.random.default_rng(9)
+    sizes, shifts = (130, 71, 9), (0, 1, 0)
+    bases = [rng.standard_normal(n + 1).astype(np.float32) for n in sizes]
+    grads = [rng.standard_normal(n).astype(np.float32) for n in sizes]
+    dev = [to_device(b) for b in bases]
+    views = [d[s:s + n] for d, s, n in zip(dev, shifts, sizes, strict=True)]
+    cpu = [b[s:s + n].copy() for b, s, n in zip(bases, shifts, sizes, strict=True)]
+    gpu_opt = fastopt.Adam(views, lr=0.01)
+    cpu_opt = fastopt.Adam(cpu, lr=0.01)
+    for _ in range(2):
+        gpu_opt.step([to_device(g) for g in grads])
+        cpu_opt.step(grads)
+    for d, c, b, s, n in zip(dev, cpu, bases, shifts, sizes, strict=True):
+        got = host(d)
+        np.testing.assert_allclose(got[s:s + n], c, rtol=RTOL, atol=ATOL)
+        assert not np.array_equal(got[s:s + n], b[s:s + n])
+        outside = 0 if s else n
+        assert got[outside] == b[outside]  # the element beside the view is untouched

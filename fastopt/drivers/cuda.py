@@ -47,7 +47,20 @@ from ..rules.transforms import (
 )
 from ._state import as_dtype_of, gather, noise_args, scatter
 from .cuda_pointers import gather_at, load_at, row, scatter_at, store_at
-from .cuda_vectors import LANES, gather4, lane, load4, misaligned, scatter4, store4
+from .cuda_vectors import (
+    LANES,
+    gather4,
+    gather4_at,
+    lane,
+    load4,
+    load4_at,
+    misaligned,
+    misaligned_at,
+    scatter4,
+    scatter4_at,
+    store4,
+    store4_at,
+)
 
 #: A device driver (``drivers.interface.DeviceDriver``): launches go to a stream.
 ON_DEVICE = True
@@ -246,7 +259,26 @@ def _table_step_kernel(table, nchunks, cols, proto, h, scale, dscale, wd, decay,
         st = row(table, j, cols)
         offset = table[j, OFFSET]
         i = first + t
-        while i < stop:
+        if misaligned_at(pa, ga, st) == 0:  # 16-byte accesses, as _step_kernel's
+            vstop = first + (stop - first) // 4 * 4
+            i = first + 4 * t
+            while i < vstop:
+                pv = load4_at(pa, i, proto)
+                gv = load4_at(ga, i, proto)
+                sv = gather4_at(st, i, proto)
+                k = np.uint64(offset + i)
+                p0, s0 = ELEMENT(pv[0], gv[0], lane(sv, 0), h_, scale_, wd_, decay_, noise_, k)
+                p1, s1 = ELEMENT(pv[1], gv[1], lane(sv, 1), h_, scale_, wd_, decay_, noise_,
+                                 k + np.uint64(1))
+                p2, s2 = ELEMENT(pv[2], gv[2], lane(sv, 2), h_, scale_, wd_, decay_, noise_,
+                                 k + np.uint64(2))
+                p3, s3 = ELEMENT(pv[3], gv[3], lane(sv, 3), h_, scale_, wd_, decay_, noise_,
+                                 k + np.uint64(3))
+                store4_at(pa, i, (p0, p1, p2, p3))
+                scatter4_at(st, i, s0, s1, s2, s3)
+                i += 4 * TPB
+            i = vstop + t
+        while i < stop:  # misaligned arrays: all of the chunk; aligned ones: its last n % 4
             pi, s = ELEMENT(load_at(pa, i, proto), load_at(ga, i, proto),
                             gather_at(st, i, proto), h_, scale_, wd_, decay_, noise_,
                             np.uint64(offset + i))
