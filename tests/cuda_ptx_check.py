@@ -277,6 +277,16 @@ def precision_cases(out: dict) -> None:
                                                quantized.BOOKS[book])
         compile_one(f"precision_q8_{book}", kern.py_func,
                     (f32, f32, (u8, u8), am, quantized.codec_tables(), None, *tail), out)
+    # a trust-ratio rule's first pass over 8-bit and bfloat16 state (LAMB's direction)
+    lamb = next(r for r in registry().values() if r.name == "LAMB")
+    lamb_tail = (tuple(float(c) for c in lamb.constants(1, 1e-3, lamb.defaults)), *tail[1:])
+    for sfmt, books, st in (("plain", quantized.BOOKS["fp8"], (u8, u8)),
+                            ("bfloat16", None, (u16, u16))):
+        kern = cuda_precision.trust_pass_kernel(lamb.direction, "plain", "plain", sfmt, 2,
+                                                False, books)
+        compile_one(f"precision_trust_{books[0] if books else sfmt}", kern.py_func,
+                    (f32, f32, st, am if books else (), quantized.codec_tables(), None,
+                     *lamb_tail, np.zeros(4, np.float64)), out)
 
 
 def main() -> None:

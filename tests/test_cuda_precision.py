@@ -106,6 +106,33 @@ def test_checkpoints_move_between_cpu_and_gpu(state_dtype):
         np.testing.assert_allclose(c, r, rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.parametrize("name, state_dtype", [("LAMB", "8bit"), ("LARS", "bfloat16"),
+                                               ("LAMB", "int8")])
+def test_trust_ratio_rules_take_low_precision_state_on_the_gpu(name, state_dtype):
+    """A trust-ratio rule's two passes on the GPU: the first sums ‖w‖² and ‖u‖² over the
+    decoded state in float64 block partials and writes nothing, the second is the whole
+    step from the state before it. The CPU's results: its norms add the same float64
+    values in another order (a tree per block on the GPU), so the ratio may differ in
+    its last bits, hence a tolerance; the 8-bit codes agree but for values at a midpoint."""
+    kwargs = {"lr": 0.01, "state_dtype": state_dtype, "min_8bit_size": 256,
+              "weight_decay": 0.01}
+    cpu, dev, cp, dp = _both(name, kwargs)
+    for c, d, p0 in zip(cp, dp, _problem(0)[0], strict=True):
+        assert not np.array_equal(c, p0)
+        np.testing.assert_allclose(host(d), c, rtol=1e-6, atol=1e-7)
+    want, got = cpu.state_dict(), dev.state_dict()
+    for key, value in want.items():
+        if not isinstance(value, np.ndarray) or value.dtype == object:
+            continue
+        if key.endswith(".codes"):
+            diff = np.abs(got[key].astype(int) - value.astype(int))
+            assert diff.max() <= 1 and (diff == 0).mean() > 0.99, key
+        elif value.dtype.kind == "f":
+            np.testing.assert_allclose(got[key], value, rtol=1e-5, atol=1e-7, err_msg=key)
+        else:
+            np.testing.assert_array_equal(got[key], value, err_msg=key)
+
+
 def test_16bit_parameters_on_the_gpu_are_refused_before_anything_is_written():
     p = to_device(np.ones(10, np.float16))
     with pytest.raises((TypeError, ValueError), match="float16|16-bit"):

@@ -124,13 +124,17 @@ def test_every_kernel_compiles(ptx_facts):
 
 def test_precision_kernels_compile_without_float64_or_calls(ptx_facts):
     # 16-bit parameters and gradients, master copy, stochastic rounding, bfloat16 state and
-    # both 8-bit code books: the formats' LLVM IR (bit casts, half conversions) and their
-    # inlined helpers (registered with numba-cuda too) compile for the GPU.
+    # both 8-bit code books, LAMB's first pass over stored state: the formats' LLVM IR (bit
+    # casts, half conversions) and their inlined helpers (registered with numba-cuda too)
+    # compile for the GPU.
     names = {"precision_bf16all_sr", "precision_f16_master",
-             "precision_q8_fp8", "precision_q8_dynamic"}
+             "precision_q8_fp8", "precision_q8_dynamic", "precision_trust_e4m3",
+             "precision_trust_bfloat16"}
     assert names <= set(ptx_facts)
     for name in names:
-        assert ptx_facts[name]["f64_ops"] == 0, name
+        # a trust-ratio rule's first pass sums w² and u² in float64, as the float32 path's
+        if "trust" not in name:
+            assert ptx_facts[name]["f64_ops"] == 0, name
         assert ptx_facts[name]["calls"] == 0, name
 
 

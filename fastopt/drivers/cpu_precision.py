@@ -20,7 +20,7 @@ from functools import cache
 import numpy as np
 from numba import prange
 
-from .._jit import compile_tree, device_function, inline, source_tag
+from .._jit import compile_tree, device_function, source_tag
 from ..precision import dynamic, quantized, storage
 from ..precision.storage import BITS, GATHER, GLOAD, PLOAD, PSTORE, SCATTER
 from ..rules.transforms import transformed, trust_direction
@@ -142,7 +142,7 @@ def TRUST(p, g, s, h, scale, wd, decay, noise, index):  # noqa: N802 - placehold
     raise NotImplementedError  # bound to rules.transforms.trust_direction(direction)
 
 
-def STATE_AT(st, absmax, qt, i):  # noqa: N802 - placeholder: _state_reader
+def STATE_AT(st, absmax, qt, i):  # noqa: N802 - placeholder: storage.state_reader
     raise NotImplementedError
 
 
@@ -182,29 +182,6 @@ def _trust_pass(p, g, st, absmax, qt, master, h, scale, wd, decay, noise, rnd, c
 
 
 @cache
-def _state_reader(sfmt: str, nstate: int, books: tuple[str, ...] | None) -> Callable:
-    """``STATE_AT(st, absmax, qt, i)``: element ``i`` of each state array as float32,
-    decoded from plain, bfloat16 or 8-bit storage (the block scale as the 8-bit step
-    kernel applies it)."""
-    if books is None:
-        gather, _ = storage.state_codec(sfmt, nstate)
-        scope = {"gather": gather}
-        src = "def state_at(st, absmax, qt, i):\n    return gather(st, i)\n"
-    else:
-        items = []
-        for j, book in enumerate(books):
-            code = quantized.book_code(book)
-            items.append(f"{code.decode.format(c=f'st[{j}][i]')} * (absmax[{j}][i // QBLOCK] "
-                         f"* np.float32({1.0 / code.largest!r}))")
-        scope = {"np": np, "QBLOCK": QBLOCK, **quantized.kernel_scope()}
-        src = f"def state_at(st, absmax, qt, i):\n    return ({', '.join(items)},)\n"
-    exec(compile(src, __file__, "exec"), scope)  # noqa: S102 - one item per state array
-    fn = scope["state_at"]
-    fn.__name__ = f"state_at_{'_'.join(books) if books else sfmt}{nstate}"
-    return inline(fn)
-
-
-@cache
 def trust_pass_kernel(direction: Callable, pfmt: str, gfmt: str, sfmt: str, nstate: int,
                       master: bool, par: bool, books: tuple[str, ...] | None = None
                       ) -> Callable:
@@ -215,7 +192,7 @@ def trust_pass_kernel(direction: Callable, pfmt: str, gfmt: str, sfmt: str, nsta
     name = f"precision_trust_{direction.__name__}_{pfmt}_{gfmt}_{fmt}_{int(master)}_{_tag()}"
     return _compiled(_trust_pass, name, par,
                      TRUST=compile_tree(trust_direction(direction), device_function),
-                     STATE_AT=_state_reader(sfmt, nstate, books),
+                     STATE_AT=storage.state_reader(sfmt, nstate, books),
                      SUMSQ_RANGE=cpu.sumsq_range(), SCALARS=device_function(_scalars),
                      **{k: io[k] for k in ("PLOAD", "GLOAD")})
 

@@ -510,6 +510,12 @@ def trust_sums(direction, p, g, state, consts, scale, wd, decay, noise, stream=N
     partials = cuda.device_array(2 * nb, np.float64, stream=stream)
     launcher(trust_kernel(direction), nb, stream)(
         p, g, state, consts, scale, dscale, wd, decay, noise, partials)
+    return pair_sums(partials, nb, stream)
+
+
+def pair_sums(partials: Any, nb: int, stream: Any) -> tuple[float, float]:
+    """``(Σ partials[2b], Σ partials[2b + 1])`` over ``nb`` blocks of a first pass, read
+    back and added in block order."""
     host = partials.copy_to_host(stream=stream)
     if stream != 0:
         stream.synchronize()

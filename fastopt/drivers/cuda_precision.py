@@ -28,10 +28,11 @@ from numba import cuda
 from .._jit import bind, compile_tree
 from ..precision import dynamic, quantized, storage
 from ..precision.storage import BITS, GATHER, GLOAD, PLOAD, PSTORE, SCATTER
-from ..rules.transforms import transformed
+from ..rules.transforms import transformed, trust_direction
 from . import cuda as driver
 
 QBLOCK = dynamic.QBLOCK
+BLOCK, TPB = driver.BLOCK, driver.TPB
 
 
 def ELEMENT(p, g, s, h, scale, wd, decay, noise, index):  # noqa: N802 - placeholder
@@ -160,6 +161,73 @@ def precision_kernel(rule: Callable, pfmt: str, gfmt: str, sfmt: str, nstate: in
     gather, scatter = storage.state_codec(sfmt, nstate)
     return driver.kernel(bind(_precision_kernel, name, ELEMENT=element, SCALARS=scalars,
                               GATHER=gather, SCATTER=scatter, **io))
+
+
+def TRUST(p, g, s, h, scale, wd, decay, noise, index):  # noqa: N802 - placeholder
+    raise NotImplementedError  # bound to rules.transforms.trust_direction(direction)
+
+
+def STATE_AT(st, absmax, qt, i):  # noqa: N802 - placeholder: storage.state_reader
+    raise NotImplementedError
+
+
+def BLOCK_SUM(t, acc, bad):  # noqa: N802 - placeholder: the driver's _block_sum
+    raise NotImplementedError
+
+
+def _trust_pass(p, g, st, absmax, qt, master, h, scale, dscale, wd, decay, noise, rnd, ct,
+                partials):
+    """A trust-ratio rule's first pass over stored values, as the CPU's
+    (``cpu_precision._trust_pass``): block ``b`` of ``driver.BLOCK`` elements writes
+    ``partials[2b] = Σ w²`` and ``partials[2b + 1] = Σ u²`` in float64 (a fixed-order
+    tree), each value decoded where it is read; nothing else is written."""
+    h_, scale_, wd_, decay_, noise_ = SCALARS(ct, h, scale, dscale, wd, decay, noise)
+    b = cuda.blockIdx.x
+    t = cuda.threadIdx.x
+    acc_p = 0.0
+    acc_u = 0.0
+    j = b * BLOCK + t
+    hi = min(b * BLOCK + BLOCK, p.size)
+    while j < hi:
+        w, u, _ = TRUST(PLOAD(p, master, j), GLOAD(g, j), STATE_AT(st, absmax, qt, j), h_,
+                        scale_, wd_, decay_, noise_, np.uint64(j))
+        w64 = np.float64(w)
+        u64 = np.float64(u)
+        acc_p += w64 * w64
+        acc_u += u64 * u64
+        j += TPB
+    total_p, _ = BLOCK_SUM(t, acc_p, 0)
+    cuda.syncthreads()  # the shared sums are read before the second sum reuses them
+    total_u, _ = BLOCK_SUM(t, acc_u, 0)
+    if t == 0:
+        partials[2 * b] = total_p
+        partials[2 * b + 1] = total_u
+
+
+@cache
+def trust_pass_kernel(direction: Callable, pfmt: str, gfmt: str, sfmt: str, nstate: int,
+                      master: bool, books: tuple[str, ...] | None = None) -> Callable:
+    """The CUDA kernel of :func:`fastopt.drivers.cpu_precision.trust_pass_kernel`'s first
+    pass (the same arguments, less the serial/parallel choice)."""
+    io = storage.param_io(pfmt, gfmt, master, False)
+    fmt = "_".join(books) if books is not None else f"{sfmt}{nstate}"
+    name = f"cuda_precision_trust_{direction.__name__}_{pfmt}_{gfmt}_{fmt}_{int(master)}"
+    return driver.kernel(bind(
+        _trust_pass, name, TRUST=compile_tree(trust_direction(direction), driver._device),
+        STATE_AT=storage.state_reader(sfmt, nstate, books),
+        SCALARS=driver._device_functions()["SCALARS"],
+        BLOCK_SUM=driver._device(driver._block_sum), BLOCK=driver.BLOCK, TPB=driver.TPB,
+        PLOAD=io["PLOAD"], GLOAD=io["GLOAD"]))
+
+
+def trust_sums(kern: Callable, n: int, args: tuple, stream) -> tuple[float, float]:
+    """``(Σ w², Σ u²)`` of a first pass (:func:`trust_pass_kernel`) over ``n`` values,
+    read back (the step that follows waits for it)."""
+    stream = 0 if stream is None else stream
+    nb = driver.blocks(n)
+    partials = cuda.device_array(2 * nb, np.float64, stream=stream)
+    driver.launcher(kern, nb, stream)(*args, partials)
+    return driver.pair_sums(partials, nb, stream)
 
 
 def launch(kern: Callable, quantized_state: bool, n: int, args: tuple, stream) -> None:

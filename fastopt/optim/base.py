@@ -135,7 +135,6 @@ class Optimizer:
             stochastic_rounding=stochastic_rounding, grad_dtype=grad_dtype,
             min_8bit_size=min_8bit_size, rounding_seed=rounding_seed,
             rule_name=type(self).__name__, signs=self._state_signs(),
-            trust=any(self._trust(g) is not None for g in self.param_groups),
             on_device=self._be is not cpu)
         if self._flat is not None and self._precision.grad != self._precision.param:
             raise ValueError("grad_dtype: a FlatParams keeps its gradients in flat.grad, in "
@@ -693,15 +692,17 @@ class Optimizer:
                     consts[k], t, lrs[k], weight_decay, decoupled, group["maximize"], scale,
                     dscale, self.grad_noise)
                 grads = gs if every else [gs[i] for i in seg_ids]
+                trust = self._trust(group)
+                ratio = None if trust is None else trust[1]
                 if self._be.ON_DEVICE:
                     precision.launch_device(self._storage, self._precision_launchers[k],
                                             grads, h, sc, dscale, wd, decay,
-                                            lambda off, nz=nz: noise_at(nz, off), t, stream)
+                                            lambda off, nz=nz: noise_at(nz, off), t, stream,
+                                            ratio)
                 else:
-                    trust = self._trust(group)
                     precision.launch(self._storage, self._precision_launchers[k], grads, h,
                                      sc, wd, decay, lambda off, nz=nz: noise_at(nz, off), t,
-                                     None if trust is None else trust[1])
+                                     ratio)
                 continue
             if host is None or host[k] is None:
                 launch(self._be, rule, ps, gs if every else [gs[i] for i in seg_ids], states,

@@ -73,7 +73,7 @@ def _name(dtype: Any) -> str:
 
 def plan(param_dtype: np.dtype, *, state_dtype: Any, master_weights: Any,
          stochastic_rounding: Any, grad_dtype: Any, min_8bit_size: Any, rounding_seed: Any,
-         rule_name: str, signs: tuple[str, ...], trust: bool, on_device: bool) -> Precision:
+         rule_name: str, signs: tuple[str, ...], on_device: bool) -> Precision:
     """The checked :class:`Precision` of an optimizer over parameters of ``param_dtype``
     whose rule keeps state of ``signs`` (``State.sign``), or a ValueError that says what to
     change."""
@@ -138,9 +138,6 @@ def plan(param_dtype: np.dtype, *, state_dtype: Any, master_weights: Any,
     if on_device and (param in HALF or grad != param):
         raise ValueError("16-bit parameters and gradients run on the CPU in this version; "
                          "on a GPU, keep float32 parameters (state_dtype works there)")
-    if trust and on_device:
-        raise ValueError(f"{rule_name} (a trust-ratio rule) with these options runs on the "
-                         "CPU in this version; on a GPU, keep float32 parameters and state")
     if state in EIGHT_BIT and "exact" in signs:
         raise ValueError(f"{rule_name}'s state cannot be held in 8 bits (it keeps an "
                          "average of the parameters); use state_dtype='bfloat16'")
@@ -360,10 +357,10 @@ class Storage:
         gfmt = _kernel_format(prec.grad, ct)
         if positions is None:
             positions = [self.units[u][0] for u in unit_of_segment]
-        if self.be.ON_DEVICE:
-            return self._device_launchers(rule, p_arrays, unit_of_segment, pfmt, gfmt,
-                                          positions)
         step_rule = rule if direction is None else direction_then_rule(rule, direction)
+        if self.be.ON_DEVICE:
+            return self._device_launchers(step_rule, p_arrays, unit_of_segment, pfmt, gfmt,
+                                          positions, direction)
         out = []
         for p, u, pos in zip(p_arrays, unit_of_segment, positions, strict=True):
             lo, n = self.units[u][0], p.size
@@ -390,9 +387,10 @@ class Storage:
         return out
 
     def _device_launchers(self, rule, p_arrays: list, unit_of_segment: list[int], pfmt: str,
-                          gfmt: str, positions: list[int]) -> list:
-        """Per segment ``(kernel, 8-bit, p, master, state, absmax, layout offset)`` for
-        the CUDA driver (:mod:`fastopt.drivers.cuda_precision`)."""
+                          gfmt: str, positions: list[int], direction: Any = None) -> list:
+        """Per segment ``(kernel, 8-bit, p, master, state, absmax, layout offset, first
+        pass)`` for the CUDA driver (:mod:`fastopt.drivers.cuda_precision`); ``rule`` the
+        whole step of a trust-ratio rule, whose ``direction`` the first pass takes."""
         from ..drivers import cuda_precision
 
         prec = self.prec
@@ -404,8 +402,11 @@ class Storage:
             sfmt = "bfloat16" if prec.state == "bfloat16" else "plain"
             kern = cuda_precision.precision_kernel(rule, pfmt, gfmt, sfmt, len(st),
                                                    prec.master, prec.stochastic, books)
+            first = None if direction is None else cuda_precision.trust_pass_kernel(
+                direction, pfmt, gfmt, sfmt, len(st), prec.master, books)
             master = self.master[lo:lo + n] if self.master is not None else None
-            out.append((kern, books is not None, self.be.flat_view(p), master, st, am, pos))
+            out.append((kern, books is not None, self.be.flat_view(p), master, st, am, pos,
+                        first))
         return out
 
     def warm_calls(self, launchers: list, scalars: list[tuple], threads: bool
@@ -476,19 +477,27 @@ def launch(storage: Storage, launchers: list, grads: list, h, sc, wd, decay, noi
 
 
 def launch_device(storage: Storage, launchers: list, grads: list, h, sc, dscale, wd, decay,
-                  noise_of, t: int, stream: Any) -> None:
+                  noise_of, t: int, stream: Any, ratio: Any = None) -> None:
     """:func:`launch` for a GPU's arrays, on ``stream``; ``dscale``: the device clip factor
-    (a one-element device array) or None."""
+    (a one-element device array) or None. A trust-ratio rule's first pass reads its two
+    sums back before the step."""
     from ..drivers import cuda_precision
 
     ct, qt = storage.ct, storage.qt
-    for (kern, eight, p, master, st, am, lo), g in zip(launchers, grads, strict=True):
+    for (kern, eight, p, master, st, am, lo, first), g in zip(launchers, grads, strict=True):
         g = storage.be.flat_view(g)
         rnd = storage.rounding(t, lo)
+        hk = h
+        if first is not None:
+            sum_p, sum_u = cuda_precision.trust_sums(
+                first, p.size, (p, g, st, am, qt, master, h, sc, dscale, wd, decay,
+                                noise_of(lo), rnd, ct), stream)
+            hk = (*h, ratio(math.sqrt(sum_p), math.sqrt(sum_u)))
         if eight:
-            args = (p, g, st, am, qt, master, h, sc, dscale, wd, decay, noise_of(lo), rnd, ct)
+            args = (p, g, st, am, qt, master, hk, sc, dscale, wd, decay, noise_of(lo), rnd,
+                    ct)
         else:
-            args = (p, g, st, master, h, sc, dscale, wd, decay, noise_of(lo), rnd, ct)
+            args = (p, g, st, master, hk, sc, dscale, wd, decay, noise_of(lo), rnd, ct)
         cuda_precision.launch(kern, eight, p.size, args, stream)
 
 

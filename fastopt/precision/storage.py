@@ -17,6 +17,7 @@ import numpy as np
 
 from .._jit import bind, inline
 from ..drivers._state import unrolled
+from . import quantized
 from .formats import (
     bf16_to_f32,
     f16_to_f32,
@@ -164,6 +165,30 @@ def state_codec(kind: str, n: int) -> tuple[Callable, Callable]:
 # ----------------------------------------------------------- the kernels' placeholders
 # The names the drivers' precision kernels call, bound per kernel (``_jit.bind``) to
 # param_io's and state_codec's functions; defined once, for both drivers' templates.
+@cache
+def state_reader(sfmt: str, nstate: int, books: tuple[str, ...] | None) -> Callable:
+    """``STATE_AT(st, absmax, qt, i)``: element ``i`` of each state array as float32,
+    decoded from plain, bfloat16 or 8-bit storage (the block scale as the 8-bit step
+    kernel applies it)."""
+    if books is None:
+        gather, _ = state_codec(sfmt, nstate)
+        scope = {"gather": gather}
+        src = "def state_at(st, absmax, qt, i):\n    return gather(st, i)\n"
+    else:
+        items = []
+        for j, book in enumerate(books):
+            code = quantized.book_code(book)
+            items.append(f"{code.decode.format(c=f'st[{j}][i]')} * (absmax[{j}][i // QBLOCK] "
+                         f"* np.float32({1.0 / code.largest!r}))")
+        scope = {"np": np, "QBLOCK": quantized.QBLOCK, **quantized.kernel_scope()}
+        src = f"def state_at(st, absmax, qt, i):\n    return ({', '.join(items)},)\n"
+    exec(compile(src, __file__, "exec"), scope)  # noqa: S102 - one item per state array
+    fn = scope["state_at"]
+    fn.__name__ = f"state_at_{'_'.join(books) if books else sfmt}{nstate}"
+    return inline(fn)
+
+
+
 def PLOAD(p, master, i):  # noqa: N802 - placeholder: param_io's PLOAD
     raise NotImplementedError
 
