@@ -133,11 +133,47 @@ def test_trust_ratio_rules_take_low_precision_state_on_the_gpu(name, state_dtype
             np.testing.assert_array_equal(got[key], value, err_msg=key)
 
 
-def test_16bit_parameters_on_the_gpu_are_refused_before_anything_is_written():
-    p = to_device(np.ones(10, np.float16))
-    with pytest.raises((TypeError, ValueError), match="float16|16-bit"):
-        fastopt.Adam([p], master_weights=True)
+@pytest.mark.skipif(not SIMULATED, reason="bit equality holds in the simulator only")
+@pytest.mark.parametrize("kwargs", [
+    {"master_weights": True},
+    {"stochastic_rounding": True},
+    {"master_weights": True, "grad_dtype": "float32", "state_dtype": "8bit"},
+    {"master_weights": True, "clip_norm": 0.5, "state_dtype": "bfloat16"},
+])
+def test_float16_parameters_on_the_gpu_give_the_cpus_bits(kwargs):
+    """float16 device arrays (CUDA's 16-bit float) as parameters: a float32 master copy or
+    stochastic rounding, float32 or float16 gradients, low-precision state, clipping over
+    the 16-bit gradients on the device; the parameters, the master copy and the state
+    are the CPU's to the bit."""
+    rng = np.random.default_rng(6)
+    p0 = [rng.standard_normal(s).astype(np.float16) for s in SHAPES]
+    gdt = np.float32 if kwargs.get("grad_dtype") else np.float16
+    grads = [[(rng.standard_normal(s) * 0.3).astype(gdt) for s in SHAPES] for _ in range(3)]
+    cp, dp = [p.copy() for p in p0], [to_device(p) for p in p0]
+    kwargs = {"lr": 0.01, "min_8bit_size": 256, **kwargs}
+    cpu, dev = fastopt.Adam(cp, **kwargs), fastopt.Adam(dp, **kwargs)
+    for gs in grads:
+        cpu.step(gs)
+        dev.step([to_device(g) for g in gs])
+    for c, d, p in zip(cp, dp, p0, strict=True):
+        assert (c != p).mean() > 0.9  # it moved
+        np.testing.assert_array_equal(host(d).view(np.uint16), c.view(np.uint16))
+    want, got = cpu.state_dict(), dev.state_dict()
+    for key, value in want.items():
+        if isinstance(value, np.ndarray) and value.dtype != object:
+            np.testing.assert_array_equal(got[key], value, err_msg=key)
+
+
+def test_16bit_options_the_gpu_cannot_take_are_refused_before_anything_is_written():
     q = to_device(np.ones(10, np.float32))
-    with pytest.raises(ValueError, match="16-bit"):
+    with pytest.raises(ValueError, match="no bfloat16 type"):
         fastopt.Adam([q], grad_dtype="bfloat16")
+    h = to_device(np.ones(10, np.float16))
+    opt = fastopt.Adam([h], master_weights=True)
+    with pytest.raises(ValueError, match="float16 gradients.*float32|grad_dtype|dtype"):
+        opt.step([to_device(np.ones(10, np.float32))])  # float32 gradients, not asked for
     np.testing.assert_array_equal(host(q), np.ones(10, np.float32))
+    np.testing.assert_array_equal(host(h), np.ones(10, np.float16))
+    assert opt.step_count == 0
+    opt.step([to_device(np.full(10, 0.5, np.float16))])  # and it works on
+    assert (host(h) < 1).all()

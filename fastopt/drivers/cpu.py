@@ -322,12 +322,12 @@ def sum_of_squares(x: np.ndarray, partials: np.ndarray,
 # --------------------------------------------------------------------------- arrays
 # The same functions as the CUDA driver's, for host arrays: the functional layer and the
 # optimizer call whichever driver their arrays belong to.
-def check_param(a, what: str) -> np.ndarray:
-    return check_param_array(a, what)
+def check_param(a, what: str, half: bool = False) -> np.ndarray:
+    return check_param_array(a, what, half=half)
 
 
-def check_grad(g, p: np.ndarray, what: str) -> np.ndarray:
-    return check_grad_array(g, p, what)
+def check_grad(g, p: np.ndarray, what: str, dtype=None) -> np.ndarray:
+    return check_grad_array(g, p, what, dtype)
 
 
 def span(a: np.ndarray) -> tuple[int, int]:

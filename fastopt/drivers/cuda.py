@@ -696,23 +696,31 @@ def all_numba_arrays(arrays: Sequence[Any]) -> bool:
     return all(numba_array(a) for a in arrays)
 
 
-def check_param(a: Any, what: str) -> Any:
-    """A float32/float64 C-contiguous device array (a Numba view of ``a``)."""
+def check_param(a: Any, what: str, half: bool = False) -> Any:
+    """A float32/float64 C-contiguous device array (a Numba view of ``a``); with ``half``,
+    float16 too (the optimizers' precision path: CUDA arrays have no bfloat16 type)."""
     d = as_device_array(a, what)
-    if np.dtype(d.dtype) not in FLOAT_DTYPES:
-        raise TypeError(f"{what} has dtype {d.dtype}; fastopt needs float32 or float64")
+    dt = np.dtype(d.dtype)
+    if dt not in FLOAT_DTYPES and not (half and dt == np.float16):
+        raise TypeError(f"{what} has dtype {d.dtype}; fastopt needs float32 or float64"
+                        + (" (or float16) on a GPU" if half else ""))
     if not d.is_c_contiguous():
         raise ValueError(f"{what} is not C-contiguous; pass a contiguous copy and keep it")
     return d
 
 
-def check_grad(g: Any, p: Any, what: str) -> Any:
+def check_grad(g: Any, p: Any, what: str, dtype: Any = None) -> Any:
+    """``g`` as a device gradient of ``p``: its shape, and ``dtype`` (default ``p``'s)."""
     d = as_device_array(g, what)
     if tuple(d.shape) != tuple(p.shape):
         raise ValueError(f"{what} has shape {tuple(d.shape)}, its parameter has shape "
                          f"{tuple(p.shape)}")
-    if np.dtype(d.dtype) != np.dtype(p.dtype):
-        raise ValueError(f"{what} has dtype {d.dtype}, its parameter has dtype {p.dtype}")
+    want = np.dtype(p.dtype if dtype is None else dtype)
+    if np.dtype(d.dtype) != want:
+        raise ValueError(f"{what} has dtype {d.dtype}, the optimizer takes {want} gradients "
+                         f"for its {p.dtype} parameters" + (
+                             "" if dtype is None or want == np.dtype(p.dtype)
+                             else " (grad_dtype)"))
     if not d.is_c_contiguous():
         raise ValueError(f"{what} is not C-contiguous; pass a contiguous copy")
     return d

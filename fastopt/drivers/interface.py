@@ -27,12 +27,13 @@ class Driver(Protocol):
     #: ``NormWorkspace(sizes, dtype)``.
     NormWorkspace: ClassVar[type]
 
-    def check_param(self, a: Any, what: str) -> Any:
+    def check_param(self, a: Any, what: str, half: bool = False) -> Any:
         """``a`` as this driver's parameter array (float, contiguous, writable) or a clear
-        error naming ``what``."""
+        error naming ``what``; ``half``: 16-bit floats too (the precision path)."""
 
-    def check_grad(self, g: Any, p: Any, what: str) -> Any:
-        """``g`` as a gradient for ``p`` (same shape and dtype, contiguous)."""
+    def check_grad(self, g: Any, p: Any, what: str, dtype: Any = None) -> Any:
+        """``g`` as a gradient for ``p`` (same shape, ``dtype`` or else ``p``'s,
+        contiguous)."""
 
     def span(self, a: Any) -> tuple[int, int]:
         """``(first byte address, byte count)`` of a contiguous array."""

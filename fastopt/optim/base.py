@@ -307,7 +307,7 @@ class Optimizer:
                 if id(p) in seen:
                     raise ValueError(f"{what} is the same array as {seen[id(p)]}")
                 seen[id(p)] = what
-                p = self._be.check_param(p, what) if self._be is not cpu else \
+                p = self._be.check_param(p, what, half=True) if self._be is not cpu else \
                     check_param_array(p, what, half=True)
                 if self._params and p.dtype != self._params[0].dtype:
                     raise TypeError(
@@ -416,7 +416,8 @@ class Optimizer:
             fill=None if self._pieces is None else self._piece_fill)
         if self._storage.master is not None:  # the master copy starts at the parameters
             for (lo, n), seg in zip(units, self._segments, strict=True):
-                self._storage.master[lo:lo + n] = seg.p.astype(np.float32)
+                self._be.copy_from_host(self._storage.master[lo:lo + n],
+                                        self._be.to_host(seg.p).astype(np.float32))
         unit_at = {lo: u for u, (lo, _) in enumerate(units)}
         self._group_arrays = []
         self._precision_launchers = []
@@ -615,7 +616,7 @@ class Optimizer:
                 "the gradients and the parameters must be on the same device (both NumPy "
                 "arrays, or both GPU arrays)"
             )
-        checked = [self._be.check_grad(g, p, f"grads[{j}]")
+        checked = [self._be.check_grad(g, p, f"grads[{j}]", self._gdtype)
                    for j, (g, p) in enumerate(zip(grads, self._params, strict=True))]
         overlap.device_grads_apart(self._param_spans, [self._be.span(g)[0] for g in checked])
         return [checked[j] for j in self._segment_params]

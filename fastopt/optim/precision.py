@@ -135,9 +135,11 @@ def plan(param_dtype: np.dtype, *, state_dtype: Any, master_weights: Any,
                     int(min_8bit_size), int(rounding_seed))
     if not out.active:
         return out
-    if on_device and (param in HALF or grad != param):
-        raise ValueError("16-bit parameters and gradients run on the CPU in this version; "
-                         "on a GPU, keep float32 parameters (state_dtype works there)")
+    if on_device and "bfloat16" in (param, grad):
+        raise ValueError("bfloat16 parameters and gradients run on the CPU: GPU arrays have "
+                         "no bfloat16 type to hand them over in (torch does not export "
+                         "one); on a GPU use float16 or float32 (state_dtype='bfloat16' "
+                         "works there)")
     if state in EIGHT_BIT and "exact" in signs:
         raise ValueError(f"{rule_name}'s state cannot be held in 8 bits (it keeps an "
                          "average of the parameters); use state_dtype='bfloat16'")
@@ -405,8 +407,8 @@ class Storage:
             first = None if direction is None else cuda_precision.trust_pass_kernel(
                 direction, pfmt, gfmt, sfmt, len(st), prec.master, books)
             master = self.master[lo:lo + n] if self.master is not None else None
-            out.append((kern, books is not None, self.be.flat_view(p), master, st, am, pos,
-                        first))
+            out.append((kern, books is not None, _bits_view(self.be.flat_view(p)), master, st,
+                        am, pos, first))
         return out
 
     def warm_calls(self, launchers: list, scalars: list[tuple], threads: bool
@@ -476,6 +478,11 @@ def launch(storage: Storage, launchers: list, grads: list, h, sc, wd, decay, noi
             parallel.run(choice, serial, par, args, nbytes)
 
 
+def _bits_view(a: Any) -> Any:
+    """A 16-bit device array as the uint16 bits the kernels decode; others as they are."""
+    return a.view(np.uint16) if np.dtype(a.dtype).itemsize == 2 else a
+
+
 def launch_device(storage: Storage, launchers: list, grads: list, h, sc, dscale, wd, decay,
                   noise_of, t: int, stream: Any, ratio: Any = None) -> None:
     """:func:`launch` for a GPU's arrays, on ``stream``; ``dscale``: the device clip factor
@@ -485,7 +492,7 @@ def launch_device(storage: Storage, launchers: list, grads: list, h, sc, dscale,
 
     ct, qt = storage.ct, storage.qt
     for (kern, eight, p, master, st, am, lo, first), g in zip(launchers, grads, strict=True):
-        g = storage.be.flat_view(g)
+        g = _bits_view(storage.be.flat_view(g))
         rnd = storage.rounding(t, lo)
         hk = h
         if first is not None:

@@ -78,7 +78,8 @@ def f32_to_f16(x):
     big = select(b > _F32_INF, _F16_NAN, _F16_INF)  # overflow to ∞, or Inf/NaN
     # a subnormal half (or zero): the FPU rounds for us
     small = f32_bits(f32_from_bits(b) + f32_from_bits(_DENORM_MAGIC)) - _DENORM_MAGIC
-    normal = (b + _REBIAS + _HALF_ROUND + ((b >> _13) & _ONE)) >> _13
+    with np.errstate(over="ignore"):  # wraps (uint32) where b is too big: not selected
+        normal = (b + _REBIAS + _HALF_ROUND + ((b >> _13) & _ONE)) >> _13
     o = select(b >= _F16_MAX, big, select(b < _F16_NORMAL_MIN, small, normal))
     return np.uint16(o | (sign >> _16))
 
