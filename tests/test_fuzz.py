@@ -528,3 +528,75 @@ def test_precision_steps_stay_inside_their_arrays(data, sizes, state, param, mas
     assert all(np.isfinite(p.astype(np.float32)).all() for p in params)
     if dtype.itemsize == 4:  # 16-bit values may sit still: a step under half an ulp
         assert (buf[~outside] != before[~outside]).any()
+
+
+@settings(max_examples=25)
+@given(data=st.data(), n=st.integers(1, 700), fmt=st.sampled_from(["8bit", "int8"]),
+       fault=st.sampled_from(["none"] * 5 + ["book", "absmax_short", "codes_dtype",
+                                              "readonly", "noncontig", "overlap", "mixed",
+                                              "shape"]))
+def test_functional_8bit_state_refuses_cleanly_and_stays_inside(data, n, fmt, fault):
+    """F.adam with QuantizedState moments, their codes and block maxima cut from buffers
+    with guard bytes around them: a bad one (a book that cannot hold the state, maxima too
+    few, codes of another dtype, read-only, strided, shared, mixed with float32 state,
+    misshapen) is refused with nothing written; a good one writes nothing outside its
+    arrays and gives the class's bits (state_dtype=fmt, every array 8-bit)."""
+    from fastopt.precision import quantized
+
+    draw = data.draw
+    guard, nb = 40, quantized.blocks(n)
+    codes = np.full(2 * n + 3 * guard, 0x5A, np.uint8)
+    amax = np.full(2 * nb + 3 * guard, 7.0, np.float32)
+    books = (quantized.book_for(fmt, "signed"), quantized.book_for(fmt, "nonnegative"))
+    moments = []
+    for k, book in enumerate(books):
+        c = codes[guard + k * (n + guard):guard + k * (n + guard) + n]
+        a = amax[guard + k * (nb + guard):guard + k * (nb + guard) + nb]
+        zero = F.QuantizedState.full(n, 0.0, book)
+        c[...], a[...] = zero.codes, zero.absmax
+        moments.append(F.QuantizedState(c, a, book))
+    m, v = moments
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    p = rng.standard_normal(n).astype(np.float32)
+    g = (rng.standard_normal(n) * draw(st.sampled_from([1e-3, 1.0, 1e3]))).astype(np.float32)
+    if fault == "book":
+        m = F.QuantizedState(m.codes, m.absmax, books[1] if fmt == "int8" else "nope")
+    elif fault == "absmax_short":
+        m = F.QuantizedState(m.codes, m.absmax[:-1], m.book)
+    elif fault == "codes_dtype":
+        m = F.QuantizedState(m.codes.view(np.int8), m.absmax, m.book)
+    elif fault == "readonly":
+        ro = v.absmax[...]
+        ro.flags.writeable = False
+        v = F.QuantizedState(v.codes, ro, v.book)
+    elif fault == "noncontig":
+        m = F.QuantizedState(codes[guard:guard + 2 * n:2], m.absmax, m.book)
+    elif fault == "overlap":
+        v = F.QuantizedState(v.codes, m.absmax, v.book)
+    elif fault == "mixed":
+        v = np.zeros(n, np.float32)
+    elif fault == "shape":
+        m = F.QuantizedState(codes[:n + 1], m.absmax, m.book)
+    before = snapshot(codes, amax, p)
+    p0 = p.copy()
+    try:
+        F.adam(p, g, m, v, step=1, lr=1e-2)
+    except REFUSED:
+        event("8-bit functional refused")
+        assert snapshot(codes, amax, p) == before
+        return
+    event("8-bit functional accepted")
+    assert fault == "none" or (fault == "noncontig" and n == 1)
+    inside_c = np.zeros(codes.size, bool)
+    inside_a = np.zeros(amax.size, bool)
+    for k in range(2):
+        inside_c[guard + k * (n + guard):guard + k * (n + guard) + n] = True
+        inside_a[guard + k * (nb + guard):guard + k * (nb + guard) + nb] = True
+    assert (codes[~inside_c] == 0x5A).all() and (amax[~inside_a] == 7.0).all()
+    twin = [p0.copy()]
+    opt = fastopt.Adam(twin, lr=1e-2, state_dtype=fmt, min_8bit_size=0)
+    opt.step([g])
+    np.testing.assert_array_equal(p.view(np.uint32), twin[0].view(np.uint32))
+    sd = opt.state_dict()
+    np.testing.assert_array_equal(m.codes, sd["state.m.codes"][:n])
+    np.testing.assert_array_equal(v.absmax, sd["state.v.absmax"][:nb])
