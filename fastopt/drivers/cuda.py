@@ -182,6 +182,21 @@ def SCALARS(p, h, scale, dscale, wd, decay, noise):  # noqa: N802 - placeholder
     raise NotImplementedError  # bound to the compiled _scalars
 
 
+def _element4(pv, gv, sv, h, scale, wd, decay, noise, k):
+    """The element function on four consecutive elements (``pv``, ``gv`` and each of
+    ``sv``'s state tuples hold four values; ``k`` the first one's index): the four new
+    parameters as a tuple, then each element's new state tuple."""
+    p0, s0 = ELEMENT(pv[0], gv[0], lane(sv, 0), h, scale, wd, decay, noise, k)
+    p1, s1 = ELEMENT(pv[1], gv[1], lane(sv, 1), h, scale, wd, decay, noise, k + np.uint64(1))
+    p2, s2 = ELEMENT(pv[2], gv[2], lane(sv, 2), h, scale, wd, decay, noise, k + np.uint64(2))
+    p3, s3 = ELEMENT(pv[3], gv[3], lane(sv, 3), h, scale, wd, decay, noise, k + np.uint64(3))
+    return (p0, p1, p2, p3), s0, s1, s2, s3
+
+
+def ELEMENT4(pv, gv, sv, h, scale, wd, decay, noise, k):  # noqa: N802 - placeholder
+    raise NotImplementedError  # bound to the compiled _element4 of the kernel's ELEMENT
+
+
 def _step_kernel(p, g, st, h, scale, dscale, wd, decay, noise):
     """A grid-stride loop; where every array is 16-byte aligned (as allocated), each thread
     steps four consecutive elements per iteration, read and written with one 16-byte
@@ -198,15 +213,9 @@ def _step_kernel(p, g, st, h, scale, dscale, wd, decay, noise):
             pv = load4(p, j)
             gv = load4(g, j)
             sv = gather4(st, j)
-            k = np.uint64(j)
-            p0, s0 = ELEMENT(pv[0], gv[0], lane(sv, 0), h_, scale_, wd_, decay_, noise_, k)
-            p1, s1 = ELEMENT(pv[1], gv[1], lane(sv, 1), h_, scale_, wd_, decay_, noise_,
-                             k + np.uint64(1))
-            p2, s2 = ELEMENT(pv[2], gv[2], lane(sv, 2), h_, scale_, wd_, decay_, noise_,
-                             k + np.uint64(2))
-            p3, s3 = ELEMENT(pv[3], gv[3], lane(sv, 3), h_, scale_, wd_, decay_, noise_,
-                             k + np.uint64(3))
-            store4(p, j, (p0, p1, p2, p3))
+            pn, s0, s1, s2, s3 = ELEMENT4(pv, gv, sv, h_, scale_, wd_, decay_, noise_,
+                                          np.uint64(j))
+            store4(p, j, pn)
             scatter4(st, j, s0, s1, s2, s3)
             i += stride
         i = nv * 4 + cuda.grid(1)
@@ -266,15 +275,9 @@ def _table_step_kernel(table, nchunks, cols, proto, h, scale, dscale, wd, decay,
                 pv = load4_at(pa, i, proto)
                 gv = load4_at(ga, i, proto)
                 sv = gather4_at(st, i, proto)
-                k = np.uint64(offset + i)
-                p0, s0 = ELEMENT(pv[0], gv[0], lane(sv, 0), h_, scale_, wd_, decay_, noise_, k)
-                p1, s1 = ELEMENT(pv[1], gv[1], lane(sv, 1), h_, scale_, wd_, decay_, noise_,
-                                 k + np.uint64(1))
-                p2, s2 = ELEMENT(pv[2], gv[2], lane(sv, 2), h_, scale_, wd_, decay_, noise_,
-                                 k + np.uint64(2))
-                p3, s3 = ELEMENT(pv[3], gv[3], lane(sv, 3), h_, scale_, wd_, decay_, noise_,
-                                 k + np.uint64(3))
-                store4_at(pa, i, (p0, p1, p2, p3))
+                pn, s0, s1, s2, s3 = ELEMENT4(pv, gv, sv, h_, scale_, wd_, decay_, noise_,
+                                              np.uint64(offset + i))
+                store4_at(pa, i, pn)
                 scatter4_at(st, i, s0, s1, s2, s3)
                 i += 4 * TPB
             i = vstop + t
@@ -428,17 +431,22 @@ def _finalize_kernel(partials, n, out, max_norm, dscale):
 
 
 @cache
+def _elements(rule: Callable) -> dict[str, Callable]:
+    """``ELEMENT`` (one element) and ``ELEMENT4`` (four) of ``rule``, compiled."""
+    element = compile_tree(transformed(rule), _device)
+    return {"ELEMENT": element, "ELEMENT4": _device(bind(_element4, ELEMENT=element))}
+
+
+@cache
 def step_kernel(rule: Callable) -> Callable:
-    return kernel(bind(_step_kernel, f"cuda_step_{rule.__name__}",
-                       ELEMENT=compile_tree(transformed(rule), _device),
+    return kernel(bind(_step_kernel, f"cuda_step_{rule.__name__}", **_elements(rule),
                        SCALARS=_device_functions()["SCALARS"]))
 
 
 @cache
 def table_step_kernel(rule: Callable) -> Callable:
     return kernel(bind(_table_step_kernel, f"cuda_table_step_{rule.__name__}",
-                       ELEMENT=compile_tree(transformed(rule), _device),
-                       **_device_functions()))
+                       **_elements(rule), **_device_functions()))
 
 
 @cache
