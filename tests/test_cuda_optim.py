@@ -493,6 +493,7 @@ def test_gpu_bench_traffic_and_case_runner():
     assert gpu.traffic("SGD", 4) == 12 and gpu.traffic("AMSGrad", 8) == 9 * 8
     row = gpu.bench_rule("Adam", 64, np.float32, repeats=1)  # simulator: timings meaningless
     assert row["rule"] == "Adam" and row["n"] == 64 and row["dtype"] == "float32"
+    assert row["x_one_wide"] > 0  # the one-element-per-access step, timed beside it
     bf16 = gpu.bench_rule("Adam", 64, np.float32, repeats=1, state_dtype="bfloat16")
     assert bf16["rule"] == "Adam [bfloat16]" and "x_torch" not in bf16
     # bytes per value: p, g read and p written (12) and m, v read and written as bfloat16
@@ -508,6 +509,7 @@ def test_gpu_bench_traffic_and_case_runner():
               "errors": []}
     text = gpu.format_report(report)
     assert "Adam" in text and "fastopt FlatParams" in text and "(4, 3, 5) C-last" in text
+    assert "x 1-wide" in text
 
 
 def test_early_stopping_keeps_the_best_copy_on_the_device():

@@ -124,6 +124,12 @@ def bench_rule(rule: str, n: int, dtype, repeats: int, state_dtype: str | None =
     g = cuda.to_device(rng.standard_normal(n).astype(dtype))
     opt = RULES[rule][0](p, state_dtype=state_dtype)
     fns: dict[str, Timed] = {"fastopt": (lambda: opt.step(g), "numba")}
+    if state_dtype is None:  # the same step one element per access: views one value off
+        # a 16-byte boundary take the kernels' one-element loop (drivers/cuda_vectors.py)
+        p1 = cuda.to_device(rng.standard_normal(n + 1).astype(dtype))[1:]
+        g1 = cuda.to_device(rng.standard_normal(n + 1).astype(dtype))[1:]
+        opt1 = RULES[rule][0](p1)
+        fns["one_wide"] = (lambda: opt1.step(g1), "numba")
     torch = _torch_cuda()
     label = None
     if state_dtype is None and torch is not None and registry()[rule].torch is not None:
@@ -143,6 +149,8 @@ def bench_rule(rule: str, n: int, dtype, repeats: int, state_dtype: str | None =
                               "fastopt_ms": ms, "gbps": nbytes / (ms * 1e-3) / 1e9}
     if "torch" in med:
         row.update(torch_ms=med["torch"], torch=label, x_torch=med["torch"] / ms)
+    if "one_wide" in med:  # > 1: 16-byte accesses are that much faster
+        row.update(one_wide_ms=med["one_wide"], x_one_wide=med["one_wide"] / ms)
     return row
 
 
@@ -308,13 +316,15 @@ def format_report(report: dict) -> str:
              f"{copy_gbps:.0f} GB/s",
              f"medians per call of CUDA-event timings over {INNER} back-to-back calls, "
              "callables interleaved; % copy BW = step bytes / time / copy bandwidth; "
-             "x torch > 1 means fastopt is faster", "",
+             "x 1-wide: the same step on arrays off 16-byte alignment (one element per "
+             "access) / this one; x torch > 1 means fastopt is faster", "",
              f"{'rule':<16}{'n':>10}  {'dtype':<8}{'fastopt ms':>11}{'GB/s':>8}"
-             f"{'% copy BW':>11}{'x torch':>9}  torch"]
+             f"{'% copy BW':>11}{'x 1-wide':>9}{'x torch':>9}  torch"]
     for r in report["rows"]:
         xt = f"{r['x_torch']:.2f}" if "x_torch" in r else "-"
+        xw = f"{r['x_one_wide']:.2f}" if "x_one_wide" in r else "-"
         lines.append(f"{r['rule']:<16}{r['n']:>10.0e}  {r['dtype']:<8}{r['fastopt_ms']:>11.3f}"
-                     f"{r['gbps']:>8.0f}{r['pct_copy_bw']:>10.0f}%{xt:>9}  "
+                     f"{r['gbps']:>8.0f}{r['pct_copy_bw']:>10.0f}%{xw:>9}{xt:>9}  "
                      f"{r.get('torch', '-')}")
     res = report.get("resnet")
     if res:
