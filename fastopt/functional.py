@@ -154,7 +154,7 @@ def _run(
     if functional_precision.wanted(ps, gs, sts, master):
         _run_precision(rule, ps, gs, sts, offsets, master, consts, step, lr, weight_decay,
                        decoupled_weight_decay, maximize, grad_scale, noise, check, trust,
-                       stochastic_rounding, rounding_seed, signs)
+                       stochastic_rounding, rounding_seed, signs, stream)
         return
     if stochastic_rounding:
         raise ValueError("stochastic_rounding rounds 16-bit parameters (np.float16, "
@@ -215,9 +215,9 @@ def _run_precision(rule: Callable, ps: list, gs: list, sts: list, offsets: list,
                    weight_decay: float, decoupled_weight_decay: bool, maximize: bool,
                    grad_scale: Any, noise: GradientNoise | None, check: bool,
                    trust: Trust | None, stochastic_rounding: bool, rounding_seed: int,
-                   signs: tuple[str, ...]) -> None:
+                   signs: tuple[str, ...], stream: Any) -> None:
     """16-bit parameters or gradients, bfloat16 or 8-bit state or a master copy
-    (:mod:`fastopt.functional_precision`): host arrays only."""
+    (:mod:`fastopt.functional_precision`), on the CPU or (GPU parameters) the GPU."""
     many = len(ps) > 1
     if master is None:
         masters = [None] * len(ps)
@@ -229,12 +229,13 @@ def _run_precision(rule: Callable, ps: list, gs: list, sts: list, offsets: list,
         raise ValueError("with lists of arrays, master is a list of float32 copies too")
     else:
         masters = [master]
+    be = backend_of(ps[:1]) if is_device_array(ps[0]) else cpu
+    if be is not cpu and stream is None:
+        stream = be.current_stream(be.origin(ps[0]))
+    if check or be is not cpu:  # (a GPU call's checks also make its Numba views)
+        ps, gs, sts, masters = functional_precision.check(
+            ps, gs, sts, masters, stochastic_rounding, rounding_seed, signs, be)
     if check:
-        if any(is_device_array(a) for a in [*ps, *gs, *masters] if a is not None):
-            raise ValueError("16-bit parameters, bfloat16 state and master copies run on the "
-                             "CPU in this version; on a GPU, keep float32 arrays")
-        functional_precision.check(ps, gs, sts, masters, stochastic_rounding, rounding_seed,
-                                   signs)
         for j, off in enumerate(offsets):
             if (isinstance(off, bool) or not isinstance(off, (int, np.integer))
                     or not 0 <= off <= MAX_STEP - ps[j].size):
@@ -252,7 +253,7 @@ def _run_precision(rule: Callable, ps: list, gs: list, sts: list, offsets: list,
     direction, ratio = trust if trust is not None else (None, None)
     functional_precision.run(rule, direction, ratio, ps, gs, sts, masters, offsets, h, scale,
                              wd, decay, nz, step, stochastic_rounding, rounding_seed,
-                             noise_at)
+                             noise_at, be, stream)
 
 
 def step_scalars(

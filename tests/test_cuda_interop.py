@@ -119,3 +119,38 @@ def test_a_list_of_torch_tensors_steps_in_one_launch():
         dev.step(bad)
     for b, t in zip(before, tp, strict=True):
         assert torch.equal(b, t)
+
+
+def test_functional_calls_on_torch_tensors_in_place():
+    """The functional layer on torch CUDA tensors (whose dtypes NumPy cannot read): float32
+    state, and float16 parameters with a float32 master copy and 8-bit state whose codes
+    and block maxima are torch tensors; the CPU's functional results."""
+    from fastopt import functional as F
+
+    torch = _torch_cuda()
+    rng = np.random.default_rng(3)
+    n = 3000
+    p0 = rng.standard_normal(n).astype(np.float32)
+    g = (rng.standard_normal(n) * 0.1).astype(np.float32)
+    p, m, v = (torch.from_numpy(a).cuda() for a in (p0, np.zeros(n, np.float32),
+                                                      np.zeros(n, np.float32)))
+    F.adam(p, torch.from_numpy(g).cuda(), m, v, step=1, lr=1e-2)
+    cp, cm, cv = p0.copy(), np.zeros(n, np.float32), np.zeros(n, np.float32)
+    F.adam(cp, g, cm, cv, step=1, lr=1e-2)
+    np.testing.assert_allclose(p.cpu().numpy(), cp, rtol=1e-5, atol=1e-6)
+
+    h16 = p0.astype(np.float16)
+    host = F.init_state("adam", h16, state_dtype="8bit", min_8bit_size=0)
+    dev = {k: F.QuantizedState(torch.from_numpy(s.codes).cuda(),
+                               torch.from_numpy(s.absmax).cuda(), s.book)
+           for k, s in host.items()}
+    hp, master = torch.from_numpy(h16).cuda(), torch.from_numpy(h16.astype(np.float32)).cuda()
+    F.adam(hp, torch.from_numpy(g.astype(np.float16)).cuda(), step=1, lr=1e-2, master=master,
+           **dev)
+    ch, cmaster = h16.copy(), h16.astype(np.float32)
+    F.adam(ch, g.astype(np.float16), step=1, lr=1e-2, master=cmaster, **host)
+    np.testing.assert_allclose(master.cpu().numpy(), cmaster, rtol=1e-5, atol=1e-6)
+    assert (hp.cpu().numpy() != h16).mean() > 0.9
+    for k, s in dev.items():
+        codes = s.codes.cpu().numpy().astype(int)
+        assert np.abs(codes - host[k].codes.astype(int)).max() <= 1

@@ -598,3 +598,4 @@ def test_a_list_with_a_misaligned_array_steps_it_one_element_at_a_time():
         assert not np.array_equal(got[s:s + n], b[s:s + n])
         outside = 0 if s else n
         assert got[outside] == b[outside]  # the element beside the view is untouched
+

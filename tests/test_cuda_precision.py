@@ -177,3 +177,74 @@ def test_16bit_options_the_gpu_cannot_take_are_refused_before_anything_is_writte
     assert opt.step_count == 0
     opt.step([to_device(np.full(10, 0.5, np.float16))])  # and it works on
     assert (host(h) < 1).all()
+
+
+@pytest.mark.skipif(not SIMULATED, reason="bit equality holds in the simulator only")
+@pytest.mark.parametrize("case", ["adam_8bit", "lamb_int8", "f16_master_8bit",
+                                  "f16_stochastic"])
+def test_functional_precision_calls_on_the_gpu_give_the_cpus_bits(case):
+    """The functional layer's precision path on device arrays: QuantizedState with device
+    codes and maxima (QuantizedState.to_device), float16 parameters with a device master
+    copy or stochastic rounding, a trust-ratio rule's two passes; the CPU functional
+    call's bits."""
+    from fastopt import functional as F
+
+    rng = np.random.default_rng(12)
+    n = 700
+    p16 = case.startswith("f16")
+    dt = np.float16 if p16 else np.float32
+    p0 = rng.standard_normal(n).astype(dt)
+    grads = [(rng.standard_normal(n) * 0.1).astype(dt) for _ in range(3)]
+    fn = F.lamb if case.startswith("lamb") else F.adam
+    state_dtype = None if case == "f16_stochastic" else (
+        "int8" if case.endswith("int8") else "8bit")
+    host_state = F.init_state(fn, p0, state_dtype=state_dtype, min_8bit_size=0)
+    dev_state = {k: F.QuantizedState.to_device(s) if isinstance(s, F.QuantizedState)
+                 else to_device(s) for k, s in host_state.items()}
+    extra_host, extra_dev = {}, {}
+    if case == "f16_master_8bit":
+        extra_host = {"master": p0.astype(np.float32)}
+        extra_dev = {"master": to_device(p0.astype(np.float32))}
+    elif case == "f16_stochastic":
+        extra_host = extra_dev = {"stochastic_rounding": True, "rounding_seed": 5}
+    cp, dp = p0.copy(), to_device(p0)
+    for t, g in enumerate(grads, 1):
+        fn(cp, g, step=t, lr=1e-2, **host_state, **extra_host)
+        fn(dp, to_device(g), step=t, lr=1e-2, **dev_state, **extra_dev)
+    bits = np.uint16 if p16 else np.uint32
+    assert (cp != p0).mean() > 0.9
+    np.testing.assert_array_equal(host(dp).view(bits), cp.view(bits))
+    for k, s in host_state.items():
+        d = dev_state[k]
+        if isinstance(s, F.QuantizedState):
+            np.testing.assert_array_equal(host(d.codes), s.codes)
+            np.testing.assert_array_equal(host(d.absmax), s.absmax)
+            np.testing.assert_array_equal(d.values(), s.values())
+        else:
+            np.testing.assert_array_equal(host(d), s)
+    if "master" in extra_host:
+        np.testing.assert_array_equal(host(extra_dev["master"]), extra_host["master"])
+
+
+def test_functional_precision_errors_on_the_gpu_write_nothing():
+    from fastopt import functional as F
+
+    n = 300
+    p = to_device(np.ones(n, np.float16))
+    g = to_device(np.full(n, 0.5, np.float16))
+    st = {k: F.QuantizedState.to_device(s) for k, s in
+          F.init_state("adam", np.ones(n, np.float32), state_dtype="8bit",
+                       min_8bit_size=0).items()}
+    host_master = np.ones(n, np.float32)
+    with pytest.raises(TypeError, match="GPU array like the parameters"):
+        F.adam(p, g, step=1, master=host_master, **st)  # a host master for device p
+    bad = dict(st, v=F.QuantizedState(st["v"].codes, to_device(np.zeros(1, np.float32)),
+                                      st["v"].book))
+    with pytest.raises(ValueError, match="block maxima"):
+        F.adam(p, g, step=1, master=to_device(host_master), **bad)
+    shared = dict(st, v=F.QuantizedState(st["v"].codes, st["m"].absmax, st["v"].book))
+    with pytest.raises(ValueError, match="shares memory"):
+        F.adam(p, g, step=1, master=to_device(host_master), **shared)
+    np.testing.assert_array_equal(host(p), np.ones(n, np.float16))
+    np.testing.assert_array_equal(host(st["m"].codes), np.zeros(n, np.uint8))
+    assert (host(st["v"].absmax) == 0).all() and np.array_equal(host_master, np.ones(n))

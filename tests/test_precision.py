@@ -730,3 +730,26 @@ def test_functional_8bit_errors_write_nothing(case):
         call()
     for a, b in zip(arrays, before, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+class _TorchLikeArray:
+    """A GPU array as torch hands one over: a dtype object NumPy cannot interpret, the
+    element type in ``__cuda_array_interface__``."""
+
+    def __init__(self, typestr: str) -> None:
+        self.dtype = object()
+        self.shape = (3,)
+        self.__cuda_array_interface__ = {"typestr": typestr, "shape": (3,), "version": 3,
+                                         "data": (0, False), "strides": None}
+
+
+def test_the_precision_probe_reads_dtypes_numpy_cannot():
+    """Every functional call first asks whether it takes the precision path; for torch CUDA
+    tensors it raised TypeError (np.dtype(torch.float32)), so no functional call could
+    step them. It reads the CUDA array interface's type instead."""
+    from fastopt import functional_precision as FP
+
+    f32, f16 = _TorchLikeArray("<f4"), _TorchLikeArray("<f2")
+    assert FP.wanted([f32], [f32], [(f32, f32)], None) is False
+    assert FP.wanted([f16], [f32], [()], None) is True
+    assert FP.wanted([object()], [f32], [()], None) is False  # refused later, clearly

@@ -230,6 +230,20 @@ def trust_sums(kern: Callable, n: int, args: tuple, stream) -> tuple[float, floa
     return driver.pair_sums(partials, nb, stream)
 
 
+_TABLES: dict[int, tuple] = {}
+
+
+def device_tables() -> tuple[object, tuple]:
+    """``(ct, qt)`` on the current GPU, made once per device: the kernels' compute-dtype
+    marker (a one-element float32 array) and the dynamic maps' tables (the functional
+    layer's precision calls; an optimizer keeps its own in its storage)."""
+    key = 0 if driver.SIMULATOR else cuda.get_current_device().id
+    if key not in _TABLES:
+        _TABLES[key] = (cuda.to_device(np.zeros(1, np.float32)),
+                        tuple(cuda.to_device(a) for a in quantized.codec_tables()))
+    return _TABLES[key]
+
+
 def launch(kern: Callable, quantized_state: bool, n: int, args: tuple, stream) -> None:
     """Launch a precision kernel over ``n`` values: the element kernel one thread per
     element (grid-stride beyond :func:`fastopt.drivers.cuda.max_blocks`), the 8-bit one
