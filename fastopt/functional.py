@@ -146,15 +146,17 @@ def _run(
     master: Arrays | None = None,
     stochastic_rounding: bool = False,
     rounding_seed: int = 0,
-    signs: tuple[str, ...] = (),
+    kept: tuple = (),
 ) -> None:
+    """One functional call of ``rule``'s element function; ``kept``: the ``State`` specs of
+    the state arrays given (their signs pick which 8-bit books may hold them)."""
     ps, gs, sts, offsets = _as_lists(p, g, state, noise_offset)
     if not ps:
         return
     if functional_precision.wanted(ps, gs, sts, master):
         _run_precision(rule, ps, gs, sts, offsets, master, consts, step, lr, weight_decay,
                        decoupled_weight_decay, maximize, grad_scale, noise, check, trust,
-                       stochastic_rounding, rounding_seed, signs, stream)
+                       stochastic_rounding, rounding_seed, kept, stream)
         return
     if stochastic_rounding:
         raise ValueError("stochastic_rounding rounds 16-bit parameters (np.float16, "
@@ -215,7 +217,7 @@ def _run_precision(rule: Callable, ps: list, gs: list, sts: list, offsets: list,
                    weight_decay: float, decoupled_weight_decay: bool, maximize: bool,
                    grad_scale: Any, noise: GradientNoise | None, check: bool,
                    trust: Trust | None, stochastic_rounding: bool, rounding_seed: int,
-                   signs: tuple[str, ...], stream: Any) -> None:
+                   kept: tuple, stream: Any) -> None:
     """16-bit parameters or gradients, bfloat16 or 8-bit state or a master copy
     (:mod:`fastopt.functional_precision`), on the CPU or (GPU parameters) the GPU."""
     many = len(ps) > 1
@@ -234,7 +236,8 @@ def _run_precision(rule: Callable, ps: list, gs: list, sts: list, offsets: list,
         stream = be.current_stream(be.origin(ps[0]))
     if check or be is not cpu:  # (a GPU call's checks also make its Numba views)
         ps, gs, sts, masters = functional_precision.check(
-            ps, gs, sts, masters, stochastic_rounding, rounding_seed, signs, be)
+            ps, gs, sts, masters, stochastic_rounding, rounding_seed,
+            tuple(st.sign for st in kept), be)
     if check:
         for j, off in enumerate(offsets):
             if (isinstance(off, bool) or not isinstance(off, (int, np.integer))
@@ -403,7 +406,7 @@ def _step(rule: Rule, p: Arrays, g: Arrays, states: tuple, hp: dict[str, Any],
         consts = rule.constants(step, lr, hp)
     _run(rule.element_for(hp), p, g, arrays, consts, step, lr, wd, decoupled, hp["maximize"],
          grad_scale, noise, noise_offset, check, stream, trust, **precision,
-         signs=tuple(s.sign for s in kept))
+         kept=kept)
     return next(iter(group.values())) if group else None
 
 
