@@ -245,18 +245,27 @@ def _run_precision(rule: Callable, ps: list, gs: list, sts: list, offsets: list,
                 raise ValueError(f"noise_offset{f'[{j}]' if many else ''} must be an int >= 0 "
                                  "(a position in the noise and rounding streams) that leaves "
                                  f"the array's positions below 2**63, got {off!r}")
-        if type(grad_scale) is not float and not isinstance(grad_scale, numbers.Real):
-            raise ValueError(f"grad_scale must be a number >= 0, got {grad_scale!r}")
-        grad_scale = check_nonneg("grad_scale", grad_scale)
         if noise is not None and not isinstance(noise, GradientNoise):
             raise ValueError(f"noise must be a fastopt.GradientNoise or None, got {noise!r}")
+    dscale = None
+    if type(grad_scale) is not float and not isinstance(grad_scale, numbers.Real):
+        # a clip factor on the GPU: a one-element float32 device array (the kernels' math)
+        if not (be is not cpu and is_device_array(grad_scale)
+                and getattr(grad_scale, "size", 0) == 1
+                and np.dtype(getattr(grad_scale, "dtype", None)) == np.float32):
+            raise ValueError(
+                "grad_scale must be a number >= 0 (or, for GPU arrays, a one-element float32 "
+                f"device array), got {type(grad_scale).__name__}")
+        dscale, grad_scale = be.as_device_array(grad_scale, "grad_scale"), 1.0
+    elif check:
+        grad_scale = check_nonneg("grad_scale", grad_scale)
     h, scale, wd, decay, nz = step_scalars(consts, step, lr, weight_decay,
                                            decoupled_weight_decay, maximize, grad_scale,
-                                           None, noise)
+                                           dscale, noise)
     direction, ratio = trust if trust is not None else (None, None)
     functional_precision.run(rule, direction, ratio, ps, gs, sts, masters, offsets, h, scale,
                              wd, decay, nz, step, stochastic_rounding, rounding_seed,
-                             noise_at, be, stream)
+                             noise_at, be, stream, dscale)
 
 
 def step_scalars(
@@ -368,9 +377,12 @@ rounding_seed : int, default 0
     The seed of those bits (and of bfloat16 state's rounding).
 
 16-bit parameters and gradients and bfloat16 state arrays (``ml_dtypes.bfloat16``) are
-chosen by their dtypes (CPU): arithmetic is float32, results are rounded to the storage
+chosen by their dtypes: arithmetic is float32, results are rounded to the storage
 dtype, bfloat16 state stochastically (docs/precision.md). 8-bit state: a
-:class:`QuantizedState` in place of each state array (:func:`init_state` makes them)."""
+:class:`QuantizedState` in place of each state array (:func:`init_state` makes them). On a
+GPU: float16 and float32 (CUDA arrays have no bfloat16 type), a device master copy and
+``QuantizedState.to_device``; their arrays are always checked (the checks make the
+kernels' views)."""
 
 
 def _step(rule: Rule, p: Arrays, g: Arrays, states: tuple, hp: dict[str, Any],
@@ -499,7 +511,8 @@ def init_state(rule: str | Callable, p: Arrays, *, state_dtype: str | None = Non
     ``"8bit"`` (8-bit floats), ``"fp8"`` or ``"int8"`` (bitsandbytes' dynamic map):
     a :class:`QuantizedState` per array of at least ``min_8bit_size`` values, in the book
     its state takes (signed or non-negative), float32 arrays for smaller ones. Host
-    (NumPy) parameters only; on a GPU allocate float32 state with the arrays' library.
+    (NumPy) arrays, made from host parameters; for GPU parameters move them to the
+    device (``QuantizedState.to_device``, or your array library for plain arrays).
     """
     r = _rule_of(rule)
     unknown = set(hyperparameters) - set(r.defaults)

@@ -215,7 +215,8 @@ def check(ps: list, gs: list, sts: list, masters: list, stochastic: bool,
         kinds = {np.dtype(s.dtype) for k, s in enumerate(st) if not eight[k]}
         if kinds and not (kinds <= {_F32} or (len(kinds) == 1 and kinds <= half
                                                and next(iter(kinds)).name == "bfloat16")):
-            raise TypeError(f"state arrays{at} must all be float32 or all ml_dtypes.bfloat16, "
+            bf16 = " or all ml_dtypes.bfloat16" if be is cpu else " (on a GPU)"
+            raise TypeError(f"state arrays{at} must all be float32{bf16}, "
                             f"got {sorted(k.name for k in kinds)}; 8-bit state is a "
                             "fastopt.functional.QuantizedState (codes and block maxima): "
                             "make it with fastopt.functional.init_state(..., "
@@ -291,10 +292,11 @@ def _check_quantized(p: Any, st: tuple, eight: list[bool], signs: tuple[str, ...
 def run(rule_element: Any, direction: Any, ratio: Any, ps: list, gs: list, sts: list,
         masters: list, offsets: list, h: tuple, scale, wd, decay, nz, step: int,
         stochastic: bool, rounding_seed: int, noise_at: Any, be: Any = cpu,
-        stream: Any = None) -> None:
+        stream: Any = None, dscale: Any = None) -> None:
     """One step of each array through the precision kernels (a trust-ratio rule: its
     first pass, the ratio, then its whole step from the state before it), on the CPU or
-    (``be`` the CUDA driver, arrays as :func:`check` returns them) on ``stream``."""
+    (``be`` the CUDA driver, arrays as :func:`check` returns them) on ``stream``, where
+    ``dscale`` may be a clip factor in device memory."""
     rnd_key = (int(rounding_seed) & 0xFFFFFFFF, int(rounding_seed) >> 32, step - 1)
     device = be is not cpu
     if device:
@@ -321,7 +323,7 @@ def run(rule_element: Any, direction: Any, ratio: Any, ps: list, gs: list, sts: 
         rnd = (*rnd_key, int(off))
         nzj = noise_at(nz, off)
         # the kernels' arguments after (p, g, state): CUDA's take the device clip factor
-        tail = (scale, None, wd, decay, nzj, rnd, ct) if device else (
+        tail = (scale, dscale, wd, decay, nzj, rnd, ct) if device else (
             scale, wd, decay, nzj, rnd, ct)
         hk = h
         if device:

@@ -106,8 +106,7 @@ def test_checkpoints_move_between_cpu_and_gpu(state_dtype):
         np.testing.assert_allclose(c, r, rtol=1e-6, atol=1e-7)
 
 
-@pytest.mark.parametrize("name, state_dtype", [("LAMB", "8bit"), ("LARS", "bfloat16"),
-                                               ("LAMB", "int8")])
+@pytest.mark.parametrize("name, state_dtype", [("LAMB", "8bit"), ("LARS", "bfloat16")])
 def test_trust_ratio_rules_take_low_precision_state_on_the_gpu(name, state_dtype):
     """A trust-ratio rule's two passes on the GPU: the first sums ‖w‖² and ‖u‖² over the
     decoded state in float64 block partials and writes nothing, the second is the whole
@@ -209,8 +208,10 @@ def test_functional_precision_calls_on_the_gpu_give_the_cpus_bits(case):
         extra_host = extra_dev = {"stochastic_rounding": True, "rounding_seed": 5}
     cp, dp = p0.copy(), to_device(p0)
     for t, g in enumerate(grads, 1):
-        fn(cp, g, step=t, lr=1e-2, **host_state, **extra_host)
-        fn(dp, to_device(g), step=t, lr=1e-2, **dev_state, **extra_dev)
+        # a clip factor: a number on the CPU, a one-element device array on the GPU
+        fn(cp, g, step=t, lr=1e-2, grad_scale=0.5, **host_state, **extra_host)
+        fn(dp, to_device(g), step=t, lr=1e-2, grad_scale=to_device(np.full(1, 0.5, np.float32)),
+           check=t != 3, **dev_state, **extra_dev)
     bits = np.uint16 if p16 else np.uint32
     assert (cp != p0).mean() > 0.9
     np.testing.assert_array_equal(host(dp).view(bits), cp.view(bits))
@@ -245,6 +246,9 @@ def test_functional_precision_errors_on_the_gpu_write_nothing():
     shared = dict(st, v=F.QuantizedState(st["v"].codes, st["m"].absmax, st["v"].book))
     with pytest.raises(ValueError, match="shares memory"):
         F.adam(p, g, step=1, master=to_device(host_master), **shared)
+    with pytest.raises(ValueError, match="one-element float32 device array"):
+        F.adam(p, g, step=1, master=to_device(host_master),
+               grad_scale=to_device(np.ones(2, np.float32)), **st)
     np.testing.assert_array_equal(host(p), np.ones(n, np.float16))
     np.testing.assert_array_equal(host(st["m"].codes), np.zeros(n, np.uint8))
     assert (host(st["v"].absmax) == 0).all() and np.array_equal(host_master, np.ones(n))

@@ -106,11 +106,11 @@ def test_every_kernel_compiles(ptx_facts):
                 for rule in registry().values() for options in rule.variants}
     assert {"sgd", "rmsprop_centered_momentum", "adam", "lion", "lamb"} <= set(elements)
     for rule, spec in elements.items():
-        for opts in ("plain", "all"):
-            for dt in ("float32", "float64"):
-                assert f"step_{rule}_{opts}_{dt}" in names
-                if spec:  # the multi-array step (its element code is the step's)
-                    assert f"tablestep_{rule}_{opts}_{dt}" in names
+        # every option (clip factor on the device, decay, noise) in float32; float64 plain
+        for opts, dt in (("plain", "float32"), ("all", "float32"), ("plain", "float64")):
+            assert f"step_{rule}_{opts}_{dt}" in names
+            if spec:  # the multi-array step (its element code is the step's)
+                assert f"tablestep_{rule}_{opts}_{dt}" in names
     for rule in registry().values():
         if rule.direction is not None:  # a trust-ratio rule's first pass
             for dt in ("float32", "float64"):
@@ -158,7 +158,7 @@ def test_step_kernels_read_and_write_16_bytes_at_a_time(ptx_facts):
     # memory instructions of one element per access), in the one-array step and in the
     # one-launch step over many arrays
     steps = [name for name in ptx_facts if name.startswith(("step_", "tablestep_"))]
-    assert len(steps) >= 4 * 16 + 4 * 8
+    assert len(steps) >= 3 * 16 + 3 * 8
     trust = {f"step_{rule.element.__name__}_" for rule in registry().values()
              if rule.direction is not None}
     for name in steps:

@@ -125,7 +125,10 @@ def bench_rule(rule: str, n: int, dtype, repeats: int, state_dtype: str | None =
     opt = RULES[rule][0](p, state_dtype=state_dtype)
     fns: dict[str, Timed] = {"fastopt": (lambda: opt.step(g), "numba")}
     if state_dtype is None:  # the same step one element per access: views one value off
-        # a 16-byte boundary take the kernels' one-element loop (drivers/cuda_vectors.py)
+        # a 16-byte boundary take the kernels' one-element loop (drivers/cuda_vectors.py),
+        # launched as every step is: n/4 threads below the grid cap (32 blocks of 256 per
+        # SM, 4.3M values on an H200); above it both run the capped grid, and the ratio is
+        # the two loops' alone
         p1 = cuda.to_device(rng.standard_normal(n + 1).astype(dtype))[1:]
         g1 = cuda.to_device(rng.standard_normal(n + 1).astype(dtype))[1:]
         opt1 = RULES[rule][0](p1)

@@ -515,6 +515,8 @@ def trust_sums(direction, p, g, state, consts, scale, wd, decay, noise, stream=N
     ``(Σ w², Σ u²)`` read back (the step waits for it), summed over the blocks in order."""
     stream = 0 if stream is None else stream
     nb = blocks(p.size)
+    if not nb:  # an empty array: no launch (a grid of 0 blocks is an error)
+        return 0.0, 0.0
     partials = cuda.device_array(2 * nb, np.float64, stream=stream)
     launcher(trust_kernel(direction), nb, stream)(
         p, g, state, consts, scale, dscale, wd, decay, noise, partials)
@@ -725,10 +727,8 @@ def check_grad(g: Any, p: Any, what: str, dtype: Any = None) -> Any:
                          f"{tuple(p.shape)}")
     want = np.dtype(p.dtype if dtype is None else dtype)
     if np.dtype(d.dtype) != want:
-        raise ValueError(f"{what} has dtype {d.dtype}, the optimizer takes {want} gradients "
-                         f"for its {p.dtype} parameters" + (
-                             "" if dtype is None or want == np.dtype(p.dtype)
-                             else " (grad_dtype)"))
+        raise ValueError(f"{what} has dtype {d.dtype}, its parameter has dtype {p.dtype}" + (
+            "" if want == np.dtype(p.dtype) else f"; gradients come as {want} (grad_dtype)"))
     if not d.is_c_contiguous():
         raise ValueError(f"{what} is not C-contiguous; pass a contiguous copy")
     return d

@@ -225,6 +225,8 @@ def trust_sums(kern: Callable, n: int, args: tuple, stream) -> tuple[float, floa
     read back (the step that follows waits for it)."""
     stream = 0 if stream is None else stream
     nb = driver.blocks(n)
+    if not nb:  # an empty array: no launch (a grid of 0 blocks is an error)
+        return 0.0, 0.0
     partials = cuda.device_array(2 * nb, np.float64, stream=stream)
     driver.launcher(kern, nb, stream)(*args, partials)
     return driver.pair_sums(partials, nb, stream)
