@@ -179,8 +179,8 @@ def test_16bit_options_the_gpu_cannot_take_are_refused_before_anything_is_writte
 
 
 @pytest.mark.skipif(not SIMULATED, reason="bit equality holds in the simulator only")
-@pytest.mark.parametrize("case", ["adam_8bit", "lamb_int8", "f16_master_8bit",
-                                  "f16_stochastic"])
+@pytest.mark.parametrize("case", ["adam_8bit", "lamb_8bit", "f16_master_8bit",
+                                  "f16_stochastic"])  # the dynamic map: the class tests
 def test_functional_precision_calls_on_the_gpu_give_the_cpus_bits(case):
     """The functional layer's precision path on device arrays: QuantizedState with device
     codes and maxima (QuantizedState.to_device), float16 parameters with a device master
