@@ -81,11 +81,13 @@ class QuantizedState:
 
     @property
     def shape(self) -> tuple[int, ...]:
-        return tuple(np.shape(self.codes))
+        """The codes' shape: the parameter's."""
+        return tuple(self.codes.shape)
 
     @property
     def nbytes(self) -> int:
-        return int(self.codes.nbytes + self.absmax.nbytes)
+        """Bytes held: one per code, four per block maximum."""
+        return int(self.codes.size) + 4 * int(self.absmax.size)
 
 
 def _host(a: Any) -> np.ndarray:
