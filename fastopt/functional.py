@@ -252,7 +252,7 @@ def _run_precision(rule: Callable, ps: list, gs: list, sts: list, offsets: list,
         # a clip factor on the GPU: a one-element float32 device array (the kernels' math)
         if not (be is not cpu and is_device_array(grad_scale)
                 and getattr(grad_scale, "size", 0) == 1
-                and np.dtype(getattr(grad_scale, "dtype", None)) == np.float32):
+                and functional_precision.dtype_of(grad_scale) == np.float32):
             raise ValueError(
                 "grad_scale must be a number >= 0 (or, for GPU arrays, a one-element float32 "
                 f"device array), got {type(grad_scale).__name__}")

@@ -114,10 +114,10 @@ def wanted(ps: list, gs: list, sts: list, master: Any) -> bool:
     states = [a for st in sts for a in st]
     if any(isinstance(a, QuantizedState) for a in states):
         return True
-    return any(_dtype(a) in half for a in [*ps, *gs, *states])
+    return any(dtype_of(a) in half for a in [*ps, *gs, *states])
 
 
-def _dtype(a: Any) -> np.dtype | None:
+def dtype_of(a: Any) -> np.dtype | None:
     """``a``'s dtype as NumPy's, also for a GPU array whose library names its dtypes its
     own way (torch): from ``__cuda_array_interface__``. None where neither says."""
     dt = getattr(a, "dtype", None)
@@ -362,4 +362,4 @@ def _flat(be: Any, a: Any) -> Any:
     return be.flat_view(a) if be is not cpu else a.reshape(-1)
 
 
-__all__ = ["BOOK_SIGNED", "QuantizedState", "check", "run", "wanted"]
+__all__ = ["BOOK_SIGNED", "QuantizedState", "check", "dtype_of", "run", "wanted"]
