@@ -377,17 +377,35 @@ def _trust_kernel(p, g, st, h, scale, dscale, wd, decay, noise, partials):
         w, u, s = TRUST(p[j], g[j], gather(st, j), h_, scale_, wd_, decay_, noise_,
                         np.uint64(j))
         scatter(st, j, s)
-        w64 = np.float64(w)
-        u64 = np.float64(u)
-        acc_p += w64 * w64
-        acc_u += u64 * u64
+        acc_p, acc_u = ADD_SQUARES(acc_p, acc_u, w, u)
         j += TPB
+    PAIR_PARTIALS(t, acc_p, acc_u, partials, b)
+
+
+def _add_squares(acc_p, acc_u, w, u):
+    """``(acc_p + w², acc_u + u²)``, squared and added in float64."""
+    w64 = np.float64(w)
+    u64 = np.float64(u)
+    return acc_p + w64 * w64, acc_u + u64 * u64
+
+
+def _pair_partials(t, acc_p, acc_u, partials, b):
+    """Block ``b``'s two sums of a trust-ratio first pass, each a fixed-order tree over the
+    block's threads, written by thread 0 to ``partials[2b]`` and ``partials[2b + 1]``."""
     total_p, _ = BLOCK_SUM(t, acc_p, 0)
     cuda.syncthreads()  # the shared sums are read before the second sum reuses them
     total_u, _ = BLOCK_SUM(t, acc_u, 0)
     if t == 0:
         partials[2 * b] = total_p
         partials[2 * b + 1] = total_u
+
+
+def ADD_SQUARES(acc_p, acc_u, w, u):  # noqa: N802 - placeholder, the compiled _add_squares
+    raise NotImplementedError
+
+
+def PAIR_PARTIALS(t, acc_p, acc_u, partials, b):  # noqa: N802 - placeholder
+    raise NotImplementedError  # bound to the compiled _pair_partials
 
 
 def _table_sumsq_kernel(table, nchunks, proto, partials, first):
@@ -453,8 +471,14 @@ def table_step_kernel(rule: Callable) -> Callable:
 def trust_kernel(direction: Callable) -> Callable:
     return kernel(bind(_trust_kernel, f"cuda_trust_{direction.__name__}",
                        TRUST=compile_tree(trust_direction(direction), _device),
-                       SCALARS=_device_functions()["SCALARS"],
-                       BLOCK_SUM=_device(_block_sum)))
+                       SCALARS=_device_functions()["SCALARS"], **trust_sum_functions()))
+
+
+@cache
+def trust_sum_functions() -> dict[str, Callable]:
+    """``ADD_SQUARES`` and ``PAIR_PARTIALS`` of a trust-ratio first pass, compiled."""
+    return {"ADD_SQUARES": _device(_add_squares),
+            "PAIR_PARTIALS": _device(bind(_pair_partials, BLOCK_SUM=_device(_block_sum)))}
 
 
 @cache

@@ -171,7 +171,11 @@ def STATE_AT(st, absmax, qt, i):  # noqa: N802 - placeholder: storage.state_read
     raise NotImplementedError
 
 
-def BLOCK_SUM(t, acc, bad):  # noqa: N802 - placeholder: the driver's _block_sum
+def ADD_SQUARES(acc_p, acc_u, w, u):  # noqa: N802 - placeholder: the driver's
+    raise NotImplementedError
+
+
+def PAIR_PARTIALS(t, acc_p, acc_u, partials, b):  # noqa: N802 - placeholder: the driver's
     raise NotImplementedError
 
 
@@ -191,17 +195,9 @@ def _trust_pass(p, g, st, absmax, qt, master, h, scale, dscale, wd, decay, noise
     while j < hi:
         w, u, _ = TRUST(PLOAD(p, master, j), GLOAD(g, j), STATE_AT(st, absmax, qt, j), h_,
                         scale_, wd_, decay_, noise_, np.uint64(j))
-        w64 = np.float64(w)
-        u64 = np.float64(u)
-        acc_p += w64 * w64
-        acc_u += u64 * u64
+        acc_p, acc_u = ADD_SQUARES(acc_p, acc_u, w, u)
         j += TPB
-    total_p, _ = BLOCK_SUM(t, acc_p, 0)
-    cuda.syncthreads()  # the shared sums are read before the second sum reuses them
-    total_u, _ = BLOCK_SUM(t, acc_u, 0)
-    if t == 0:
-        partials[2 * b] = total_p
-        partials[2 * b + 1] = total_u
+    PAIR_PARTIALS(t, acc_p, acc_u, partials, b)
 
 
 @cache
@@ -215,9 +211,8 @@ def trust_pass_kernel(direction: Callable, pfmt: str, gfmt: str, sfmt: str, nsta
     return driver.kernel(bind(
         _trust_pass, name, TRUST=compile_tree(trust_direction(direction), driver._device),
         STATE_AT=storage.state_reader(sfmt, nstate, books),
-        SCALARS=driver._device_functions()["SCALARS"],
-        BLOCK_SUM=driver._device(driver._block_sum), BLOCK=driver.BLOCK, TPB=driver.TPB,
-        PLOAD=io["PLOAD"], GLOAD=io["GLOAD"]))
+        SCALARS=driver._device_functions()["SCALARS"], **driver.trust_sum_functions(),
+        BLOCK=driver.BLOCK, TPB=driver.TPB, PLOAD=io["PLOAD"], GLOAD=io["GLOAD"]))
 
 
 def trust_sums(kern: Callable, n: int, args: tuple, stream) -> tuple[float, float]:
