@@ -9,6 +9,7 @@ import pytest
 from fastopt import optim
 from fastopt.bench import precision as pb
 from fastopt.bench.roofline import narrow_kernel
+from fastopt.precision.storage import as_kernel_array
 
 CASES = [(label, pname, state, n) for label, pname, state in pb.CASES[1:]
          for n in (10**6, 10**7)]
@@ -36,7 +37,7 @@ def test_same_traffic(benchmark, label, pname, state, n):
     master = pdt.itemsize == 2 and not state
     st = (np.zeros(n, sdt), np.zeros(n, sdt)) + ((np.zeros(n, np.float32),) if master else ())
     kernel = narrow_kernel(len(st), pdt, sdt, parallel=pb._parallel(nbytes))
-    p, g = pb._bits(np.ones(n, pdt)), pb._bits(np.full(n, 0.01, pdt))
+    p, g = as_kernel_array(np.ones(n, pdt)), as_kernel_array(np.full(n, 0.01, pdt))
     benchmark.group = _group(label, n)
     benchmark(kernel, p, g, st)
 

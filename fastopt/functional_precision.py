@@ -22,6 +22,7 @@ from . import parallel
 from ._checks import half_dtypes
 from .drivers import cpu, cpu_precision, is_device_array
 from .precision import quantized
+from .precision.storage import as_kernel_array
 from .rules.transforms import direction_then_rule
 
 _F32 = np.dtype(np.float32)
@@ -133,11 +134,6 @@ def dtype_of(a: Any) -> np.dtype | None:
 def _fmt(a: np.ndarray) -> str:
     dt = np.dtype(a.dtype)
     return "plain" if dt == _F32 else dt.name
-
-
-def _bits(a: Any) -> Any:
-    """A 16-bit array as the uint16 patterns the kernels decode; others as they are."""
-    return a.view(np.uint16) if np.dtype(a.dtype).itemsize == 2 else a
 
 
 class _Arrays:
@@ -318,9 +314,9 @@ def run(rule_element: Any, direction: Any, ratio: Any, ps: list, gs: list, sts: 
                 s.absmax for s in st)
         else:
             sfmt = "bfloat16" if st and st[0].dtype != _F32 else "plain"
-            sk, am = tuple(_bits(_flat(be, s)) for s in st), ()
+            sk, am = tuple(as_kernel_array(_flat(be, s)) for s in st), ()
         qt = tables if books else ()
-        pk, gk = _bits(_flat(be, p)), _bits(_flat(be, g))
+        pk, gk = as_kernel_array(_flat(be, p)), as_kernel_array(_flat(be, g))
         mk = None if m is None else _flat(be, m)
         rnd = (*rnd_key, int(off))
         nzj = noise_at(nz, off)

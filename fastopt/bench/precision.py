@@ -30,6 +30,7 @@ from .. import parallel as fastopt_threads
 from .._jit import device
 from ..drivers import cpu_precision
 from ..precision import quantized
+from ..precision.storage import as_kernel_array
 from . import torch_ref
 from .roofline import divider_kernel, narrow_kernel, roofline_kernel
 
@@ -125,8 +126,8 @@ def _floor_call(n: int, pname: str, state: str | None) -> Callable[[], None]:
     pdt, sdt, nbytes = _storage(n, pname, state)
     # real values (1.0 and 0.01): uint16 ones read as bfloat16 are subnormal floats, whose
     # arithmetic takes microcode assists
-    pk = _bits(np.ones(n, pdt))
-    gk = _bits(np.full(n, 0.01, pdt))
+    pk = as_kernel_array(np.ones(n, pdt))
+    gk = as_kernel_array(np.full(n, 0.01, pdt))
     pfmt = "plain" if pdt.itemsize == 4 else pname
     eight = state in ("fp8", "int8")
     master = pdt.itemsize == 2 and state is None
@@ -145,11 +146,6 @@ def _floor_call(n: int, pname: str, state: str | None) -> Callable[[], None]:
         qt = quantized.codec_tables()
         return lambda: kernel(pk, gk, st, am, qt, mst, h, None, None, None, None, rnd, ct)
     return lambda: kernel(pk, gk, st, mst, h, None, None, None, None, rnd, ct)
-
-
-def _bits(a: np.ndarray) -> np.ndarray:
-    """A 16-bit array as the uint16 view kernels take; float32 as it is."""
-    return a.view(np.uint16) if a.dtype.itemsize == 2 else a
 
 
 def _parallel(nbytes: int) -> bool:
@@ -192,7 +188,7 @@ def bench_size(n: int, repeats: int = 6, budget_s: float = 2.0, with_torch: bool
         master = pdt.itemsize == 2 and state is None
         opt = optim.Adam([p], lr=1e-3, state_dtype=state, master_weights=master)
         fns[label] = lambda opt=opt, g=g: opt.step([g])
-        pk, gk = _bits(np.ones(n, pdt)), _bits(g.copy())
+        pk, gk = as_kernel_array(np.ones(n, pdt)), as_kernel_array(g.copy())
         st = (np.zeros(n, sdt), np.zeros(n, sdt)) + ((np.zeros(n, np.float32),) if master
                                                       else ())
         if pname == "float32" and state is None:  # the float32 kernels of the main table

@@ -24,6 +24,7 @@ from .._memory import ALIGNMENT
 from ..drivers import cpu, cpu_precision
 from ..precision import quantized
 from ..precision.host import bf16_decode, bf16_round_nearest
+from ..precision.storage import as_kernel_array
 from ..rules.transforms import direction_then_rule
 
 #: The names ``state_dtype`` takes (None: the parameters' compute dtype).
@@ -158,11 +159,6 @@ def sumsq_kernels(grad: str) -> tuple[Any, Any]:
 def _kernel_dtype(name: str, compute: np.dtype) -> np.dtype:
     """The dtype a kernel sees for arrays stored as ``name``: 16-bit ones as uint16."""
     return np.dtype(np.uint16) if name in HALF else np.dtype(compute)
-
-
-def as_kernel_array(a: np.ndarray) -> np.ndarray:
-    """A 16-bit array as the uint16 view the kernels take; others as they are."""
-    return a.view(np.uint16) if a.dtype.itemsize == 2 else a
 
 
 @dataclass(frozen=True)
@@ -407,7 +403,7 @@ class Storage:
             first = None if direction is None else cuda_precision.trust_pass_kernel(
                 direction, pfmt, gfmt, sfmt, len(st), prec.master, books)
             master = self.master[lo:lo + n] if self.master is not None else None
-            out.append((kern, books is not None, _bits_view(self.be.flat_view(p)), master, st,
+            out.append((kern, books is not None, as_kernel_array(self.be.flat_view(p)), master, st,
                         am, pos, first))
         return out
 
@@ -478,11 +474,6 @@ def launch(storage: Storage, launchers: list, grads: list, h, sc, wd, decay, noi
             parallel.run(choice, serial, par, args, nbytes)
 
 
-def _bits_view(a: Any) -> Any:
-    """A 16-bit device array as the uint16 bits the kernels decode; others as they are."""
-    return a.view(np.uint16) if np.dtype(a.dtype).itemsize == 2 else a
-
-
 def launch_device(storage: Storage, launchers: list, grads: list, h, sc, dscale, wd, decay,
                   noise_of, t: int, stream: Any, ratio: Any = None) -> None:
     """:func:`launch` for a GPU's arrays, on ``stream``; ``dscale``: the device clip factor
@@ -492,7 +483,7 @@ def launch_device(storage: Storage, launchers: list, grads: list, h, sc, dscale,
 
     ct, qt = storage.ct, storage.qt
     for (kern, eight, p, master, st, am, lo, first), g in zip(launchers, grads, strict=True):
-        g = _bits_view(storage.be.flat_view(g))
+        g = as_kernel_array(storage.be.flat_view(g))
         rnd = storage.rounding(t, lo)
         hk = h
         if first is not None:

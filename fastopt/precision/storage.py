@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import cache
+from typing import Any
 
 import numpy as np
 
@@ -30,6 +31,12 @@ from .rounding import random_bits
 
 #: The stream of random bits the parameter's rounding uses; state k uses k + 1.
 PARAM_STREAM = np.uint32(0)
+
+
+def as_kernel_array(a: Any) -> Any:
+    """A 16-bit array (host or device) as the uint16 patterns the kernels decode; others
+    as they are."""
+    return a.view(np.uint16) if np.dtype(a.dtype).itemsize == 2 else a
 
 
 # --------------------------------------------------------------------- a value's reads
